@@ -1,0 +1,127 @@
+"""Options and output helpers shared by the commands."""
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import math
+
+import click
+
+from ringsim.units import InputError, parse_seq_len, write_atomic
+from ringsim.workload import Workload, build_model
+
+
+def workload_options(default_model: str | None = "llama3-8b", seq_len_default: str | None = "128K",
+                     multi_model: bool = False):
+    """--model/--layers/--heads/--kv-heads/--head-dim/--hidden/--ffn/--seq-len/--batch/--dtype."""
+
+    def deco(f):
+        opts = [
+            click.option("--model", default=default_model, show_default=True,
+                         help="Model preset" + (" (comma list to compare)" if multi_model else "")
+                         + "; dimension flags override it."),
+            click.option("--layers", type=int, help="Custom: number of layers."),
+            click.option("--heads", type=int, help="Custom: query heads."),
+            click.option("--kv-heads", type=int, help="Custom: key/value heads (GQA)."),
+            click.option("--head-dim", type=int, help="Custom: head dimension."),
+            click.option("--hidden", type=int, help="Custom: hidden size."),
+            click.option("--ffn", type=int, help="Custom: FFN size."),
+            click.option("--seq-len", default=seq_len_default, show_default=True,
+                         help="Tokens; K/M are binary (128K = 131072)."),
+            click.option("--batch", type=int, default=1, show_default=True),
+            click.option("--dtype", default="bf16", show_default=True, help="bf16, fp16, fp32 or fp8."),
+        ]
+        for o in reversed(opts):
+            f = o(f)
+        return f
+
+    return deco
+
+
+def build_workloads(model, layers, heads, kv_heads, head_dim, hidden, ffn, seq_len, batch, dtype,
+                    seq_len_override: int | None = None) -> list[Workload]:
+    T = seq_len_override if seq_len_override is not None else parse_seq_len(seq_len)
+    names = [m.strip() for m in model.split(",") if m.strip()] if model else [None]
+    custom = dict(layers=layers, heads=heads, kv_heads=kv_heads, head_dim=head_dim, hidden=hidden, ffn=ffn)
+    if model and not any(v is not None for v in custom.values()):
+        pass
+    elif not model:
+        names = [None]
+    return [Workload(build_model(n, **custom), T, batch, dtype) for n in names]
+
+
+def build_workload(**kw) -> Workload:
+    ws = build_workloads(**kw)
+    if len(ws) != 1:
+        raise InputError("this command takes one --model; give a single preset name")
+    return ws[0]
+
+
+def format_option(f):
+    f = click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+                     help="Write to this file (atomically) instead of stdout.")(f)
+    return click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+                        show_default=True)(f)
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        if v != 0 and (abs(v) >= 1e6 or abs(v) < 1e-3):
+            return f"{v:.4g}"
+        return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1e4 else f"{v:.1f}"
+    if v is None:
+        return "-"
+    return str(v)
+
+
+def render_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    if not rows:
+        return "(no rows)\n"
+    columns = columns or list(rows[0])
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines) + "\n"
+
+
+def render_csv(rows: list[dict], columns: list[str] | None = None) -> str:
+    buf = io.StringIO()
+    if rows:
+        columns = columns or list(rows[0])
+        w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    return buf.getvalue()
+
+
+def to_json(doc) -> str:
+    return json.dumps(doc, indent=2, default=_json_default) + "\n"
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def emit(text: str, output: str | None) -> None:
+    """Print to stdout, or write the whole text atomically to --output."""
+    if output:
+        write_atomic(output, text)
+    else:
+        click.echo(text, nl=False)

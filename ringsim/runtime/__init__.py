@@ -1,0 +1,1 @@
+"""Measured ring attention with torch.distributed (optional extra ``ringsim[torch]``)."""

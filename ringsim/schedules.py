@@ -1,0 +1,264 @@
+"""Token partitions (schedules), masks and exact work accounting — the plan (DESIGN.md §3.1).
+
+Vocabulary:
+
+- A **rank** owns a set of query tokens and, initially, the key/value **shard** of the same tokens.
+- At ring **step** ``s`` (0 ≤ s < G) rank ``r`` holds the shard owned by rank ``(r − s) mod G``.
+- ``pairs(r, s)`` is the number of (query, key) token pairs the mask allows between rank r's
+  queries and the shard it holds at step s. Summed over all ranks and steps it is T² (full) or
+  T(T+1)/2 (causal).
+
+Each rank's tokens are a few **segments**: arithmetic progressions ``start + stride·i`` (i < count)
+laid out one after another in the rank's local order. Contiguous has one segment of stride 1,
+zigzag two (chunks r and 2G−1−r), striped one of stride G. Counting allowed pairs between two
+progressions of the same stride reduces to counting lattice points in a band of a rectangle, which
+has a closed form — so no T×T mask is ever built, and T can be millions.
+
+Masks, by the allowed distance d = q − k between query position q and key position k:
+``full`` (any d), ``causal`` (d ≥ 0), ``sliding:W`` (0 ≤ d < W: the query and the W−1 keys before it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from .units import InputError
+
+__all__ = ["Mask", "Segment", "Plan", "SCHEDULES", "parse_mask", "make_plan"]
+
+SCHEDULES = ("contiguous", "striped", "zigzag")
+
+
+@dataclass(frozen=True)
+class Mask:
+    """An attention mask as a band of allowed distances d = q − k (``lo ≤ d ≤ hi``)."""
+
+    kind: str  # full | causal | sliding
+    window: int = 0
+
+    def bounds(self, seq_len: int) -> tuple[int, int]:
+        if self.kind == "full":
+            return -seq_len, seq_len
+        if self.kind == "causal":
+            return 0, seq_len
+        return 0, self.window - 1
+
+    def __str__(self) -> str:
+        return f"sliding:{self.window}" if self.kind == "sliding" else self.kind
+
+
+def parse_mask(text: str | Mask) -> Mask:
+    if isinstance(text, Mask):
+        return text
+    t = str(text).strip().lower()
+    if t in ("full", "causal"):
+        return Mask(t)
+    if t.startswith("sliding:") or t.startswith("sliding="):
+        from .units import parse_seq_len
+
+        w = parse_seq_len(t.split(":", 1)[-1].split("=", 1)[-1], "sliding window")
+        return Mask("sliding", w)
+    raise InputError(f"unknown mask {text!r}; use full, causal or sliding:W (e.g. sliding:4096)")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Tokens ``start + stride·i`` for i < ``count``, at local positions ``offset … offset+count−1``."""
+
+    start: int
+    stride: int
+    count: int
+    offset: int
+
+
+def _n_le(n, m, d):
+    """#{(i, j): 0 ≤ i < n, 0 ≤ j < m, i − j ≤ d}, elementwise over int64 arrays.
+
+    For each i the allowed j are [max(0, i−d), m): clamp(m + d − i, 0, m) of them. Summing
+    clamp(x, 0, m) for x from c−n+1 to c (c = m + d) gives P(c) − P(c−n) with
+    P(X) = Σ_{x=1..X} clamp(x, 0, m).
+    """
+    c = m + d
+
+    def prefix(x):
+        x = np.maximum(x, 0)
+        small = np.minimum(x, m)
+        return small * (small + 1) // 2 + np.maximum(x - m, 0) * m
+
+    return prefix(c) - prefix(c - n)
+
+
+def _band_index_bounds(delta, stride, lo, hi):
+    """For progressions q = a + s·i, k = b + s·j with delta = a − b, the allowed band lo ≤ q − k ≤ hi
+    in index space is L ≤ i − j ≤ H with L = ceil((lo − delta)/s), H = floor((hi − delta)/s)."""
+    L = -((delta - lo) // stride)  # ceil((lo - delta) / s)
+    H = (hi - delta) // stride
+    return L, H
+
+
+class Plan:
+    """The partition of T tokens over G ranks and everything one ring of it does.
+
+    Both the simulator and the torch runtime take the partition and the step → shard map from
+    here, so a prediction and a measurement are comparable step by step.
+    """
+
+    def __init__(self, schedule: str, world_size: int, seq_len: int, mask: Mask | str = "causal"):
+        schedule = schedule.strip().lower()
+        if schedule not in SCHEDULES:
+            raise InputError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
+        if world_size <= 0:
+            raise InputError(f"world size must be positive, got {world_size}")
+        self.schedule = schedule
+        self.world_size = G = int(world_size)
+        self.seq_len = T = int(seq_len)
+        self.mask = parse_mask(mask)
+        unit = 2 * G if schedule == "zigzag" else G
+        if T % unit:
+            lower, upper = (T // unit) * unit, (T // unit + 1) * unit
+            near = f"{lower} or {upper}" if lower > 0 else f"{upper}"
+            why = f"2×world size = {unit}" if schedule == "zigzag" else f"world size {G}"
+            raise InputError(
+                f"sequence length {T} is not divisible by {why} for {schedule}; nearest valid lengths: {near}"
+            )
+        self.tokens_per_rank = T // G
+
+    # ---- partition -------------------------------------------------------------------------
+    def segments(self, rank: int) -> list[Segment]:
+        G, T, r = self.world_size, self.seq_len, rank
+        if self.schedule == "contiguous":
+            c = T // G
+            return [Segment(r * c, 1, c, 0)]
+        if self.schedule == "striped":
+            return [Segment(r, G, T // G, 0)]
+        c = T // (2 * G)
+        return [Segment(r * c, 1, c, 0), Segment((2 * G - 1 - r) * c, 1, c, c)]
+
+    def tokens(self, rank: int) -> np.ndarray:
+        """Global positions of rank's tokens, in the rank's local order."""
+        return np.concatenate([s.start + s.stride * np.arange(s.count, dtype=np.int64)
+                               for s in self.segments(rank)])
+
+    @cached_property
+    def permutation(self) -> np.ndarray:
+        """``perm[p]`` = global token at position p of the sharded layout (rank 0's tokens, then 1's…)."""
+        return np.concatenate([self.tokens(r) for r in range(self.world_size)])
+
+    def shard(self, x: np.ndarray, axis: int = 0) -> list[np.ndarray]:
+        """Split a sequence-major array into the G ranks' local arrays (local order)."""
+        return [np.take(x, self.tokens(r), axis=axis) for r in range(self.world_size)]
+
+    def unshard(self, parts, axis: int = 0) -> np.ndarray:
+        """Inverse of :meth:`shard`: put the ranks' local arrays back in global order."""
+        cat = np.concatenate(list(parts), axis=axis)
+        inv = np.empty_like(self.permutation)
+        inv[self.permutation] = np.arange(self.seq_len)
+        return np.take(cat, inv, axis=axis)
+
+    def shard_owner(self, rank: int, step: int) -> int:
+        return (rank - step) % self.world_size
+
+    # ---- exact work --------------------------------------------------------------------------
+    def _segment_arrays(self):
+        """Per rank, per segment: start, stride, count, offset as (G, S) int64 arrays."""
+        segs = [self.segments(r) for r in range(self.world_size)]
+        get = lambda a: np.array([[getattr(s, a) for s in row] for row in segs], dtype=np.int64)
+        return get("start"), get("stride"), get("count"), get("offset")
+
+    def _pair_geometry(self):
+        """Broadcast (rank r, step s, query segment a, key segment b) arrays for rank r vs owner."""
+        G = self.world_size
+        start, stride, count, offset = self._segment_arrays()
+        r = np.arange(G)[:, None]
+        s = np.arange(G)[None, :]
+        owner = (r - s) % G  # (G, G)
+        qa = start[:, None, :, None]  # (G,1,S,1)
+        kb = start[owner][:, :, None, :]  # (G,G,1,S)
+        delta = qa - kb
+        st = stride[0, 0]  # every segment of a schedule has one stride
+        n = count[:, None, :, None]
+        m = count[owner][:, :, None, :]
+        return delta, st, n, m, offset, owner
+
+    @cached_property
+    def pairs(self) -> np.ndarray:
+        """``pairs[r, s]``: allowed (query, key) pairs of rank r at step s (int64, exact)."""
+        lo, hi = self.mask.bounds(self.seq_len)
+        delta, st, n, m, _, _ = self._pair_geometry()
+        L, H = _band_index_bounds(delta, st, lo, hi)
+        per_block = _n_le(n, m, H) - _n_le(n, m, L - 1)
+        return per_block.sum(axis=(2, 3)).astype(np.int64)
+
+    def tiles(self, tile_q: int, tile_k: int) -> np.ndarray:
+        """``tiles[r, s]``: (tile_q × tile_k) tiles of rank r's local (queries × held keys) block
+        that hold at least one allowed pair — what a fused kernel that skips only empty tiles runs.
+
+        Tiles are aligned to the local layout (a zigzag rank's two chunks one after the other).
+        For each tile row and each (query segment, key segment) the non-empty key columns form one
+        interval (the band is convex in index space); a row's tiles are the union of those intervals.
+        """
+        if tile_q <= 0 or tile_k <= 0:
+            raise InputError(f"tile shape must be positive, got {tile_q}x{tile_k}")
+        G, n_loc = self.world_size, self.tokens_per_rank
+        lo, hi = self.mask.bounds(self.seq_len)
+        start, stride, count, offset = self._segment_arrays()
+        st = int(stride[0, 0])
+        n_rows = -(-n_loc // tile_q)
+        row0 = np.arange(n_rows, dtype=np.int64) * tile_q
+        row1 = np.minimum(row0 + tile_q, n_loc) - 1  # inclusive
+        owner = (np.arange(G)[:, None] - np.arange(G)[None, :]) % G
+        S = start.shape[1]
+        lows, highs = [], []
+        for a in range(S):  # query segment of rank r
+            qs, qc, qo = start[:, a], count[:, a], offset[:, a]
+            # local rows of this tile row inside query segment a → segment indices [i0, i1]
+            i0 = np.maximum(row0[None, :], qo[:, None]) - qo[:, None]  # (G, R)
+            i1 = np.minimum(row1[None, :], (qo + qc - 1)[:, None]) - qo[:, None]
+            rows_ok = i0 <= i1
+            for b in range(S):  # key segment of the owner
+                ks, kc, ko = start[owner, b], count[owner, b], offset[owner, b]  # (G, G)
+                L, H = _band_index_bounds(qs[:, None] - ks, st, lo, hi)  # (G, G)
+                j_lo = np.maximum(i0[:, None, :] - H[:, :, None], 0)
+                j_hi = np.minimum(i1[:, None, :] - L[:, :, None], (kc - 1)[:, :, None])
+                ok = rows_ok[:, None, :] & (j_lo <= j_hi) & (L <= H)[:, :, None]
+                c_lo = (ko[:, :, None] + j_lo) // tile_k
+                c_hi = (ko[:, :, None] + j_hi) // tile_k
+                lows.append(np.where(ok, c_lo, 0))
+                highs.append(np.where(ok, c_hi, -1))  # empty interval: hi < lo
+        lo_arr = np.stack(lows, axis=-1)
+        hi_arr = np.stack(highs, axis=-1)
+        order = np.argsort(lo_arr, axis=-1, kind="stable")
+        lo_arr = np.take_along_axis(lo_arr, order, axis=-1)
+        hi_arr = np.take_along_axis(hi_arr, order, axis=-1)
+        covered = np.zeros(lo_arr.shape[:-1], dtype=np.int64)
+        reach = np.full(lo_arr.shape[:-1], -1, dtype=np.int64)  # last column already counted
+        for k in range(lo_arr.shape[-1]):
+            l, h = lo_arr[..., k], hi_arr[..., k]
+            valid = h >= l
+            add = np.maximum(h - np.maximum(l, reach + 1) + 1, 0)
+            covered += np.where(valid, add, 0)
+            reach = np.where(valid, np.maximum(reach, h), reach)
+        return covered.sum(axis=-1)
+
+    # ---- summaries -----------------------------------------------------------------------------
+    def total_pairs(self) -> int:
+        return int(self.pairs.sum())
+
+    def work_per_rank(self) -> np.ndarray:
+        return self.pairs.sum(axis=1)
+
+    def imbalance(self) -> float:
+        """max / mean of per-rank work (1.0 is perfect balance)."""
+        w = self.work_per_rank().astype(np.float64)
+        mean = w.mean()
+        return float(w.max() / mean) if mean > 0 else 1.0
+
+    def describe(self) -> dict:
+        return {"schedule": self.schedule, "world_size": self.world_size, "seq_len": self.seq_len,
+                "mask": str(self.mask), "tokens_per_rank": self.tokens_per_rank}
+
+
+def make_plan(schedule: str, world_size: int, seq_len: int, mask: str | Mask = "causal") -> Plan:
+    return Plan(schedule, world_size, seq_len, mask)

@@ -1,0 +1,182 @@
+"""Units, human strings and the one error type that means "bad input".
+
+Internally ringsim works in seconds, bytes and FLOP/s (DESIGN.md §3.3). Human strings such as
+``"450 GB/s"``, ``"400 Gb/s"``, ``"3 us"`` or ``"128K"`` are parsed only at the edges (topology
+files and the CLI), by the functions here.
+
+Conventions:
+- Sequence lengths: ``K``/``M`` suffixes are *binary* (128K = 131072 tokens, as model cards use);
+  plain integers are exact.
+- Bandwidth, memory sizes and FLOP/s: SI prefixes are decimal (1 GB = 1e9 B); ``GiB``/``MiB`` are
+  binary. A lower-case ``b`` means bits (``400 Gb/s`` = 50e9 bytes/s).
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+
+__all__ = [
+    "InputError",
+    "parse_seq_len",
+    "parse_bandwidth",
+    "parse_time",
+    "parse_bytes",
+    "parse_flops",
+    "parse_int_list",
+    "format_bytes",
+    "format_seconds",
+    "write_atomic",
+]
+
+
+class InputError(ValueError):
+    """Bad input from a user: the message is one line saying what is wrong and how to fix it.
+
+    The CLI turns it into that line on stderr and exit code 2.
+    """
+
+
+_SEQ_RE = re.compile(r"^\s*(\d+)\s*([kKmMgG]?)\s*$")
+_SEQ_MULT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_seq_len(text: str | int, what: str = "sequence length") -> int:
+    """``"128K"`` → 131072, ``"1M"`` → 1048576, ``"128000"`` → 128000 (binary suffixes)."""
+    if isinstance(text, int):
+        value = text
+    else:
+        m = _SEQ_RE.match(str(text))
+        if not m:
+            raise InputError(
+                f"{what} {text!r} is not a token count; use an integer or a binary K/M suffix, e.g. 131072 or 128K"
+            )
+        value = int(m.group(1)) * _SEQ_MULT[m.group(2).lower()]
+    if value <= 0:
+        raise InputError(f"{what} must be positive, got {text!r}")
+    return value
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """Comma-separated sequence lengths or counts, each with optional K/M suffix."""
+    parts = [p for p in str(text).split(",") if p.strip()]
+    if not parts:
+        raise InputError(f"{what} is empty; give one or more values separated by commas")
+    return [parse_seq_len(p, what) for p in parts]
+
+
+_NUM = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
+_SI = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
+_BIN = {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40}
+
+_BW_RE = re.compile(r"^\s*" + _NUM + r"\s*([kKMGTP]i?)?\s*(B|b|bit|byte)s?\s*/\s*s\s*$")
+_BYTES_RE = re.compile(r"^\s*" + _NUM + r"\s*([kKMGTP]i?)?\s*(B|byte|bytes)?\s*$")
+_TIME_RE = re.compile(r"^\s*" + _NUM + r"\s*(ns|us|µs|ms|s)?\s*$")
+_FLOPS_RE = re.compile(r"^\s*" + _NUM + r"\s*([kKMGTP])?\s*(FLOP/s|FLOPS|flop/s|flops)?\s*$")
+
+
+def _prefix(p: str | None) -> float:
+    if not p:
+        return 1.0
+    if p in _BIN:
+        return _BIN[p]
+    return _SI[p]
+
+
+def parse_bandwidth(text: str | float | int, what: str = "bandwidth") -> float:
+    """``"450 GB/s"`` → 450e9 bytes/s; ``"400 Gb/s"`` → 50e9 bytes/s; a bare number is bytes/s."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        m = _BW_RE.match(str(text))
+        if not m:
+            raise InputError(
+                f"{what} {text!r} is not a bandwidth; write e.g. '450 GB/s' (bytes) or '400 Gb/s' (bits)"
+            )
+        value = float(m.group(1)) * _prefix(m.group(2))
+        if m.group(3) in ("b", "bit"):
+            value /= 8.0
+    if not value > 0:
+        raise InputError(f"{what} must be positive, got {text!r}; give e.g. '450 GB/s'")
+    return value
+
+
+def parse_time(text: str | float | int, what: str = "latency") -> float:
+    """``"3 us"`` → 3e-6 s; a bare number is seconds. Negative times are rejected."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        m = _TIME_RE.match(str(text))
+        if not m:
+            raise InputError(f"{what} {text!r} is not a time; write e.g. '3 us', '0.6us' or '2 ms'")
+        unit = m.group(2) or "s"
+        value = float(m.group(1)) * {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
+    if value < 0:
+        raise InputError(f"{what} must not be negative, got {text!r}")
+    return value
+
+
+def parse_bytes(text: str | float | int, what: str = "size") -> float:
+    """``"80 GB"`` → 80e9; ``"80GiB"`` → 80·2^30; a bare number is bytes."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        m = _BYTES_RE.match(str(text))
+        if not m:
+            raise InputError(f"{what} {text!r} is not a size; write e.g. '80 GB' or '141GB'")
+        value = float(m.group(1)) * _prefix(m.group(2))
+    if not value > 0:
+        raise InputError(f"{what} must be positive, got {text!r}")
+    return value
+
+
+def parse_flops(text: str | float | int, what: str = "peak_flops") -> float:
+    """``"989 TFLOP/s"`` → 989e12 FLOP/s; a bare number is FLOP/s."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        m = _FLOPS_RE.match(str(text))
+        if not m:
+            raise InputError(f"{what} {text!r} is not a compute rate; write e.g. '989 TFLOP/s'")
+        value = float(m.group(1)) * _prefix(m.group(2))
+    if not value > 0:
+        raise InputError(f"{what} must be positive, got {text!r}")
+    return value
+
+
+def format_bytes(n: float) -> str:
+    """Decimal units, 3 significant figures: 41943040000 → '41.9 GB'."""
+    for unit, f in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= f:
+            return f"{n / f:.4g} {unit}"
+    return f"{n:.0f} B"
+
+
+def format_seconds(t: float) -> str:
+    for unit, f in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if abs(t) >= f:
+            return f"{t / f:.4g} {unit}"
+    return f"{t / 1e-9:.4g} ns"
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write a file so that readers see either the old file or the whole new one, never half.
+
+    The data goes to a temporary file in the same directory, then ``os.replace`` moves it in.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InputError(f"cannot write {path}: directory {directory} does not exist; create it first")
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(prefix=".ringsim-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
