@@ -1,0 +1,156 @@
+"""Topologies: devices, full-duplex links and the routes ring hops take (DESIGN.md §3.5).
+
+Model: a machine is a directed graph. Vertices are GPUs and the things between them (NVSwitches,
+PCIe host bridges, NICs, InfiniBand switches). Every physical link is full duplex and is stored as
+two directed :class:`Link` objects, one per direction, each with its own bandwidth and latency, so
+traffic one way never slows traffic the other way. A transfer from rank a to rank b follows
+``route(a, b)``: a fixed, deterministic list of directed link ids (shortest path by hops, ties
+broken by the order links were declared).
+
+Ranks map to GPUs in declaration order unless ``placement`` (a list of GPU names, one per rank)
+says otherwise.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+import networkx as nx
+
+from .units import InputError
+
+__all__ = ["Device", "Link", "Topology"]
+
+
+@dataclass(frozen=True)
+class Device:
+    """A GPU as the roofline cost model sees it."""
+
+    name: str
+    peak_flops: float  # FLOP/s, dense, in the workload's dtype
+    efficiency: float  # achieved fraction of peak for attention kernels
+    memory_bytes: float
+    tile: tuple[int, int] | None = None  # (q, k) tokens; kernels skip only whole empty tiles
+    kernel_overhead_s: float = 0.0  # fixed cost per kernel launch
+    speed_factor: float = 1.0  # what-ifs: 0.5 = this device runs at half speed
+
+
+@dataclass(frozen=True)
+class Link:
+    """One direction of a full-duplex link."""
+
+    id: int
+    src: str
+    dst: str
+    bandwidth_Bps: float
+    latency_s: float
+    link_class: str = "link"  # nvlink | ib | pcie | loopback | ...
+
+
+@dataclass
+class Topology:
+    name: str
+    device: Device
+    gpus: list[str]  # GPU vertex names in rank order (after placement)
+    links: list[Link]
+    source: str = ""  # file or preset it came from
+    meta: dict = field(default_factory=dict)
+    device_overrides: dict[int, Device] = field(default_factory=dict)  # rank → device (stragglers)
+
+    def __post_init__(self):
+        self._graph = nx.DiGraph()
+        self._edge = {}
+        for link in self.links:
+            if (link.src, link.dst) in self._edge:
+                continue  # first declared wins (deterministic)
+            self._edge[(link.src, link.dst)] = link.id
+            self._graph.add_edge(link.src, link.dst)
+        self._route_cache: dict[tuple[str, str], tuple[int, ...]] = {}
+
+    @property
+    def num_gpus(self) -> int:
+        return len(self.gpus)
+
+    def device_of(self, rank: int) -> Device:
+        return self.device_overrides.get(rank, self.device)
+
+    def gpu_of_rank(self, rank: int) -> str:
+        return self.gpus[rank]
+
+    def check_world_size(self, world_size: int) -> None:
+        if world_size > self.num_gpus:
+            raise InputError(f"topology {self.name} has {self.num_gpus} GPUs, fewer than world size "
+                             f"{world_size}; lower --world-size or pick a larger topology")
+        if world_size <= 0:
+            raise InputError(f"world size must be positive, got {world_size}")
+
+    def route_between(self, src: str, dst: str) -> tuple[int, ...]:
+        """Directed link ids from vertex src to vertex dst (empty when src == dst)."""
+        key = (src, dst)
+        if key not in self._route_cache:
+            if src == dst:
+                self._route_cache[key] = ()
+            else:
+                try:
+                    path = nx.shortest_path(self._graph, src, dst)
+                except (nx.NetworkXNoPath, nx.NodeNotFound):
+                    raise InputError(f"topology {self.name}: no route from {src} to {dst}; "
+                                     "add links so every GPU reaches every other") from None
+                self._route_cache[key] = tuple(self._edge[(a, b)] for a, b in zip(path, path[1:]))
+        return self._route_cache[key]
+
+    def route(self, src_rank: int, dst_rank: int) -> tuple[int, ...]:
+        return self.route_between(self.gpus[src_rank], self.gpus[dst_rank])
+
+    def route_latency_s(self, route) -> float:
+        return sum(self.links[i].latency_s for i in route)
+
+    def route_bottleneck_Bps(self, route) -> float:
+        return min((self.links[i].bandwidth_Bps for i in route), default=float("inf"))
+
+    def ring_hops(self, world_size: int) -> list[dict]:
+        """For a ring of ``world_size`` ranks: each hop r → r+1 with its route, bottleneck and latency."""
+        self.check_world_size(world_size)
+        hops = []
+        for r in range(world_size):
+            dst = (r + 1) % world_size
+            route = self.route(r, dst)
+            hops.append({
+                "src": r, "dst": dst, "src_gpu": self.gpus[r], "dst_gpu": self.gpus[dst],
+                "route": list(route),
+                "path": [self.links[i].src for i in route] + ([self.links[route[-1]].dst] if route else []),
+                "link_classes": sorted({self.links[i].link_class for i in route}),
+                "bottleneck_Bps": self.route_bottleneck_Bps(route),
+                "latency_s": self.route_latency_s(route),
+            })
+        return hops
+
+    def ring_shares_links(self, world_size: int) -> bool:
+        """True when two hops of one ring cross the same directed link (contention possible)."""
+        seen: set[int] = set()
+        for r in range(world_size):
+            for lid in self.route(r, (r + 1) % world_size):
+                if lid in seen:
+                    return True
+                seen.add(lid)
+        return False
+
+    # ---- what-ifs ------------------------------------------------------------------------------
+    def with_links(self, links: list[Link], suffix: str = "") -> "Topology":
+        return Topology(self.name + suffix, self.device, list(self.gpus), links, self.source, dict(self.meta),
+                        dict(self.device_overrides))
+
+    def scale_link_class(self, link_class: str, bandwidth: float = 1.0, latency: float = 1.0) -> "Topology":
+        classes = {l.link_class for l in self.links}
+        if link_class not in classes:
+            raise InputError(f"topology {self.name} has no link class {link_class!r}; it has {sorted(classes)}")
+        links = [replace(l, bandwidth_Bps=l.bandwidth_Bps * bandwidth, latency_s=l.latency_s * latency)
+                 if l.link_class == link_class else l for l in self.links]
+        return self.with_links(links, f"[{link_class} bw×{bandwidth:g} lat×{latency:g}]")
+
+    def with_slow_rank(self, rank: int, factor: float) -> "Topology":
+        if not factor > 0:
+            raise InputError(f"straggler factor must be positive, got {factor}")
+        t = self.with_links(list(self.links), f"[rank {rank} ×{factor:g}]")
+        t.device_overrides[rank] = replace(self.device_of(rank), speed_factor=self.device_of(rank).speed_factor * factor)
+        return t
