@@ -167,29 +167,61 @@ class Plan:
         get = lambda a: np.array([[getattr(s, a) for s in row] for row in segs], dtype=np.int64)
         return get("start"), get("stride"), get("count"), get("offset")
 
-    def _pair_geometry(self):
-        """Broadcast (rank r, step s, query segment a, key segment b) arrays for rank r vs owner."""
+    @cached_property
+    def _geometry(self):
+        """Distinct block geometries of the ring.
+
+        Every rank's segments have the same counts and local offsets, so the block rank r works on
+        at step s is fixed by its band bounds (L, H) per (query segment, key segment) pair, clipped
+        to the block. Clipped, most blocks share bounds (all allowed, none allowed, a few diagonal
+        shapes), so counting runs once per distinct geometry, not once per (rank, step).
+        Returns ``(bounds (U, S, S, 2), inverse (G, G) → geometry index)``.
+        """
         G = self.world_size
-        start, stride, count, offset = self._segment_arrays()
-        r = np.arange(G)[:, None]
-        s = np.arange(G)[None, :]
-        owner = (r - s) % G  # (G, G)
-        qa = start[:, None, :, None]  # (G,1,S,1)
-        kb = start[owner][:, :, None, :]  # (G,G,1,S)
-        delta = qa - kb
-        st = stride[0, 0]  # every segment of a schedule has one stride
-        n = count[:, None, :, None]
-        m = count[owner][:, :, None, :]
-        return delta, st, n, m, offset, owner
+        lo, hi = self.mask.bounds(self.seq_len)
+        start, stride, count, _ = self._segment_arrays()
+        st = int(stride[0, 0])
+        cnt = count[0]
+        S = start.shape[1]
+        owner = (np.arange(G)[:, None] - np.arange(G)[None, :]) % G
+        code = np.zeros((G, G), dtype=np.int64)
+        per_pair = []
+        for a in range(S):
+            for b in range(S):
+                L, H = _band_index_bounds(start[:, a][:, None] - start[owner, b], st, lo, hi)
+                L = np.clip(L, -(cnt[b] - 1), cnt[a])
+                H = np.clip(H, -cnt[b], cnt[a] - 1)
+                empty = L > H
+                L = np.where(empty, cnt[a], L)
+                H = np.where(empty, -cnt[b], H)
+                span = int(cnt[a] + cnt[b] + 2)
+                vals, ids = np.unique((L + cnt[b]) * span + (H + cnt[b]), return_inverse=True)
+                per_pair.append((vals, span, int(cnt[b])))
+                code = code * len(vals) + ids.reshape(G, G)
+        uniq_code, inverse = np.unique(code.reshape(-1), return_inverse=True)
+        U = len(uniq_code)
+        bounds = np.zeros((U, S, S, 2), dtype=np.int64)
+        rest = uniq_code.copy()
+        for k in range(S * S - 1, -1, -1):  # undo the mixed-radix code, last pair first
+            vals, span, mb = per_pair[k]
+            idx = rest % len(vals)
+            rest //= len(vals)
+            v = vals[idx]
+            a, b = divmod(k, S)
+            bounds[:, a, b, 0] = v // span - mb
+            bounds[:, a, b, 1] = v % span - mb
+        return bounds, inverse.reshape(G, G)
 
     @cached_property
     def pairs(self) -> np.ndarray:
         """``pairs[r, s]``: allowed (query, key) pairs of rank r at step s (int64, exact)."""
-        lo, hi = self.mask.bounds(self.seq_len)
-        delta, st, n, m, _, _ = self._pair_geometry()
-        L, H = _band_index_bounds(delta, st, lo, hi)
-        per_block = _n_le(n, m, H) - _n_le(n, m, L - 1)
-        return per_block.sum(axis=(2, 3)).astype(np.int64)
+        bounds, inverse = self._geometry
+        cnt = self._segment_arrays()[2][0]
+        n = cnt[None, :, None]
+        m = cnt[None, None, :]
+        L, H = bounds[..., 0], bounds[..., 1]
+        per_block = np.where(L <= H, _n_le(n, m, H) - _n_le(n, m, L - 1), 0)
+        return per_block.sum(axis=(1, 2))[inverse].astype(np.int64)
 
     def tiles(self, tile_q: int, tile_k: int) -> np.ndarray:
         """``tiles[r, s]``: (tile_q × tile_k) tiles of rank r's local (queries × held keys) block
@@ -198,36 +230,33 @@ class Plan:
         Tiles are aligned to the local layout (a zigzag rank's two chunks one after the other).
         For each tile row and each (query segment, key segment) the non-empty key columns form one
         interval (the band is convex in index space); a row's tiles are the union of those intervals.
+
+        The per-row work runs once per distinct block geometry (see ``_geometry``).
         """
         if tile_q <= 0 or tile_k <= 0:
             raise InputError(f"tile shape must be positive, got {tile_q}x{tile_k}")
-        G, n_loc = self.world_size, self.tokens_per_rank
-        lo, hi = self.mask.bounds(self.seq_len)
-        start, stride, count, offset = self._segment_arrays()
-        st = int(stride[0, 0])
+        n_loc = self.tokens_per_rank
+        _, _, count, offset = self._segment_arrays()
+        cnt, off = count[0], offset[0]  # identical for every rank
+        S = count.shape[1]
+        uniq, inverse = self._geometry
         n_rows = -(-n_loc // tile_q)
         row0 = np.arange(n_rows, dtype=np.int64) * tile_q
         row1 = np.minimum(row0 + tile_q, n_loc) - 1  # inclusive
-        owner = (np.arange(G)[:, None] - np.arange(G)[None, :]) % G
-        S = start.shape[1]
         lows, highs = [], []
-        for a in range(S):  # query segment of rank r
-            qs, qc, qo = start[:, a], count[:, a], offset[:, a]
-            # local rows of this tile row inside query segment a → segment indices [i0, i1]
-            i0 = np.maximum(row0[None, :], qo[:, None]) - qo[:, None]  # (G, R)
-            i1 = np.minimum(row1[None, :], (qo + qc - 1)[:, None]) - qo[:, None]
+        for a in range(S):
+            # local rows of each tile row inside query segment a → segment indices [i0, i1]
+            i0 = np.maximum(row0, off[a]) - off[a]
+            i1 = np.minimum(row1, off[a] + cnt[a] - 1) - off[a]
             rows_ok = i0 <= i1
-            for b in range(S):  # key segment of the owner
-                ks, kc, ko = start[owner, b], count[owner, b], offset[owner, b]  # (G, G)
-                L, H = _band_index_bounds(qs[:, None] - ks, st, lo, hi)  # (G, G)
-                j_lo = np.maximum(i0[:, None, :] - H[:, :, None], 0)
-                j_hi = np.minimum(i1[:, None, :] - L[:, :, None], (kc - 1)[:, :, None])
-                ok = rows_ok[:, None, :] & (j_lo <= j_hi) & (L <= H)[:, :, None]
-                c_lo = (ko[:, :, None] + j_lo) // tile_k
-                c_hi = (ko[:, :, None] + j_hi) // tile_k
-                lows.append(np.where(ok, c_lo, 0))
-                highs.append(np.where(ok, c_hi, -1))  # empty interval: hi < lo
-        lo_arr = np.stack(lows, axis=-1)
+            for b in range(S):
+                L, H = uniq[:, a, b, 0][:, None], uniq[:, a, b, 1][:, None]  # (U, 1)
+                j_lo = np.maximum(i0[None, :] - H, 0)
+                j_hi = np.minimum(i1[None, :] - L, cnt[b] - 1)
+                ok = rows_ok[None, :] & (j_lo <= j_hi) & (L <= H)
+                lows.append(np.where(ok, (off[b] + j_lo) // tile_k, 0))
+                highs.append(np.where(ok, (off[b] + j_hi) // tile_k, -1))  # empty interval: hi < lo
+        lo_arr = np.stack(lows, axis=-1)  # (U, rows, S*S)
         hi_arr = np.stack(highs, axis=-1)
         order = np.argsort(lo_arr, axis=-1, kind="stable")
         lo_arr = np.take_along_axis(lo_arr, order, axis=-1)
@@ -237,10 +266,10 @@ class Plan:
         for k in range(lo_arr.shape[-1]):
             l, h = lo_arr[..., k], hi_arr[..., k]
             valid = h >= l
-            add = np.maximum(h - np.maximum(l, reach + 1) + 1, 0)
-            covered += np.where(valid, add, 0)
+            covered += np.where(valid, np.maximum(h - np.maximum(l, reach + 1) + 1, 0), 0)
             reach = np.where(valid, np.maximum(reach, h), reach)
-        return covered.sum(axis=-1)
+        per_geometry = covered.sum(axis=-1)
+        return per_geometry[inverse].astype(np.int64)
 
     # ---- summaries -----------------------------------------------------------------------------
     def total_pairs(self) -> int:
