@@ -17,6 +17,8 @@ from ringsim.units import InputError
 COMMANDS = {
     "memory": "ringsim.cli.memory_cmd:memory",
     "plan": "ringsim.cli.plan_cmd:plan",
+    "simulate": "ringsim.cli.simulate_cmd:simulate",
+    "compare": "ringsim.cli.simulate_cmd:compare",
 }
 
 

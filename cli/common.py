@@ -125,3 +125,101 @@ def emit(text: str, output: str | None) -> None:
         write_atomic(output, text)
     else:
         click.echo(text, nl=False)
+
+
+def topology_options(f):
+    """--topology/--world-size plus the what-ifs that change a topology."""
+    opts = [
+        click.option("--topology", default="dgx-h100-8", show_default=True, help="Preset name or YAML path."),
+        click.option("--world-size", type=int, default=None, help="Ranks (default: every GPU of the topology)."),
+        click.option("--link-scale", multiple=True, metavar="CLASS:BW[:LAT]",
+                     help="What-if: scale a link class's bandwidth (and latency), e.g. ib:0.5."),
+        click.option("--straggler", multiple=True, metavar="RANK:SPEED",
+                     help="What-if: run one rank's device at this speed factor, e.g. 3:0.5."),
+        click.option("--degrade-link", multiple=True, metavar="A:B:FACTOR",
+                     help="What-if: scale the bandwidth of the link between vertices A and B (both directions)."),
+        click.option("--placement", default=None, metavar="GPU,GPU,...",
+                     help="What-if: rank order over GPU vertex names (see `ringsim topology show`)."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _split(text: str, n_min: int, n_max: int, what: str, example: str) -> list[str]:
+    parts = text.rsplit(":", n_max - 1) if n_max > 1 else [text]
+    if not n_min <= len(parts) <= n_max:
+        raise InputError(f"{what} {text!r} is malformed; write e.g. {example}")
+    return parts
+
+
+def _float(text: str, what: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise InputError(f"{what} {text!r} is not a number") from None
+    if not v > 0:
+        raise InputError(f"{what} must be positive, got {text!r}")
+    return v
+
+
+def build_topology(topology, world_size=None, link_scale=(), straggler=(), degrade_link=(), placement=None):
+    """Load a topology and apply the what-ifs in a fixed order: placement, links, stragglers."""
+    from ringsim.topoload import load_topology
+
+    topo = load_topology(topology)
+    if placement:
+        names = [p.strip() for p in placement.split(",") if p.strip()]
+        topo = topo.with_placement(names)
+    for item in link_scale:
+        parts = item.split(":")
+        if len(parts) not in (2, 3):
+            raise InputError(f"--link-scale {item!r} is malformed; write CLASS:BW or CLASS:BW:LAT, e.g. ib:0.5")
+        topo = topo.scale_link_class(parts[0], _float(parts[1], "--link-scale bandwidth factor"),
+                                     _float(parts[2], "--link-scale latency factor") if len(parts) == 3 else 1.0)
+    for item in degrade_link:
+        a, b, fac = _split(item, 3, 3, "--degrade-link", "n0.g7:ib0:0.5")
+        topo = topo.degrade_link(a, b, _float(fac, "--degrade-link factor"))
+    for item in straggler:
+        rank, fac = _split(item, 2, 2, "--straggler", "3:0.5")
+        try:
+            r = int(rank)
+        except ValueError:
+            raise InputError(f"--straggler rank {rank!r} is not an integer") from None
+        if not 0 <= r < (world_size or topo.num_gpus):
+            raise InputError(f"--straggler rank {r} is outside 0..{(world_size or topo.num_gpus) - 1}")
+        topo = topo.with_slow_rank(r, _float(fac, "--straggler speed factor"))
+    if world_size is not None:
+        topo.check_world_size(world_size)
+    return topo
+
+
+def system_options(f):
+    """Schedule-independent system knobs: mask, phase, engine, protocol knobs, calibration."""
+    opts = [
+        click.option("--mask", default="causal", show_default=True, help="full, causal or sliding:W."),
+        click.option("--phase", type=click.Choice(["fwd", "fwd+bwd"]), default="fwd", show_default=True),
+        click.option("--engine", type=click.Choice(["auto", "des", "fast"]), default="auto", show_default=True,
+                     help="auto: the exact fast path when no ring hops share a link, else the DES."),
+        click.option("--overlap/--no-overlap", default=True, show_default=True,
+                     help="Overlap each step's compute with its transfers."),
+        click.option("--rendezvous/--no-rendezvous", default=True, show_default=True,
+                     help="A transfer starts only when both ends have posted."),
+        click.option("--double-buffer/--no-double-buffer", default=True, show_default=True,
+                     help="Receive the next shard into a second buffer during compute."),
+        click.option("--calibration", type=click.Path(dir_okay=False), default=None,
+                     help="calib.json from `ringsim calibrate`, replacing the roofline defaults."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def build_cost_model(calibration):
+    from ringsim.costs import RooflineCost
+
+    if not calibration:
+        return RooflineCost()
+    from ringsim.calibrate import load_calibration
+
+    return load_calibration(calibration)

@@ -1,0 +1,107 @@
+"""One simulation point end to end: plan → engine → metrics, as a JSON-ready result.
+
+``simulate_point`` is what `ringsim simulate`, `compare` and `sweep` call for every point; it
+keeps the three inputs separate as ASTRA-sim does — workload (model, length, batch, dtype),
+system (schedule, mask, phase, protocol knobs, cost model, engine) and network (topology).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .costs import CostModel, RooflineCost
+from .metrics import critical_path, hide_block_tokens, ring_memory_bytes, ring_metrics
+from .schedules import Plan, parse_mask
+from .topology import Topology
+from .units import InputError
+from .workload import Workload
+
+__all__ = ["SimSpec", "simulate_point", "compare_schedules"]
+
+PHASES = ("fwd", "fwd+bwd")
+
+
+@dataclass
+class SimSpec:
+    workload: Workload
+    topology: Topology
+    schedule: str = "zigzag"
+    world_size: int | None = None  # default: every GPU of the topology
+    mask: str = "causal"
+    phase: str = "fwd"
+    engine: str = "auto"
+    knobs: object = None  # ringsim.engine.Knobs; None → defaults
+    cost_model: CostModel = field(default_factory=RooflineCost)
+
+    def resolved_world_size(self) -> int:
+        G = self.world_size or self.topology.num_gpus
+        self.topology.check_world_size(G)
+        return G
+
+
+def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
+    """Simulate one configuration; return metrics (and the timeline under ``"_timeline"`` if asked)."""
+    from .engine import Knobs, simulate_ring  # the engine pulls in simpy only when simulating
+
+    if spec.phase not in PHASES:
+        raise InputError(f"unknown phase {spec.phase!r}; use fwd or fwd+bwd")
+    G = spec.resolved_world_size()
+    plan = Plan(spec.schedule, G, spec.workload.seq_len, parse_mask(spec.mask))
+    knobs = spec.knobs or Knobs()
+    res = simulate_ring(plan, spec.workload, spec.topology, spec.cost_model, spec.phase, knobs, spec.engine)
+    m = ring_metrics(res.timeline, G)
+    topo = spec.cost_model.apply_to_topology(spec.topology)
+    layers = spec.workload.layers
+    hops = hide_block_tokens(spec.workload, topo, G)
+    slowest = min(hops, key=lambda h: h["bottleneck_Bps"]) if hops else None
+    busy = sorted(res.link_busy_s.items(), key=lambda kv: -kv[1])[:5]
+    out = {
+        "schedule": spec.schedule,
+        "world_size": G,
+        "seq_len": spec.workload.seq_len,
+        "mask": str(plan.mask),
+        "phase": spec.phase,
+        "model": spec.workload.model.name,
+        "topology": spec.topology.name,
+        "engine": res.engine,
+        "cost_model": spec.cost_model.name,
+        "makespan_s": m["layer_makespan_s"] * layers,
+        "layer_makespan_s": m["layer_makespan_s"],
+        "attention_layers": layers,
+        "ideal_bound_s": m["ideal_bound_s"] * layers,
+        "efficiency": m["efficiency"],
+        "imbalance": m["imbalance"],
+        "work_imbalance": plan.imbalance(),
+        "overlap": m["overlap"],
+        "max_compute_s": max(p["compute_s"] for p in m["per_rank"]) * layers,
+        "tokens_per_rank": plan.tokens_per_rank,
+        "shard_bytes": spec.workload.shard_bytes(plan.tokens_per_rank),
+        "hide_block_tokens": max(h["hide_block_tokens"] for h in hops) if hops else 0,
+        "transfers_hidden": bool(hops) and plan.tokens_per_rank >= max(h["hide_block_tokens"] for h in hops),
+        "bottleneck_hop": f"{slowest['src']}->{slowest['dst']} ({'/'.join(slowest['link_classes'])}, "
+                          f"{slowest['bottleneck_Bps'] / 1e9:.4g} GB/s)" if slowest else None,
+        "critical_path": critical_path(res.timeline, G),
+        **ring_memory_bytes(plan, spec.workload, spec.phase, knobs.double_buffer),
+        "per_rank": m["per_rank"],
+        "hops": hops,
+        "busiest_links": [{"link": lid, "src": topo.links[lid].src, "dst": topo.links[lid].dst,
+                           "link_class": topo.links[lid].link_class, "busy_s": t,
+                           "bytes": res.link_bytes.get(lid, 0.0)} for lid, t in busy],
+    }
+    if keep_timeline:
+        out["_timeline"] = res.timeline
+    return out
+
+
+def compare_schedules(spec: SimSpec, schedules: list[str], keep_timeline: bool = False) -> list[dict]:
+    """Simulate each schedule; sort by makespan; add speedups against contiguous and the fastest."""
+    from dataclasses import replace
+
+    results = [simulate_point(replace(spec, schedule=s), keep_timeline) for s in schedules]
+    results.sort(key=lambda r: (r["makespan_s"], r["schedule"]))
+    base = next((r for r in results if r["schedule"] == "contiguous"), results[-1])
+    best = results[0]["makespan_s"]
+    for r in results:
+        r["speedup_vs_contiguous" if base["schedule"] == "contiguous" else "speedup_vs_slowest"] = \
+            base["makespan_s"] / r["makespan_s"] if r["makespan_s"] > 0 else float("nan")
+        r["slowdown_vs_best"] = r["makespan_s"] / best if best > 0 else float("nan")
+    return results
