@@ -19,6 +19,7 @@ COMMANDS = {
     "plan": "ringsim.cli.plan_cmd:plan",
     "simulate": "ringsim.cli.simulate_cmd:simulate",
     "compare": "ringsim.cli.simulate_cmd:compare",
+    "sweep": "ringsim.cli.sweep_cmd:sweep",
 }
 
 
