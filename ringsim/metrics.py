@@ -14,9 +14,10 @@ Definitions (per attention layer unless a name says ``all_layers``):
   evenly over the ranks with no communication (``sum(compute) / G``).
 - **critical path**: walking back from the last compute end, each step of the path is held by
   the rank's own compute or by a transfer (hop src→dst); the path's time is attributed to those.
-- **hide block**: per ring hop, the smallest tokens-per-rank c whose *full* forward block hides
-  that hop's transfer: c²·f/(F·e) ≥ α + c·b/B (f FLOPs per pair, F·e achieved FLOP/s, b shard bytes
-  per token, α route latency, B route bottleneck) — the quadratic's positive root.
+- **hide block**: per ring hop, the smallest tokens-per-rank c whose forward block hides that
+  hop's transfer: ρ·c²·f/(F·e) ≥ α + c·b/B (ρ the mean share of a block's pairs the mask allows —
+  1 for full, ~1/2 for causal —, f FLOPs per pair, F·e achieved FLOP/s, b shard bytes per token,
+  α route latency, B route bottleneck): the quadratic's positive root.
 """
 from __future__ import annotations
 
@@ -119,10 +120,14 @@ def ring_metrics(tl: Timeline, world_size: int) -> dict:
     }
 
 
-def hide_block_tokens(workload: Workload, topology: Topology, world_size: int) -> list[dict]:
-    """Per hop of the ring: the minimal tokens per rank whose full forward block hides the transfer."""
+def hide_block_tokens(workload: Workload, topology: Topology, world_size: int, density: float = 1.0) -> list[dict]:
+    """Per hop of the ring: the minimal tokens per rank whose forward block hides the transfer.
+
+    ``density`` is the share of a block's pairs the mask allows on average (1 for full attention,
+    about 1/2 for a causal ring's blocks), so the block computes density·c² pairs.
+    """
     dev = topology.device
-    a = workload.flops_per_pair() / (dev.peak_flops * dev.efficiency)  # seconds per pair
+    a = density * workload.flops_per_pair() / (dev.peak_flops * dev.efficiency)  # seconds per c²
     b_tok = workload.shard_bytes(1)  # bytes per token of the shard
     out = []
     for hop in topology.ring_hops(world_size):

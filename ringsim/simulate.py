@@ -51,7 +51,8 @@ def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
     m = ring_metrics(res.timeline, G)
     topo = spec.cost_model.apply_to_topology(spec.topology)
     layers = spec.workload.layers
-    hops = hide_block_tokens(spec.workload, topo, G)
+    density = plan.total_pairs() / float(plan.seq_len) ** 2
+    hops = hide_block_tokens(spec.workload, topo, G, density)
     slowest = min(hops, key=lambda h: h["bottleneck_Bps"]) if hops else None
     busy = sorted(res.link_busy_s.items(), key=lambda kv: -kv[1])[:5]
     out = {
