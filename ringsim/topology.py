@@ -154,3 +154,44 @@ class Topology:
         t = self.with_links(list(self.links), f"[rank {rank} ×{factor:g}]")
         t.device_overrides[rank] = replace(self.device_of(rank), speed_factor=self.device_of(rank).speed_factor * factor)
         return t
+
+    def degrade_link(self, src_vertex: str, dst_vertex: str, factor: float) -> "Topology":
+        """What-if: the full-duplex link between two vertices runs at ``factor`` × its bandwidth.
+
+        Both directions are scaled (a flaky cable or a down-trained port slows both ways); latency
+        is unchanged. ``factor`` 0.5 halves the bandwidth. Returns a new topology.
+        """
+        if not factor > 0:
+            raise InputError(f"link degrade factor must be positive, got {factor}; e.g. 0.5 halves the bandwidth")
+        ends = {(src_vertex, dst_vertex), (dst_vertex, src_vertex)}
+        hit = [l.id for l in self.links if (l.src, l.dst) in ends]
+        if not hit:
+            raise InputError(f"topology {self.name} has no link between {src_vertex!r} and {dst_vertex!r}; "
+                             "name two vertices that a link joins (see `ringsim topology show`)")
+        hit_set = set(hit)
+        links = [replace(l, bandwidth_Bps=l.bandwidth_Bps * factor) if l.id in hit_set else l for l in self.links]
+        return self.with_links(links, f"[{src_vertex}<->{dst_vertex} bw×{factor:g}]")
+
+    def with_placement(self, gpus: list[str]) -> "Topology":
+        """What-if: map ranks onto these GPU vertices (one per rank, rank order); routes follow.
+
+        The names must be GPUs of this topology (every GPU the file declared, even those a previous
+        placement left out) with none repeated; fewer names than GPUs makes a smaller ring. Device
+        overrides stay attached to their rank numbers.
+        """
+        known = list(self.meta.get("all_gpus") or self.gpus)
+        known_set = set(known)
+        if not isinstance(gpus, (list, tuple)) or not gpus:
+            raise InputError("placement must be a non-empty list of GPU names, one per rank")
+        seen: set[str] = set()
+        for i, g in enumerate(gpus):
+            if g not in known_set:
+                sample = ", ".join(known[:4]) + (", …" if len(known) > 4 else "")
+                raise InputError(f"placement[{i}]: {g!r} is not a GPU of topology {self.name}; "
+                                 f"use GPU names such as {sample}")
+            if g in seen:
+                raise InputError(f"placement[{i}]: GPU {g!r} appears twice; give each rank a different GPU")
+            seen.add(g)
+        t = Topology(self.name + "[placement]", self.device, list(gpus), list(self.links), self.source,
+                     dict(self.meta), dict(self.device_overrides))
+        return t
