@@ -44,6 +44,7 @@ the fix.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from importlib import resources
 
@@ -146,6 +147,13 @@ def _need(label: str, key: str, mapping: dict, k: str):
 
 
 def _parse(label: str, key: str, fn, value, what: str):
+    if isinstance(value, str):
+        try:  # PyYAML reads 1e9 (no dot) as a string: a bare number means base units
+            number = float(value)
+            if math.isfinite(number):
+                value = number
+        except ValueError:
+            pass
     try:
         return fn(value, what)
     except InputError as e:
