@@ -1,0 +1,380 @@
+"""The ring simulator: one attention layer's ring, as a simpy DES or as the exact fast path.
+
+The protocol (DESIGN.md §3.2), for each rank r and ring step s of a phase:
+
+1. At the start of step s (s < G−1) rank r posts, in one batched call, a send of the K/V shard it
+   holds to r+1 and a receive from r−1.
+2. The transfer r → r+1 of step s starts when both ends have posted (``rendezvous``) and runs over
+   the links of its route as a flow of :class:`ringsim.network.FlowNetwork` (latency, then the
+   bytes at a max-min fair share of every link it crosses).
+3. Compute of step s starts at the step start and lasts ``cost_model.compute_s(...)[r, s]``.
+4. Step s+1 starts when the compute of step s, the receive into r and the send out of r are done.
+
+Knobs (:class:`Knobs`) switch off one mechanism each:
+
+- ``overlap=False``: the transfers of step s are posted only after the compute of step s ends.
+- ``rendezvous=False``: a transfer starts when the *sender* posts (an eager protocol: the data
+  waits in the receiver's memory until it needs it).
+- ``double_buffer=False``: the receive into r of step s cannot start before r's compute of step s
+  has finished (its single buffer holds the shard being computed on).
+
+Backward (``phase="fwd+bwd"``): when a rank finishes its forward ring it starts a backward ring of
+G steps with the same rules; at steps s < G−1 the message is K/V plus the accumulated dK/dV
+(2 × shard bytes); after the compute of its last step each rank sends the shard's final dK/dV
+(1 × shard bytes) to r+1, which owns that shard. Backward compute comes from the cost model with
+phase ``"bwd"``. Modelling choice: the accumulated dK/dV travels in the same message as the K/V,
+posted at step start, like the forward K/V.
+
+The engines: ``"des"`` (:class:`RingDES`, simpy, handles links shared by several hops) and
+``"fast"`` (:func:`ringsim.fastpath.run_fast`, a vectorised recurrence exact when no two hops share
+a directed link). ``"auto"`` picks the fast path whenever it is exact. Both fill the same
+:class:`RingArrays`, turned into a :class:`~ringsim.timeline.Timeline` by one function, so their
+rows are identical in columns and order.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from .costs import BWD_FLOPS_FACTOR, BlockBatch, CostModel, RooflineCost
+from .network import FlowNetwork
+from .schedules import Plan
+from .timeline import COLUMNS, Timeline
+from .topology import Topology
+from .units import InputError
+from .workload import Workload
+
+__all__ = ["Knobs", "SimResult", "simulate_ring", "ProtocolStuck", "RingDES", "RingProblem", "RingArrays",
+           "PHASES", "ENGINES"]
+
+PHASES = ("fwd", "fwd+bwd")
+ENGINES = ("auto", "des", "fast")
+
+
+@dataclass(frozen=True)
+class Knobs:
+    overlap: bool = True        # compute of step s overlaps the transfers of step s
+    rendezvous: bool = True     # a transfer starts only when both ends have posted
+    double_buffer: bool = True  # receive the next shard into a second buffer while computing
+
+
+@dataclass
+class SimResult:
+    timeline: Timeline          # ONE attention layer's ring: rows kind compute/send/recv/wait
+    engine: str                 # "des" or "fast"
+    layer_makespan_s: float     # end of the last compute interval of the ring (fwd+bwd if both)
+    link_bytes: dict[int, float]   # directed link id -> bytes carried
+    link_busy_s: dict[int, float]  # directed link id -> time with at least one streaming flow
+
+
+class ProtocolStuck(InputError):
+    """The ring protocol could not finish: some rank waits forever (its message names them)."""
+
+
+# ---- the problem both engines solve ----------------------------------------------------------------
+@dataclass
+class RingProblem:
+    """Everything an engine needs, precomputed: per-phase compute times, message sizes, hop routes."""
+
+    world_size: int
+    phases: tuple[str, ...]            # ("fwd",) or ("fwd", "bwd")
+    compute_s: list[np.ndarray]        # per phase, [rank, step] seconds
+    pairs: np.ndarray                  # [rank, step]
+    flops: list[np.ndarray]            # per phase, [rank, step]
+    shard_bytes: float
+    hop_routes: list[tuple[int, ...]]  # hop r → r+1
+    hop_latency_s: list[float]
+    hop_bottleneck_Bps: list[float]
+    topology: Topology
+
+    def message_bytes(self, phase_index: int, step: int) -> float | None:
+        """Bytes rank r sends to r+1 at this step (None: no transfer at this step)."""
+        G = self.world_size
+        if G == 1:
+            return None
+        if self.phases[phase_index] == "fwd":
+            return self.shard_bytes if step < G - 1 else None
+        return 2.0 * self.shard_bytes if step < G - 1 else self.shard_bytes
+
+    def posts_after_compute(self, phase_index: int, step: int, knobs: Knobs) -> bool:
+        """Whether the step's transfers are posted at compute end rather than at step start."""
+        last_bwd = self.phases[phase_index] == "bwd" and step == self.world_size - 1
+        return (not knobs.overlap) or last_bwd
+
+
+@dataclass
+class RingArrays:
+    """What an engine computed, per phase, as [rank, step] arrays (seconds from the origin).
+
+    ``step_start_s[p][r, s]`` for s ≤ G (column G is the end of the last step), compute end, and
+    the start and end of the transfer rank r → r+1 of step s (NaN where there is none).
+    """
+
+    step_start_s: list[np.ndarray]
+    compute_end_s: list[np.ndarray]
+    xfer_start_s: list[np.ndarray]
+    xfer_end_s: list[np.ndarray]
+    link_bytes: dict[int, float] = field(default_factory=dict)
+    link_busy_s: dict[int, float] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, G: int, n_phases: int) -> "RingArrays":
+        return cls([np.full((G, G + 1), np.nan) for _ in range(n_phases)],
+                   [np.full((G, G), np.nan) for _ in range(n_phases)],
+                   [np.full((G, G), np.nan) for _ in range(n_phases)],
+                   [np.full((G, G), np.nan) for _ in range(n_phases)])
+
+
+def _check_compute(arr, G: int, name: str, phase: str) -> np.ndarray:
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.shape != (G, G):
+        raise InputError(f"cost model {name} returned shape {arr.shape} for phase {phase}, expected ({G}, {G}); "
+                         "fix the cost model's compute_s")
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
+        raise InputError(f"cost model {name} returned negative or non-finite times for phase {phase}; "
+                         "check the calibration or device figures")
+    return np.broadcast_to(arr, (G, G)).copy()
+
+
+def build_problem(plan: Plan, workload: Workload, topology: Topology, cost_model: CostModel,
+                  phase: str) -> RingProblem:
+    G = plan.world_size
+    topology.check_world_size(G)
+    if plan.seq_len != workload.seq_len:
+        raise InputError(f"plan sequence length {plan.seq_len} differs from the workload's {workload.seq_len}; "
+                         "build both from the same --seq-len")
+    phases = ("fwd",) if phase == "fwd" else ("fwd", "bwd")
+    compute, flops = [], []
+    fpp = float(workload.flops_per_pair())
+    bwd_factor = float(getattr(cost_model, "bwd_flops_factor", BWD_FLOPS_FACTOR))
+    pairs = np.asarray(plan.pairs)
+    for p in phases:
+        batch = BlockBatch.build(plan, workload, topology, p)
+        compute.append(_check_compute(cost_model.compute_s(batch), G, getattr(cost_model, "name", "?"), p))
+        flops.append(pairs.astype(np.float64) * fpp * (bwd_factor if p == "bwd" else 1.0))
+    routes = [tuple(topology.route(r, (r + 1) % G)) for r in range(G)]
+    return RingProblem(
+        world_size=G, phases=phases, compute_s=compute, pairs=pairs, flops=flops,
+        shard_bytes=float(workload.shard_bytes(plan.tokens_per_rank)), hop_routes=routes,
+        hop_latency_s=[topology.route_latency_s(rt) for rt in routes],
+        hop_bottleneck_Bps=[topology.route_bottleneck_Bps(rt) for rt in routes],
+        topology=topology,
+    )
+
+
+# ---- the discrete-event engine ------------------------------------------------------------------------
+class _Channel:
+    """One matched send/recv pair (hop src → src+1 at one step of one phase): a rendezvous point.
+
+    ``need`` counts the conditions still missing before the transfer may start (the sender's post,
+    the receiver's post under rendezvous, the receiver's free buffer without double buffering).
+    """
+
+    __slots__ = ("need", "done", "start_s", "key")
+
+    def __init__(self, need: int, done: simpy.Event, key):
+        self.need = need
+        self.done = done
+        self.start_s = None
+        self.key = key
+
+
+class RingDES:
+    """The ring protocol as a simpy discrete-event simulation: one process per rank.
+
+    Think of G people passing folders round a table: each reads the folder in hand (compute) while
+    handing it to the right and taking the next one from the left (a transfer through the
+    :class:`FlowNetwork`); they move on when they have read it, handed it over and received the next.
+    Each hand-over is a :class:`_Channel` that opens when the conditions the knobs ask for are met.
+    """
+
+    def __init__(self, problem: RingProblem, knobs: Knobs = Knobs(), record: bool = False):
+        self.problem = problem
+        self.knobs = knobs
+        self.env = simpy.Environment()
+        self.network = FlowNetwork(self.env, problem.topology, record=record)
+        self.arrays = RingArrays.empty(problem.world_size, len(problem.phases))
+        self._channels: dict[tuple[int, int, int], _Channel] = {}
+        self._need = 1 + (1 if knobs.rendezvous else 0) + (0 if knobs.double_buffer else 1)
+        self.where: list[tuple] = [None] * problem.world_size  # what each rank waits for now
+
+    # ---- channels ---------------------------------------------------------------------------
+    def channel(self, phase_index: int, step: int, src: int) -> _Channel:
+        key = (phase_index, step, src)
+        ch = self._channels.get(key)
+        if ch is None:
+            ch = self._channels[key] = _Channel(self._need, self.env.event(), key)
+        return ch
+
+    def _satisfy(self, ch: _Channel) -> None:
+        ch.need -= 1
+        if ch.need == 0:
+            pi, s, src = ch.key
+            ch.start_s = self.env.now
+            self.arrays.xfer_start_s[pi][src, s] = ch.start_s
+            # ch.done fires at completion with the completion time as its value
+            self.network.transfer(self.problem.hop_routes[src], self.problem.message_bytes(pi, s), ch.done)
+
+    def post(self, rank: int, phase_index: int, step: int) -> None:
+        """The batched post of rank's send to rank+1 and receive from rank−1 for this step."""
+        G = self.problem.world_size
+        self._satisfy(self.channel(phase_index, step, rank))  # the send
+        if self.knobs.rendezvous:
+            self._satisfy(self.channel(phase_index, step, (rank - 1) % G))  # the receive
+
+    def buffer_free(self, rank: int, phase_index: int, step: int) -> None:
+        """Rank's compute of this step ended: its single receive buffer may be overwritten."""
+        if not self.knobs.double_buffer:
+            self._satisfy(self.channel(phase_index, step, (rank - 1) % self.problem.world_size))
+
+    # ---- processes ----------------------------------------------------------------------------
+    def rank_process(self, r: int):
+        env, prob, knobs, arr = self.env, self.problem, self.knobs, self.arrays
+        G = prob.world_size
+        left = (r - 1) % G
+        has_xfer = [[prob.message_bytes(pi, s) is not None for s in range(G)] for pi in range(len(prob.phases))]
+        late_post = [[prob.posts_after_compute(pi, s, knobs) for s in range(G)] for pi in range(len(prob.phases))]
+        for pi, phase in enumerate(prob.phases):
+            comp = prob.compute_s[pi][r].tolist()  # Python floats: simpy time stays a float
+            T, E = arr.step_start_s[pi], arr.compute_end_s[pi]
+            for s in range(G):
+                T[r, s] = env.now
+                xfer = has_xfer[pi][s]
+                late = xfer and late_post[pi][s]
+                if xfer and not late:
+                    self.post(r, pi, s)
+                if comp[s] > 0:
+                    self.where[r] = (phase, s, "its compute")
+                    yield env.timeout(comp[s])
+                E[r, s] = env.now
+                if xfer:
+                    self.buffer_free(r, pi, s)
+                    if late:
+                        self.post(r, pi, s)
+                    out, inn = self.channel(pi, s, r), self.channel(pi, s, left)
+                    self.where[r] = (phase, s, f"its send to rank {(r + 1) % G}")
+                    arr.xfer_end_s[pi][r, s] = yield out.done
+                    self.where[r] = (phase, s, f"its receive from rank {left}")
+                    yield inn.done
+                T[r, s + 1] = env.now
+        self.where[r] = None
+
+    def run(self) -> RingArrays:
+        G = self.problem.world_size
+        procs = [self.env.process(self.rank_process(r)) for r in range(G)]
+        self.env.run()
+        stuck = [r for r in range(G) if not procs[r].triggered]
+        if stuck:
+            parts = [f"rank {r} at {self.where[r][0]} step {self.where[r][1]} (waiting for {self.where[r][2]})"
+                     for r in stuck[:8]]
+            more = f" and {len(stuck) - 8} more" if len(stuck) > 8 else ""
+            raise ProtocolStuck(f"ring protocol stuck at t={self.env.now:.9g} s: " + "; ".join(parts) + more
+                                + "; a partner never posted the matching send/receive")
+        self.arrays.link_bytes = dict(sorted(self.network.link_bytes.items()))
+        self.arrays.link_busy_s = dict(sorted(self.network.link_busy_s.items()))
+        return self.arrays
+
+
+# ---- timeline -------------------------------------------------------------------------------------------
+_KINDS = ("compute", "send", "recv", "wait")
+
+
+def build_timeline(problem: RingProblem, arrays: RingArrays, meta: dict) -> Timeline:
+    """Rows ordered by (rank, phase, step, kind) with kind order compute, send, recv, wait.
+
+    Built column-wise from arrays shaped [rank, phase, step, kind], then filtered: send/recv rows
+    exist at steps with a transfer, wait rows where the rank idled after its compute.
+    """
+    G, P = problem.world_size, len(problem.phases)
+    K = len(_KINDS)
+    shape = (G, P, G, K)
+    start = np.empty(shape)
+    end = np.empty(shape)
+    peer = np.empty(shape, dtype=np.int64)
+    nbytes = np.zeros(shape)
+    pairs = np.zeros(shape)
+    flops = np.zeros(shape)
+    valid = np.ones(shape, dtype=bool)
+    ranks = np.arange(G)
+    left = (ranks - 1) % G
+    owner = (ranks[:, None] - np.arange(G)[None, :]) % G
+    for pi in range(P):
+        T = arrays.step_start_s[pi]
+        E = arrays.compute_end_s[pi]
+        XS, XE = arrays.xfer_start_s[pi], arrays.xfer_end_s[pi]
+        start[:, pi, :, 0] = T[:, :G]
+        end[:, pi, :, 0] = E
+        peer[:, pi, :, 0] = owner
+        pairs[:, pi, :, 0] = problem.pairs
+        flops[:, pi, :, 0] = problem.flops[pi]
+        start[:, pi, :, 1], end[:, pi, :, 1] = XS, XE
+        peer[:, pi, :, 1] = ((ranks + 1) % G)[:, None]
+        start[:, pi, :, 2], end[:, pi, :, 2] = XS[left], XE[left]
+        peer[:, pi, :, 2] = left[:, None]
+        msg = np.array([problem.message_bytes(pi, s) or 0.0 for s in range(G)])
+        has = np.array([problem.message_bytes(pi, s) is not None for s in range(G)])
+        nbytes[:, pi, :, 1] = msg[None, :]
+        nbytes[:, pi, :, 2] = msg[None, :]
+        valid[:, pi, :, 1] = has[None, :]
+        valid[:, pi, :, 2] = has[None, :]
+        start[:, pi, :, 3] = E
+        end[:, pi, :, 3] = T[:, 1:]
+        peer[:, pi, :, 3] = -1
+        valid[:, pi, :, 3] = T[:, 1:] > E
+    m = valid.reshape(-1)
+    idx = np.indices(shape).reshape(4, -1)[:, m]
+    phase_cat = pd.Categorical.from_codes(idx[1], categories=list(problem.phases))
+    kind_cat = pd.Categorical.from_codes(idx[3], categories=list(_KINDS))
+    df = pd.DataFrame({
+        "rank": idx[0], "step": idx[2], "phase": phase_cat, "kind": kind_cat,
+        "start_s": start.reshape(-1)[m], "end_s": end.reshape(-1)[m], "peer": peer.reshape(-1)[m],
+        "bytes": nbytes.reshape(-1)[m], "pairs": pairs.reshape(-1)[m], "flops": flops.reshape(-1)[m],
+    }, columns=COLUMNS)
+    return Timeline(df, meta)
+
+
+# ---- entry point ------------------------------------------------------------------------------------------
+def _makespan(problem: RingProblem, arrays: RingArrays) -> float:
+    return float(max(np.max(E) for E in arrays.compute_end_s)) if problem.world_size else 0.0
+
+
+def simulate_ring(plan: Plan, workload: Workload, topology: Topology, cost_model: CostModel | None = None,
+                  phase: str = "fwd", knobs: Knobs = Knobs(), engine: str = "auto") -> SimResult:
+    """Simulate one attention layer's ring (see the module docstring for the protocol).
+
+    engine ``"auto"`` picks the fast exact path when no two hops of the ring share a directed link
+    (``topology.ring_shares_links(G)`` is False), else the simpy DES. ``cost_model`` defaults to
+    :class:`RooflineCost`; the topology used is ``cost_model.apply_to_topology(topology)``.
+    """
+    if phase not in PHASES:
+        raise InputError(f"unknown phase {phase!r}; use fwd or fwd+bwd")
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; use des, fast or auto")
+    cost_model = cost_model if cost_model is not None else RooflineCost()
+    topo = cost_model.apply_to_topology(topology)
+    G = plan.world_size
+    topo.check_world_size(G)
+    shared = topo.ring_shares_links(G)
+    if engine == "fast" and shared:
+        raise InputError(f"topology {topo.name}: two hops of the {G}-rank ring share a directed link, and the "
+                         "fast path is exact only without shared links; use --engine des")
+    chosen = "des" if (engine == "des" or (engine == "auto" and shared)) else "fast"
+    problem = build_problem(plan, workload, topo, cost_model, phase)
+    if chosen == "fast":
+        from .fastpath import run_fast
+
+        arrays = run_fast(problem, knobs)
+    else:
+        arrays = RingDES(problem, knobs).run()
+    meta = {
+        "source": "simulated", "engine": chosen, "schedule": plan.schedule, "world_size": G,
+        "seq_len": plan.seq_len, "mask": str(plan.mask), "phase": phase, "workload": workload.describe(),
+        "topology": topo.name, "cost_model": cost_model.describe(), "knobs": asdict(knobs),
+    }
+    timeline = build_timeline(problem, arrays, meta)
+    return SimResult(timeline=timeline, engine=chosen, layer_makespan_s=_makespan(problem, arrays),
+                     link_bytes=dict(sorted(arrays.link_bytes.items())),
+                     link_busy_s=dict(sorted(arrays.link_busy_s.items())))
