@@ -17,6 +17,7 @@ from ringsim.units import InputError
 COMMANDS = {
     "memory": "ringsim.cli.memory_cmd:memory",
     "plan": "ringsim.cli.plan_cmd:plan",
+    "run": "ringsim.cli.run_cmd:run",
     "topology": "ringsim.cli.topology_cmd:topology",
     "simulate": "ringsim.cli.simulate_cmd:simulate",
     "compare": "ringsim.cli.simulate_cmd:compare",

@@ -1,0 +1,295 @@
+"""Block attention kernels and the log-sum-exp merge used by the ring.
+
+A ring step gives rank r a *block*: its queries against the key/value shard it holds. The block's
+mask comes from global token positions (the plan's): query q may see key k iff ``lo ≤ q − k ≤ hi``
+(:meth:`ringsim.schedules.Mask.bounds`). :func:`block_plan` reduces that mask to what a kernel
+needs: the rows and columns that hold any allowed pair (a trimmed sub-block) and whether the
+sub-block is ``full`` (every pair allowed), ``causal`` (the top-left lower triangle, what a fused
+kernel's ``is_causal`` computes), ``masked`` (anything else: an explicit boolean mask) or ``empty``.
+
+Trimming is what makes zigzag and striped cheap without special cases: a zigzag off-diagonal block
+is half full and half empty, so only the full half runs; a striped block whose shard comes from a
+later rank is a lower triangle shifted by one row and column, which trimming turns into an exact
+``causal`` block.
+
+Each block returns ``(out, lse)``: the block's softmax-weighted values and the natural-log
+log-sum-exp of its scaled scores per query row, both fp32. Partial results combine exactly by
+:func:`merge_`::
+
+    lse = logaddexp(lse_a, lse_b);  out = out_a·e^(lse_a − lse) + out_b·e^(lse_b − lse)
+
+A row that no key may see has ``lse = −inf`` and ``out = 0``; the merge keeps it that way without
+NaN (the shift uses 0 where the merged lse is −inf).
+
+Backward recomputes each block's probabilities from the *global* (merged) ``out`` and ``lse``:
+``P = exp(S − lse)``, ``dV = Pᵀ dO``, ``dS = P ∘ (dO Vᵀ − rowsum(dO ∘ out))``, ``dQ = dS K·scale``,
+``dK = dSᵀ Q·scale``. Summing the blocks' contributions gives the exact gradient.
+
+Kernels: on CPU the fused ``aten._scaled_dot_product_flash_attention_for_cpu`` (and its backward)
+for ``full`` and ``causal`` blocks — it accepts fewer KV heads than query heads (GQA) — and a
+plain-torch path (explicit matmul, −inf mask) for ``masked`` blocks and as a fallback everywhere.
+On CUDA the memory-efficient SDPA op (``aten._scaled_dot_product_efficient_attention``, which
+returns the log-sum-exp) is tried first, falling back to plain torch if the build rejects the call.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["BlockPlan", "block_plan", "block_forward", "block_backward", "merge_", "attention_reference",
+           "KERNELS"]
+
+NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """What a kernel runs for one (queries × held keys) block.
+
+    Rows ``[r0, r1)`` and columns ``[c0, c1)`` (local indices) bound every allowed pair;
+    ``kind`` is ``full``, ``causal``, ``masked`` or ``empty``; ``mask`` (bool, rows × cols of the
+    trimmed block) only for ``masked``; ``pairs`` the exact count of allowed pairs.
+    """
+
+    kind: str
+    r0: int = 0
+    r1: int = 0
+    c0: int = 0
+    c1: int = 0
+    pairs: int = 0
+    mask: np.ndarray | None = None
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.r0, self.r1)
+
+    @property
+    def cols(self) -> slice:
+        return slice(self.c0, self.c1)
+
+
+def _row_intervals(q_pos: np.ndarray, k_pos: np.ndarray, lo: int, hi: int):
+    """For increasing key positions, the allowed keys of each query form one index interval [a, b)."""
+    a = np.searchsorted(k_pos, q_pos - hi, side="left")
+    b = np.searchsorted(k_pos, q_pos - lo, side="right")
+    return a, np.maximum(b, a)
+
+
+def block_plan(q_pos, k_pos, lo: int, hi: int) -> BlockPlan:
+    """Classify the block of queries at global positions ``q_pos`` against keys at ``k_pos``
+    under the band ``lo ≤ q − k ≤ hi``. Key positions must be increasing (every schedule's local
+    order is); query positions may be in any order."""
+    q_pos = np.asarray(q_pos, dtype=np.int64)
+    k_pos = np.asarray(k_pos, dtype=np.int64)
+    if len(k_pos) > 1 and np.any(np.diff(k_pos) <= 0):
+        raise ValueError("block_plan needs strictly increasing key positions")
+    a, b = _row_intervals(q_pos, k_pos, lo, hi)
+    count = b - a
+    pairs = int(count.sum())
+    if pairs == 0:
+        return BlockPlan("empty")
+    live = np.nonzero(count > 0)[0]
+    r0, r1 = int(live[0]), int(live[-1]) + 1
+    c0, c1 = int(a[live].min()), int(b[live].max())
+    a_t, b_t = a[r0:r1], b[r0:r1]
+    nr, nc = r1 - r0, c1 - c0
+    if pairs == nr * nc:
+        return BlockPlan("full", r0, r1, c0, c1, pairs)
+    if nr == nc and np.all(a_t == c0) and np.all(b_t == c0 + np.arange(1, nr + 1)):
+        return BlockPlan("causal", r0, r1, c0, c1, pairs)
+    cols = np.arange(c0, c1)
+    mask = (cols[None, :] >= a_t[:, None]) & (cols[None, :] < b_t[:, None])
+    return BlockPlan("masked", r0, r1, c0, c1, pairs, mask)
+
+
+# ---- kernels --------------------------------------------------------------------------------------
+KERNELS = ("auto", "fused", "plain")
+
+
+def _expand_kv(x: torch.Tensor, heads: int) -> torch.Tensor:
+    g = heads // x.shape[1]
+    return x if g == 1 else x.repeat_interleave(g, dim=1)
+
+
+def _fold_kv(dx: torch.Tensor, kv_heads: int) -> torch.Tensor:
+    """Sum a gradient over the query heads that share one KV head (inverse of :func:`_expand_kv`)."""
+    B, H, n, D = dx.shape
+    return dx if H == kv_heads else dx.view(B, kv_heads, H // kv_heads, n, D).sum(dim=2)
+
+
+def _plain_forward(q, k, v, causal: bool, mask, scale: float):
+    """Explicit masked attention in fp32; fully masked rows give lse −inf and out 0 (no NaN)."""
+    qf, kf, vf = q.float(), _expand_kv(k, q.shape[1]).float(), _expand_kv(v, q.shape[1]).float()
+    s = torch.matmul(qf, kf.transpose(-1, -2)) * scale
+    allowed = _allowed(mask, causal, s.shape[-2], s.shape[-1], s.device)
+    if allowed is not None:
+        s = s.masked_fill(~allowed, NEG_INF)
+    lse = torch.logsumexp(s, dim=-1)
+    p = torch.exp(s - torch.where(torch.isneginf(lse), 0.0, lse).unsqueeze(-1))
+    return torch.matmul(p, vf), lse
+
+
+def _allowed(mask, causal, nr, nc, device):
+    if mask is not None:
+        return torch.as_tensor(mask, device=device)
+    if causal:
+        return torch.ones(nr, nc, dtype=torch.bool, device=device).tril()
+    return None
+
+
+def _fused_forward(q, k, v, causal: bool, scale: float):
+    if q.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            q, k, v, 0.0, causal, scale=scale)
+        return out.float(), lse.float()
+    if q.device.type == "cuda":
+        H = q.shape[1]
+        res = torch.ops.aten._scaled_dot_product_efficient_attention(
+            q, _expand_kv(k, H), _expand_kv(v, H), None, True, 0.0, causal, scale=scale)
+        out, lse = res[0], res[1]
+        return out.float(), lse[..., : q.shape[2]].float()  # lse may be padded along the rows
+    raise RuntimeError(f"no fused attention kernel for device {q.device.type}")
+
+
+def block_forward(q, k, v, bp: BlockPlan, scale: float, kernel: str = "auto"):
+    """Attention of the trimmed block ``q[..., bp.rows, :]`` × ``k/v[..., bp.cols, :]``.
+
+    ``q`` is (B, H, n_q, D), ``k``/``v`` (B, H_kv, n_k, D) with H a multiple of H_kv.
+    Returns ``(out, lse)`` for the trimmed rows, fp32, shapes (B, H, r1−r0, D) and (B, H, r1−r0).
+    """
+    qs = q[:, :, bp.rows].contiguous()
+    ks = k[:, :, bp.cols].contiguous()
+    vs = v[:, :, bp.cols].contiguous()
+    if bp.kind in ("full", "causal") and kernel != "plain":
+        try:
+            return _fused_forward(qs, ks, vs, bp.kind == "causal", scale)
+        except (RuntimeError, NotImplementedError):
+            if kernel == "fused":
+                raise
+    return _plain_forward(qs, ks, vs, bp.kind == "causal", bp.mask, scale)
+
+
+def _plain_backward(q, k, v, out, lse, dout, causal, mask, scale):
+    H, Hkv = q.shape[1], k.shape[1]
+    qf, kf, vf = q.float(), _expand_kv(k, H).float(), _expand_kv(v, H).float()
+    s = torch.matmul(qf, kf.transpose(-1, -2)) * scale
+    allowed = _allowed(mask, causal, s.shape[-2], s.shape[-1], s.device)
+    finite = ~torch.isneginf(lse)
+    p = torch.exp(s - torch.where(finite, lse, 0.0).unsqueeze(-1))
+    keep = finite.unsqueeze(-1)
+    if allowed is not None:
+        keep = keep & allowed
+    p = torch.where(keep, p, 0.0)
+    do = dout.float()
+    dv = torch.matmul(p.transpose(-1, -2), do)
+    dp = torch.matmul(do, vf.transpose(-1, -2))
+    delta = (do * out.float()).sum(dim=-1, keepdim=True)
+    ds = p * (dp - delta)
+    dq = torch.matmul(ds, kf) * scale
+    dk = torch.matmul(ds.transpose(-1, -2), qf) * scale
+    return dq, _fold_kv(dk, Hkv), _fold_kv(dv, Hkv)
+
+
+def _fused_backward(q, k, v, out, lse, dout, causal, scale):
+    if q.device.type == "cpu":
+        dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            dout, q, k, v, out, lse, 0.0, causal, scale=scale)
+        return dq.float(), dk.float(), dv.float()
+    if q.device.type == "cuda":
+        H, Hkv = q.shape[1], k.shape[1]
+        ke, ve = _expand_kv(k, H), _expand_kv(v, H)
+        seed = torch.zeros((), dtype=torch.int64, device=q.device)
+        rows = q.shape[2]
+        lse_padded = lse.new_zeros(lse.shape[:-1] + (-(-rows // 32) * 32,))  # the op's lse layout
+        lse_padded[..., :rows] = lse
+        dq, dk, dv, _ = torch.ops.aten._scaled_dot_product_efficient_attention_backward(
+            dout, q, ke, ve, None, out, lse_padded, seed, seed, 0.0, [True, True, True, False], causal,
+            scale=scale)
+        return dq.float(), _fold_kv(dk.float(), Hkv), _fold_kv(dv.float(), Hkv)
+    raise RuntimeError(f"no fused attention backward for device {q.device.type}")
+
+
+def block_backward(q, k, v, out, lse, dout, bp: BlockPlan, scale: float, kernel: str = "auto"):
+    """Gradient contributions of one block given the global ``out``/``lse``/``dout`` of the rank's
+    queries (all rows; the block's rows are taken here). Returns fp32 ``(dq_rows, dk_cols, dv_cols)``
+    for the trimmed rows and columns."""
+    qs = q[:, :, bp.rows].contiguous()
+    ks = k[:, :, bp.cols].contiguous()
+    vs = v[:, :, bp.cols].contiguous()
+    os_ = out[:, :, bp.rows].contiguous()
+    ls = lse[:, :, bp.rows].contiguous()
+    ds = dout[:, :, bp.rows].contiguous()
+    if bp.kind in ("full", "causal") and kernel != "plain":
+        try:
+            return _fused_backward(qs, ks, vs, os_.to(q.dtype), ls, ds.to(q.dtype), bp.kind == "causal", scale)
+        except (RuntimeError, NotImplementedError):
+            if kernel == "fused":
+                raise
+    return _plain_backward(qs, ks, vs, os_, ls, ds, bp.kind == "causal", bp.mask, scale)
+
+
+def merge_(out_acc: torch.Tensor, lse_acc: torch.Tensor, out_b: torch.Tensor, lse_b: torch.Tensor) -> None:
+    """In place: fold a block's ``(out_b, lse_b)`` into the running ``(out_acc, lse_acc)`` (fp32).
+
+    Stable for −inf rows (either side or both) and for extreme logits: only differences of
+    log-sum-exps are exponentiated, and they are ≤ 0.
+    """
+    new = torch.logaddexp(lse_acc, lse_b)
+    shift = torch.where(torch.isneginf(new), 0.0, new)
+    wa = torch.exp(lse_acc - shift).unsqueeze(-1)
+    wb = torch.exp(lse_b - shift).unsqueeze(-1)
+    out_acc.mul_(wa).add_(out_b * wb)
+    lse_acc.copy_(new)
+
+
+def attention_reference(q, k, v, q_pos, k_pos, lo: int, hi: int, scale: float, dout=None,
+                        dtype=torch.float64, head_chunk: int = 1):
+    """Single-process attention over whole sequences by explicit math (default fp64), for checks.
+
+    Returns ``(out, lse)`` or, with ``dout``, ``(out, lse, dq, dk, dv)``; fully masked rows give
+    out 0, lse −inf and zero gradients. Heads are processed ``head_chunk`` at a time to bound memory.
+    """
+    H, Hkv = q.shape[1], k.shape[1]
+    g = H // Hkv
+    qp = torch.as_tensor(np.asarray(q_pos), device=q.device)
+    kp = torch.as_tensor(np.asarray(k_pos), device=q.device)
+    d = qp[:, None] - kp[None, :]
+    allowed = (d >= lo) & (d <= hi)
+    outs, lses, dqs = [], [], []
+    dk = torch.zeros(k.shape, dtype=dtype, device=k.device) if dout is not None else None
+    dv = torch.zeros(v.shape, dtype=dtype, device=v.device) if dout is not None else None
+    for h0 in range(0, H, head_chunk):
+        hs = slice(h0, min(H, h0 + head_chunk))
+        kv_idx = torch.arange(hs.start, hs.stop, device=q.device) // g
+        qh = q[:, hs].to(dtype)
+        kh = k[:, kv_idx].to(dtype)
+        vh = v[:, kv_idx].to(dtype)
+        s = torch.matmul(qh, kh.transpose(-1, -2)) * scale
+        s = s.masked_fill(~allowed, NEG_INF)
+        lse = torch.logsumexp(s, dim=-1)
+        finite = ~torch.isneginf(lse)
+        p = torch.where(allowed & finite.unsqueeze(-1),
+                        torch.exp(s - torch.where(finite, lse, 0.0).unsqueeze(-1)), 0.0)
+        o = torch.matmul(p, vh)
+        outs.append(o)
+        lses.append(lse)
+        if dout is not None:
+            do = dout[:, hs].to(dtype)
+            dvh = torch.matmul(p.transpose(-1, -2), do)
+            dp = torch.matmul(do, vh.transpose(-1, -2))
+            ds = p * (dp - (do * o).sum(-1, keepdim=True))
+            dqs.append(torch.matmul(ds, kh) * scale)
+            dkh = torch.matmul(ds.transpose(-1, -2), qh) * scale
+            dk.index_add_(1, kv_idx, dkh)
+            dv.index_add_(1, kv_idx, dvh)
+    out, lse = torch.cat(outs, 1), torch.cat(lses, 1)
+    if dout is None:
+        return out, lse
+    return out, lse, torch.cat(dqs, 1), dk, dv
+
+
+def default_scale(head_dim: int) -> float:
+    return 1.0 / math.sqrt(head_dim)

@@ -1,0 +1,346 @@
+"""One measured run: configuration, what each rank does, and how the ranks' results are assembled.
+
+:func:`run_rank` is the body every rank executes (under :mod:`ringsim.runtime.launch`'s local
+launcher or an external ``torchrun``): build the plan and the rank's inputs, agree on a time
+origin, run ``warmup`` untimed and ``repeat`` timed iterations (a barrier before each), and return
+its recorded intervals, per-iteration windows, byte counters and (with ``check``) its outputs.
+:func:`assemble` turns the ranks' results into one :class:`~ringsim.timeline.Timeline` and a
+summary; :func:`check_outputs` compares them with single-process attention.
+
+Inputs are deterministic: every rank draws the same global ``q, k, v, dout`` from a seeded
+generator (fp32 normal, then cast to the run's dtype) and keeps its tokens (``plan.tokens``), so
+the checker can rebuild them. That costs each rank the global tensors' memory — fine for runs that
+fit one host's memory, which is what checks are for.
+
+Timeline rows: only the timed iterations are kept (warm-ups excluded); ``meta["iterations"]``
+lists each timed iteration's index and window ``[start_s, end_s]`` (from the barrier release to
+the end of the slowest rank), so any row belongs to the iteration whose window holds its start.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ringsim.schedules import SCHEDULES, Plan, parse_mask
+from ringsim.timeline import COLUMNS, Timeline
+from ringsim.units import InputError
+
+__all__ = ["RunConfig", "run_rank", "assemble", "check_outputs", "make_inputs", "TOLERANCES"]
+
+TOLERANCES = {"fp32": (2e-5, 1e-4), "bf16": (5e-2, 5e-2)}  # (atol, rtol)
+
+
+@dataclass
+class RunConfig:
+    world_size: int
+    schedule: str = "zigzag"
+    seq_len: int = 4096
+    heads: int = 4
+    kv_heads: int | None = None
+    head_dim: int = 64
+    batch: int = 1
+    mask: str = "causal"
+    phase: str = "fwd"
+    dtype: str = "fp32"
+    repeat: int = 3
+    warmup: int = 1
+    check: bool = False
+    seed: int = 0
+    threads_per_rank: int | None = None
+    kernel: str = "auto"
+    timeout_s: float = 120.0
+    instrument: bool = True
+    fault: str | None = None  # test hook "exit:RANK:STEP" / "hang:RANK:STEP" (forward, first iteration)
+
+    def validate(self) -> "RunConfig":
+        if self.world_size < 1:
+            raise InputError(f"--world-size must be at least 1, got {self.world_size}")
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
+        if self.kv_heads is None:
+            self.kv_heads = self.heads
+        for name in ("heads", "kv_heads", "head_dim", "batch", "repeat"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise InputError(f"--warmup must be 0 or more, got {self.warmup}")
+        if self.heads % self.kv_heads:
+            raise InputError(f"--heads ({self.heads}) must be a multiple of --kv-heads ({self.kv_heads})")
+        if self.phase not in ("fwd", "fwd+bwd"):
+            raise InputError(f"--phase must be fwd or fwd+bwd, got {self.phase!r}")
+        if self.dtype not in TOLERANCES:
+            raise InputError(f"--dtype must be fp32 or bf16 for real runs, got {self.dtype!r}")
+        if self.kernel not in ("auto", "fused", "plain"):
+            raise InputError(f"--kernel must be auto, fused or plain, got {self.kernel!r}")
+        if not self.timeout_s > 0:
+            raise InputError(f"--timeout-s must be positive, got {self.timeout_s}")
+        self.mask = str(parse_mask(self.mask))
+        Plan(self.schedule, self.world_size, self.seq_len, self.mask)  # divisibility errors here
+        if self.threads_per_rank is None:
+            self.threads_per_rank = max(1, (os.cpu_count() or 1) // self.world_size)
+        if self.threads_per_rank < 1:
+            raise InputError(f"--threads-per-rank must be at least 1, got {self.threads_per_rank}")
+        return self
+
+
+def make_inputs(cfg: RunConfig):
+    """The global ``q, k, v, dout`` (B, heads, T, D) in fp32, from ``cfg.seed``."""
+    import torch
+
+    g = torch.Generator().manual_seed(cfg.seed)
+    B, H, Hk, T, D = cfg.batch, cfg.heads, cfg.kv_heads, cfg.seq_len, cfg.head_dim
+    q = torch.randn(B, H, T, D, generator=g)
+    k = torch.randn(B, Hk, T, D, generator=g)
+    v = torch.randn(B, Hk, T, D, generator=g)
+    dout = torch.randn(B, H, T, D, generator=g)
+    return q, k, v, dout
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
+
+
+def _fault_hook(cfg: RunConfig, rank: int):
+    """Parse the test hook: make ``rank`` exit or hang at a forward step of the first iteration."""
+    if not cfg.fault:
+        return None
+    mode, r, s = cfg.fault.split(":")
+    if int(r) != rank:
+        return None
+    return mode, int(s)
+
+
+def run_rank(cfg: RunConfig, rank: int, device=None, heartbeat=None) -> dict:
+    """Run ``cfg`` as ``rank`` of an initialised default process group; return this rank's result.
+
+    ``heartbeat(iteration, phase, step)`` is called at every ring step (the watchdog's signal)."""
+    import torch
+    import torch.distributed as dist
+
+    from .comm import RingComm
+    from .instrument import NullRecorder, Recorder, common_origin
+    from .ring import RankRing, ring_attention
+
+    G = cfg.world_size
+    device = device or torch.device("cpu")
+    plan = Plan(cfg.schedule, G, cfg.seq_len, cfg.mask)
+    dt = _torch_dtype(cfg.dtype)
+    idx = torch.as_tensor(plan.tokens(rank))
+    q, k, v, dout = (t.index_select(2, idx).to(device=device, dtype=dt).contiguous() for t in make_inputs(cfg))
+    rec = Recorder(rank, device) if cfg.instrument else NullRecorder(rank)
+    state = {"iter": -1}
+    fault = _fault_hook(cfg, rank)
+
+    def progress(phase, step):
+        if heartbeat is not None:
+            heartbeat(state["iter"], phase, step)
+        if fault and state["iter"] == 0 and phase == "fwd" and step == fault[1]:
+            if fault[0] == "exit":
+                os._exit(17)
+            while True:  # hang
+                time.sleep(1.0)
+
+    ring = RankRing.build(plan, rank, cfg.head_dim, cfg.kernel, progress)
+    comm = RingComm(rank, G, rec)
+    origin = common_origin(rank, G)
+    windows = []
+    outputs = None
+    try:
+        for it in range(cfg.warmup + cfg.repeat):
+            state["iter"] = it
+            rec.iteration = it
+            dist.barrier()
+            t_start = time.perf_counter_ns()
+            if cfg.phase == "fwd":
+                with torch.no_grad():
+                    out, lse = ring_attention(q, k, v, ring, comm, rec)
+                grads = None
+            else:
+                ql, kl, vl = (t.detach().requires_grad_(True) for t in (q, k, v))
+                out, lse = ring_attention(ql, kl, vl, ring, comm, rec)
+                out.backward(dout)
+                grads = (ql.grad, kl.grad, vl.grad)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            windows.append((it, t_start, time.perf_counter_ns()))
+            if cfg.check and it == cfg.warmup + cfg.repeat - 1:
+                outputs = {"out": out.detach().float().cpu(), "lse": lse.detach().float().cpu()}
+                if grads is not None:
+                    outputs.update(dq=grads[0].float().cpu(), dk=grads[1].float().cpu(), dv=grads[2].float().cpu())
+        if heartbeat is not None:
+            heartbeat(cfg.warmup + cfg.repeat, "done", 0)
+    finally:
+        comm.close()
+    o = origin["origin_ns"]
+    records = []
+    for (it, step, phase, kind, t0, t1, peer, nbytes, pairs, flops) in rec.resolve():
+        if it < cfg.warmup:
+            continue
+        records.append((rank, step, phase, kind, (t0 - o) * 1e-9, (t1 - o) * 1e-9, peer, nbytes, pairs, flops))
+    return {
+        "rank": rank,
+        "records": records,
+        "windows": [(it, (a - o) * 1e-9, (b - o) * 1e-9) for it, a, b in windows],
+        "bytes_sent": comm.bytes_sent,
+        "bytes_received": comm.bytes_received,
+        "iterations_run": cfg.warmup + cfg.repeat,
+        "clock": {k: v for k, v in origin.items() if k != "origin_ns"},
+        "host": socket.gethostname(),
+        "threads": torch.get_num_threads(),
+        "outputs": outputs,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_metadata(cfg: RunConfig, backend: str, device_type: str) -> dict:
+    import torch
+
+    cores = os.cpu_count() or 1
+    gpu = torch.cuda.get_device_name(0) if device_type == "cuda" and torch.cuda.is_available() else None
+    oversub = device_type == "cpu" and cfg.world_size * cfg.threads_per_rank > cores
+    return {
+        "source": "measured",
+        "generator": "ringsim run",
+        "torch_version": torch.__version__,
+        "backend": backend,
+        "device": device_type,
+        "host": socket.gethostname(),
+        "cpu_model": _cpu_model(),
+        "gpu_model": gpu,
+        "cpu_cores": cores,
+        "threads_per_rank": cfg.threads_per_rank,
+        "oversubscribed": oversub,
+        "oversubscription": (f"{cfg.world_size} ranks × {cfg.threads_per_rank} threads on {cores} cores"
+                             if oversub else "none"),
+        "world_size": cfg.world_size,
+        "schedule": cfg.schedule,
+        "mask": cfg.mask,
+        "seq_len": cfg.seq_len,
+        "phase": cfg.phase,
+        "workload": {"batch": cfg.batch, "heads": cfg.heads, "kv_heads": cfg.kv_heads, "head_dim": cfg.head_dim,
+                     "dtype": cfg.dtype, "layers": 1},
+        "kernel": cfg.kernel,
+        "repeat": cfg.repeat,
+        "warmup": cfg.warmup,
+        "warmup_rows": "excluded (only the timed iterations' rows are kept)",
+        "instrumented": cfg.instrument,
+        "protocol": "fwd: G-1 KV transfers; bwd: KV + accumulated dK/dV (fp32) one step behind, "
+                    "plus a dK/dV return to the owner recorded as step G",
+        "flops_per_pair": {"fwd": f"4*B*H*d", "bwd": f"10*B*H*d"},
+    }
+
+
+def assemble(cfg: RunConfig, results: list[dict], backend: str, device_type: str):
+    """Merge ranks' results: returns ``(Timeline, summary dict)``."""
+    results = sorted(results, key=lambda r: r["rank"])
+    rows = [rec for res in results for rec in res["records"]]
+    meta = run_metadata(cfg, backend, device_type)
+    meta["clock_alignment"] = results[0]["clock"]
+    meta["hosts"] = sorted({r["host"] for r in results})
+    iters = []
+    for i, (it, _, _) in enumerate(results[0]["windows"]):
+        if it < cfg.warmup:
+            continue
+        start = min(r["windows"][i][1] for r in results)
+        end = max(r["windows"][i][2] for r in results)
+        iters.append({"iter": it, "start_s": start, "end_s": end, "wall_s": end - start})
+    meta["iterations"] = iters
+    meta["bytes_sent_per_rank"] = [r["bytes_sent"] for r in results]
+    meta["bytes_received_per_rank"] = [r["bytes_received"] for r in results]
+    tl = Timeline.from_records(rows, meta) if rows else Timeline(None, meta)
+    walls = np.array([i["wall_s"] for i in iters]) if iters else np.array([np.nan])
+    per_rank = []
+    df = tl.df
+    n_iter = max(1, len(iters))
+    for r in range(cfg.world_size):
+        d = df[df["rank"] == r]
+        dur = d["end_s"] - d["start_s"]
+        per_rank.append({
+            "rank": r,
+            "compute_s": float(dur[d["kind"] == "compute"].sum()) / n_iter,
+            "merge_s": float(dur[d["kind"] == "merge"].sum()) / n_iter,
+            "wait_s": float(dur[d["kind"] == "wait"].sum()) / n_iter,
+            "sent_bytes": float(d.loc[d["kind"] == "send", "bytes"].sum()) / n_iter,
+            "pairs": float(d.loc[d["kind"] == "compute", "pairs"].sum()) / n_iter,
+        })
+    summary = {
+        "config": asdict(cfg),
+        "iteration_wall_s": walls.tolist(),
+        "median_wall_s": float(np.median(walls)),
+        "min_wall_s": float(np.min(walls)),
+        "per_rank": per_rank,
+        "meta": meta,
+    }
+    return tl, summary
+
+
+def check_outputs(cfg: RunConfig, results: list[dict]) -> dict:
+    """Compare the ring's outputs with single-process attention: fp32 (torch SDPA for out and
+    gradients, explicit fp32 math for lse) and an fp64 reference. Returns max abs errors per tensor
+    and whether every element is within ``atol + rtol·|ref|`` of both."""
+    import torch
+    import torch.nn.functional as F
+
+    from .kernels import attention_reference, default_scale
+
+    plan = Plan(cfg.schedule, cfg.world_size, cfg.seq_len, cfg.mask)
+    results = sorted(results, key=lambda r: r["rank"])
+    names = ["out", "lse"] + (["dq", "dk", "dv"] if cfg.phase == "fwd+bwd" else [])
+    ring = {n: torch.from_numpy(plan.unshard([r["outputs"][n].numpy() for r in results], axis=2)) for n in names}
+    q, k, v, dout = make_inputs(cfg)
+    dt = _torch_dtype(cfg.dtype)
+    q, k, v, dout = (t.to(dt).float() for t in (q, k, v, dout))  # the values the ring actually saw
+    T = cfg.seq_len
+    lo, hi = plan.mask.bounds(T)
+    pos = np.arange(T)
+    scale = default_scale(cfg.head_dim)
+    ref64 = attention_reference(q, k, v, pos, pos, lo, hi, scale,
+                                dout=dout if cfg.phase == "fwd+bwd" else None, dtype=torch.float64)
+    ref64 = dict(zip(["out", "lse", "dq", "dk", "dv"], ref64))
+    # single-process fp32: SDPA (with autograd) for out and grads, explicit fp32 lse
+    qs, ks, vs = (t.clone().requires_grad_(cfg.phase == "fwd+bwd") for t in (q, k, v))
+    d = torch.as_tensor(pos[:, None] - pos[None, :])
+    allowed = (d >= lo) & (d <= hi)
+    kw = {"is_causal": True} if str(plan.mask) == "causal" else ({} if str(plan.mask) == "full" else {"attn_mask": allowed})
+    out32 = F.scaled_dot_product_attention(qs, ks, vs, scale=scale, enable_gqa=cfg.heads != cfg.kv_heads, **kw)
+    ref32 = {"out": out32.detach()}
+    ref32["lse"] = attention_reference(q, k, v, pos, pos, lo, hi, scale, dtype=torch.float32, head_chunk=cfg.heads)[1]
+    if cfg.phase == "fwd+bwd":
+        out32.backward(dout)
+        ref32.update(dq=qs.grad, dk=ks.grad, dv=vs.grad)
+    atol, rtol = TOLERANCES[cfg.dtype]
+    errors = []
+    ok_all = True
+    for n in names:
+        got = ring[n].double()
+        row = {"tensor": n}
+        for label, ref in (("fp32", ref32[n]), ("fp64", ref64[n])):
+            ref = ref.double()
+            finite = torch.isfinite(ref)
+            same_inf = bool(torch.equal(torch.isfinite(got), finite)) and bool(torch.all(got[~finite] == ref[~finite]))
+            diff = (got[finite] - ref[finite]).abs()
+            err = float(diff.max()) if diff.numel() else 0.0
+            within = bool(torch.all(diff <= atol + rtol * ref[finite].abs())) and same_inf
+            row[f"max_abs_err_vs_{label}"] = err
+            row[f"ok_vs_{label}"] = within
+            ok_all &= within
+        row["nan_or_inf"] = int((~torch.isfinite(got)).sum()) - int((~torch.isfinite(ref64[n])).sum())
+        errors.append(row)
+    return {"ok": ok_all, "atol": atol, "rtol": rtol, "errors": errors}
