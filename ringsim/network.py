@@ -124,6 +124,8 @@ class FlowNetwork:
         self._streaming: dict[int, set] = {}  # link id → streaming flows on it
         self._busy_since: dict[int, float] = {}
         self._next_id = 0
+        self._dirty: set = set()
+        self._flush_pending = False
         self._route_info: dict[tuple, tuple[float, float]] = {}  # route → (latency_s, bottleneck_Bps)
         self.active_flows = 0
 
@@ -180,7 +182,25 @@ class FlowNetwork:
                 for lid in sorted(flow.route):
                     self.rate_log.append((now, lid, flow.rate))
         else:
-            self._recompute(flow.route)
+            self._mark_dirty(flow.route)
+
+    def _mark_dirty(self, links) -> None:
+        """Rates on these links must be recomputed; done once per instant, after every flow that
+        starts or ends at this instant has done so (simultaneous starts cost one recomputation)."""
+        self._dirty.update(links)
+        if not self._flush_pending:
+            self._flush_pending = True
+            ev = self.env.event()
+            ev.callbacks.append(self._flush)
+            ev.succeed()  # queued behind the events already due now
+
+    def _flush(self, _ev) -> None:
+        self._flush_pending = False
+        dirty, self._dirty = self._dirty, set()
+        seen: set = set()
+        for lid in sorted(dirty):
+            if lid not in seen and self._streaming.get(lid):
+                seen |= self._recompute((lid,))
 
     def _set_timer(self, f: _Flow) -> None:
         f.version += 1
@@ -204,7 +224,8 @@ class FlowNetwork:
                     stack.extend(l for l in f.route if l not in links)
         return [flows[k] for k in sorted(flows)], links
 
-    def _recompute(self, seed_links) -> None:
+    def _recompute(self, seed_links) -> set:
+        """New max-min rates for the component reached from ``seed_links``; returns its links."""
         env = self.env
         now = env.now
         comp, links = self._component(seed_links)
@@ -225,6 +246,7 @@ class FlowNetwork:
             for lid in sorted(links):
                 total = sum(f.rate for f in self._streaming.get(lid, ()))
                 self.rate_log.append((now, lid, total))
+        return links
 
     def _on_timer(self, ev) -> None:
         if ev.version != ev.flow.version:
@@ -247,6 +269,6 @@ class FlowNetwork:
                         self.rate_log.append((now, lid, 0.0))
             remaining_links = [l for l in flow.route if self._streaming[l]]
             if remaining_links:
-                self._recompute(remaining_links)
+                self._mark_dirty(remaining_links)
         self.active_flows -= 1
         flow.done.succeed(now)

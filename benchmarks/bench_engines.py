@@ -1,0 +1,117 @@
+"""How fast the ring simulators run: simulated rank-steps per second.
+
+A rank-step is one rank doing one ring step (a 1024-rank forward ring is 1024 × 1024 rank-steps).
+Cases, each at 64, 256 and 1024 ranks (``--quick``: 64 and 256, DES only at 64):
+
+- ``fast``           the exact fast path on a contention-free ring (every GPU on one switch),
+                     end to end: plan work, cost model, recurrence, Timeline;
+- ``fast (core)``    the recurrence alone (``run_fast`` on a prepared problem, no Timeline);
+- ``des``            the simpy DES on the same contention-free ring, end to end;
+- ``des contended``  the DES where hops share links: nodes of 8 GPUs behind one uplink each, ranks
+                     striped over nodes so all 8 GPUs of a node send to the next node at once
+                     (each uplink carries 8 flows shared max-min fairly).
+
+Run: ``python benchmarks/bench_engines.py [--quick] [--sizes 64,256]``.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+
+from ringsim.costs import RooflineCost
+from ringsim.engine import Knobs, build_problem, simulate_ring
+from ringsim.fastpath import run_fast
+from ringsim.schedules import Plan
+from ringsim.topology import Device, Link, Topology
+from ringsim.workload import Workload, get_model
+
+H100 = Device("h100", 989e12, 0.5, 80e9)
+TOKENS_PER_RANK = 4096
+
+
+def switch_ring(G: int) -> Topology:
+    """G GPUs on one NVSwitch-like switch (450 GB/s, 1 µs per direction): no two hops share a link."""
+    links = []
+    for i in range(G):
+        links.append(Link(len(links), f"g{i}", "sw", 450e9, 1e-6, "nvlink"))
+        links.append(Link(len(links), "sw", f"g{i}", 450e9, 1e-6, "nvlink"))
+    return Topology(f"switch-{G}", H100, [f"g{i}" for i in range(G)], links)
+
+
+def striped_nodes(G: int, per_node: int = 8) -> Topology:
+    """G/8 nodes; in a node GPUs hang off a switch (450 GB/s), each node switch has one 50 GB/s
+    uplink to an IB switch. Rank r sits on node r mod N, so every hop crosses two uplinks that
+    carry all 8 of that node's hops at once."""
+    n_nodes = max(G // per_node, 2)
+    links = []
+
+    def cable(a, b, bw, lat, cls):
+        links.append(Link(len(links), a, b, bw, lat, cls))
+        links.append(Link(len(links), b, a, bw, lat, cls))
+
+    gpus = []
+    for n in range(n_nodes):
+        for k in range(G // n_nodes):
+            cable(f"n{n}g{k}", f"nsw{n}", 450e9, 1e-6, "nvlink")
+        cable(f"nsw{n}", "ib", 50e9, 2e-6, "ib")
+    for r in range(G):
+        gpus.append(f"n{r % n_nodes}g{r // n_nodes}")
+    return Topology(f"striped-{G}", H100, gpus, links)
+
+
+def workload(G: int):
+    T = TOKENS_PER_RANK * G
+    return Plan("zigzag", G, T, "causal"), Workload(get_model("llama3-8b"), T)
+
+
+def timed(fn, min_time_s: float = 0.0):
+    """Best of repeated runs (at least one) within ``min_time_s``; returns seconds."""
+    best = float("inf")
+    t_start = time.perf_counter()
+    while True:
+        gc.collect()
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+        if time.perf_counter() - t_start >= min_time_s:
+            return best
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes only (seconds, not minutes)")
+    ap.add_argument("--sizes", default=None, help="comma-separated rank counts (default 64,256,1024)")
+    args = ap.parse_args(argv)
+    sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else ([64, 256] if args.quick else [64, 256, 1024])
+    des_limit = 64 if args.quick else max(sizes)
+    rows = []
+    for G in sizes:
+        plan, wl = workload(G)
+        plan.pairs  # the exact work table is computed once per plan; not part of any engine
+        topo = switch_ring(G)
+        rank_steps = G * G
+        cases = [("fast", "contention-free", lambda: simulate_ring(plan, wl, topo, engine="fast"))]
+        problem = build_problem(plan, wl, topo, RooflineCost(), "fwd")
+        cases.append(("fast (core)", "contention-free", lambda: run_fast(problem, Knobs())))
+        if G <= des_limit:
+            cases.append(("des", "contention-free", lambda: simulate_ring(plan, wl, topo, engine="des")))
+            contended = striped_nodes(G)
+            assert contended.ring_shares_links(G)
+            cases.append(("des", "contended (8 flows/uplink)",
+                          lambda: simulate_ring(plan, wl, contended, engine="des")))
+        for engine, case, fn in cases:
+            secs = timed(fn, min_time_s=1.0 if G <= 256 else 0.0)
+            rows.append((engine, case, G, rank_steps, secs, rank_steps / secs))
+            print(f"  {engine:12s} {case:28s} G={G:5d}  {secs:9.4f} s  {rank_steps / secs:14,.0f} rank-steps/s",
+                  file=sys.stderr)
+    print()
+    print(f"| engine | case | ranks | rank-steps | seconds | rank-steps/s |")
+    print(f"|---|---|---:|---:|---:|---:|")
+    for engine, case, G, n, secs, rate in rows:
+        print(f"| {engine} | {case} | {G} | {n:,} | {secs:.4f} | {rate:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
