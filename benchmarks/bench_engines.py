@@ -4,9 +4,11 @@ A rank-step is one rank doing one ring step (a 1024-rank forward ring is 1024 ×
 Cases, each at 64, 256 and 1024 ranks (``--quick``: 64 and 256, DES only at 64):
 
 - ``fast``           the exact fast path on a contention-free ring (every GPU on one switch),
-                     end to end: plan work, cost model, recurrence, Timeline;
+                     end to end: cost model, recurrence, makespan (the Timeline's rows are built
+                     lazily, on first use, so a sweep that reads only makespans never pays for them);
+- ``fast + rows``    the same, plus building the Timeline's DataFrame (4 rows per rank-step);
 - ``fast (core)``    the recurrence alone (``run_fast`` on a prepared problem, no Timeline);
-- ``des``            the simpy DES on the same contention-free ring, end to end;
+- ``des``            the simpy DES on the same contention-free ring, end to end (rows lazy);
 - ``des contended``  the DES where hops share links: nodes of 8 GPUs behind one uplink each, ranks
                      striped over nodes so all 8 GPUs of a node send to the next node at once
                      (each uplink carries 8 flows shared max-min fairly).
@@ -92,7 +94,8 @@ def main(argv=None) -> None:
         plan.pairs  # the exact work table is computed once per plan; not part of any engine
         topo = switch_ring(G)
         rank_steps = G * G
-        cases = [("fast", "contention-free", lambda: simulate_ring(plan, wl, topo, engine="fast"))]
+        cases = [("fast", "contention-free", lambda: simulate_ring(plan, wl, topo, engine="fast")),
+                 ("fast + rows", "contention-free", lambda: len(simulate_ring(plan, wl, topo, engine="fast").timeline.df))]
         problem = build_problem(plan, wl, topo, RooflineCost(), "fwd")
         cases.append(("fast (core)", "contention-free", lambda: run_fast(problem, Knobs())))
         if G <= des_limit:

@@ -48,7 +48,7 @@ from .units import InputError
 from .workload import Workload
 
 __all__ = ["Knobs", "SimResult", "simulate_ring", "ProtocolStuck", "RingDES", "RingProblem", "RingArrays",
-           "PHASES", "ENGINES"]
+           "LazyTimeline", "build_problem", "build_timeline", "PHASES", "ENGINES"]
 
 PHASES = ("fwd", "fwd+bwd")
 ENGINES = ("auto", "des", "fast")
@@ -122,10 +122,9 @@ class RingArrays:
 
     @classmethod
     def empty(cls, G: int, n_phases: int) -> "RingArrays":
-        return cls([np.full((G, G + 1), np.nan) for _ in range(n_phases)],
-                   [np.full((G, G), np.nan) for _ in range(n_phases)],
-                   [np.full((G, G), np.nan) for _ in range(n_phases)],
-                   [np.full((G, G), np.nan) for _ in range(n_phases)])
+        # stored step-major (the fast path fills one step, all ranks, at a time); exposed [rank, step]
+        nan = lambda rows: [np.full((rows, G), np.nan).T for _ in range(n_phases)]
+        return cls(nan(G + 1), nan(G), nan(G), nan(G))
 
 
 def _check_compute(arr, G: int, name: str, phase: str) -> np.ndarray:
@@ -325,15 +324,59 @@ def build_timeline(problem: RingProblem, arrays: RingArrays, meta: dict) -> Time
         peer[:, pi, :, 3] = -1
         valid[:, pi, :, 3] = T[:, 1:] > E
     m = valid.reshape(-1)
-    idx = np.indices(shape).reshape(4, -1)[:, m]
-    phase_cat = pd.Categorical.from_codes(idx[1], categories=list(problem.phases))
-    kind_cat = pd.Categorical.from_codes(idx[3], categories=list(_KINDS))
+    idx = np.flatnonzero(m)
+    slot = idx >> 2  # K == 4: (rank, phase, step) slot and kind from the flat index
+    kind_codes = (idx & 3).astype(np.int8)
+    step_col = slot % G
+    phase_codes = ((slot // G) % P).astype(np.int8)
+    rank_col = slot // (P * G)
+    phase_cat = pd.Categorical.from_codes(phase_codes, categories=list(problem.phases))
+    kind_cat = pd.Categorical.from_codes(kind_codes, categories=list(_KINDS))
     df = pd.DataFrame({
-        "rank": idx[0], "step": idx[2], "phase": phase_cat, "kind": kind_cat,
-        "start_s": start.reshape(-1)[m], "end_s": end.reshape(-1)[m], "peer": peer.reshape(-1)[m],
-        "bytes": nbytes.reshape(-1)[m], "pairs": pairs.reshape(-1)[m], "flops": flops.reshape(-1)[m],
-    }, columns=COLUMNS)
+        "rank": rank_col, "step": step_col, "phase": phase_cat, "kind": kind_cat,
+        "start_s": start.reshape(-1)[idx], "end_s": end.reshape(-1)[idx], "peer": peer.reshape(-1)[idx],
+        "bytes": nbytes.reshape(-1)[idx], "pairs": pairs.reshape(-1)[idx], "flops": flops.reshape(-1)[idx],
+    }, columns=COLUMNS, copy=False)
     return Timeline(df, meta)
+
+
+class LazyTimeline(Timeline):
+    """A :class:`Timeline` whose rows are built on first use.
+
+    A sweep over thousands of configurations needs only makespans; building millions of rows it
+    never reads would dominate its run time. Anything that reads ``.df`` (every Timeline method
+    does) builds the table once; pickling sends a plain Timeline.
+    """
+
+    def __init__(self, problem: RingProblem, arrays: RingArrays, meta: dict):  # noqa: D107 - no super(): lazy
+        self._problem, self._arrays = problem, arrays
+        self._df = None
+        self.meta = dict(meta)
+
+    @property
+    def df(self) -> pd.DataFrame:
+        if self._df is None:
+            self._df = build_timeline(self._problem, self._arrays, self.meta).df
+            self._problem = self._arrays = None
+        return self._df
+
+    @df.setter
+    def df(self, value: pd.DataFrame) -> None:
+        self._df = value
+
+    def __len__(self) -> int:
+        if self._df is None:  # rows without building them: compute + transfers×2 + waits
+            a, p = self._arrays, self._problem
+            G = p.world_size
+            n = 0
+            for pi in range(len(p.phases)):
+                n += G * G + 2 * G * sum(p.message_bytes(pi, s) is not None for s in range(G))
+                n += int(np.count_nonzero(a.step_start_s[pi][:, 1:] > a.compute_end_s[pi]))
+            return n
+        return len(self._df)
+
+    def __reduce__(self):
+        return (Timeline, (self.df, self.meta))
 
 
 # ---- entry point ------------------------------------------------------------------------------------------
@@ -374,7 +417,7 @@ def simulate_ring(plan: Plan, workload: Workload, topology: Topology, cost_model
         "seq_len": plan.seq_len, "mask": str(plan.mask), "phase": phase, "workload": workload.describe(),
         "topology": topo.name, "cost_model": cost_model.describe(), "knobs": asdict(knobs),
     }
-    timeline = build_timeline(problem, arrays, meta)
+    timeline = LazyTimeline(problem, arrays, meta)
     return SimResult(timeline=timeline, engine=chosen, layer_makespan_s=_makespan(problem, arrays),
                      link_bytes=dict(sorted(arrays.link_bytes.items())),
                      link_busy_s=dict(sorted(arrays.link_busy_s.items())))

@@ -71,14 +71,11 @@ def run_fast(problem: "RingProblem", knobs: "Knobs") -> "RingArrays":
     hop_bytes = 0.0
     hop_busy = np.zeros(G)
     for pi in range(len(problem.phases)):
-        stream = out.xfer_end_s[pi] - (out.xfer_start_s[pi] + lat[:, None])  # NaN where no transfer
-        for s in range(G):
-            nbytes = problem.message_bytes(pi, s)
-            if nbytes is None:
-                continue
-            hop_bytes += nbytes
-            if nbytes > 0:
-                hop_busy += stream[:, s]
+        sizes = [problem.message_bytes(pi, s) for s in range(G)]
+        hop_bytes += sum(b for b in sizes if b is not None)
+        streams = np.array([b is not None and b > 0 for b in sizes])
+        if streams.any():  # time each hop streamed: end − (start + latency), summed over its transfers
+            hop_busy += (out.xfer_end_s[pi][:, streams] - (out.xfer_start_s[pi][:, streams] + lat[:, None])).sum(axis=1)
     link_bytes: dict[int, float] = {}
     link_busy: dict[int, float] = {}
     if G > 1:

@@ -331,3 +331,20 @@ def test_meta_and_bad_input():
         simulate_ring(Plan("contiguous", 4, 40, "full"), wl, switch_topology(3), HandCost([[1] * 4] * 4))
     with pytest.raises(InputError, match="shape"):
         simulate_ring(plan, wl, switch_topology(2), HandCost([[1, 1, 1]]))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_lazy_timeline_counts_pickles_and_writes(engine, tmp_path):
+    import pickle
+
+    from ringsim.timeline import Timeline, read_timeline
+
+    res = run(4, C4, [[10] * 4] * 4, engine=engine)
+    n_lazy = len(res.timeline)  # counted without building the rows
+    df = res.timeline.df
+    assert n_lazy == len(df) == len(res.timeline)
+    back = pickle.loads(pickle.dumps(res.timeline))
+    assert type(back) is Timeline and back.df.equals(df) and back.meta == res.timeline.meta
+    res.timeline.write(tmp_path / "t.json")
+    assert read_timeline(tmp_path / "t.json").df[["rank", "step", "kind", "start_s"]].equals(
+        df[["rank", "step", "kind", "start_s"]])
