@@ -13,7 +13,8 @@ failed:
 
 On failure the parent terminates the other ranks and raises :class:`RankFailure` with one line
 that names the rank, its last known iteration, phase and step. The gloo group's own timeout is
-``timeout_s`` too, so no rank can block forever even without the parent.
+``2·timeout_s + 10`` s — longer than the watchdog's, so the parent names the rank that stopped
+first, while no rank can block forever even without the parent.
 
 External launch (:func:`run_under_torchrun`): with ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` in the
 environment, the process is one rank; it uses NCCL when CUDA is available (device
@@ -81,7 +82,9 @@ def _child(fn, args, rank, world_size, port, timeout_s, threads, result_dir, hb_
 
         hb_time[rank] = time.time()
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=world_size, timeout=timedelta(seconds=timeout_s))
+                                world_size=world_size,
+                                # longer than the watchdog's bound, so the parent names the culprit first
+                                timeout=timedelta(seconds=2 * timeout_s + 10))
         try:
             result = fn(*args, rank=rank, heartbeat=heartbeat)
             torch.save(result, os.path.join(result_dir, f"rank{rank}.pt.tmp"))
@@ -120,9 +123,6 @@ def run_world(fn, args: tuple, world_size: int, timeout_s: float = 120.0, thread
     result_dir = tempfile.mkdtemp(prefix="ringsim-run-")
     hb_time = ctx.Array("d", world_size, lock=False)
     hb_state = ctx.Array("i", [-1, 0, 0] * world_size, lock=False)
-    start = time.time()
-    for r in range(world_size):
-        hb_time[r] = start
     port = free_port()
     procs = []
     try:
@@ -131,6 +131,9 @@ def run_world(fn, args: tuple, world_size: int, timeout_s: float = 120.0, thread
                                                  hb_time, hb_state), daemon=True, name=f"ringsim-rank{r}")
             p.start()
             procs.append(p)
+        started = time.time()  # forkserver start() returns once the child is forked
+        for r in range(world_size):
+            hb_time[r] = max(hb_time[r], started)
         first_seen: dict[int, float] = {}
         while True:
             codes = [p.exitcode for p in procs]
