@@ -172,13 +172,14 @@ class _Channel:
     the receiver's post under rendezvous, the receiver's free buffer without double buffering).
     """
 
-    __slots__ = ("need", "done", "start_s", "key")
+    __slots__ = ("need", "done", "start_s", "key", "waiters")
 
     def __init__(self, need: int, done: simpy.Event, key):
         self.need = need
         self.done = done
         self.start_s = None
         self.key = key
+        self.waiters = 2  # the sender and the receiver; the channel is dropped once both saw it done
 
 
 class RingDES:
@@ -198,7 +199,10 @@ class RingDES:
         self.arrays = RingArrays.empty(problem.world_size, len(problem.phases))
         self._channels: dict[tuple[int, int, int], _Channel] = {}
         self._need = 1 + (1 if knobs.rendezvous else 0) + (0 if knobs.double_buffer else 1)
-        self.where: list[tuple] = [None] * problem.world_size  # what each rank waits for now
+        self.where: list[tuple] = [None] * problem.world_size  # (phase, step, what, peer) each rank waits for
+        G, P = problem.world_size, len(problem.phases)
+        self._has_xfer = [[problem.message_bytes(pi, s) is not None for s in range(G)] for pi in range(P)]
+        self._late_post = [[problem.posts_after_compute(pi, s, knobs) for s in range(G)] for pi in range(P)]
 
     # ---- channels ---------------------------------------------------------------------------
     def channel(self, phase_index: int, step: int, src: int) -> _Channel:
@@ -234,8 +238,8 @@ class RingDES:
         env, prob, knobs, arr = self.env, self.problem, self.knobs, self.arrays
         G = prob.world_size
         left = (r - 1) % G
-        has_xfer = [[prob.message_bytes(pi, s) is not None for s in range(G)] for pi in range(len(prob.phases))]
-        late_post = [[prob.posts_after_compute(pi, s, knobs) for s in range(G)] for pi in range(len(prob.phases))]
+        right = (r + 1) % G
+        has_xfer, late_post, channels = self._has_xfer, self._late_post, self._channels
         for pi, phase in enumerate(prob.phases):
             comp = prob.compute_s[pi][r].tolist()  # Python floats: simpy time stays a float
             T, E = arr.step_start_s[pi], arr.compute_end_s[pi]
@@ -246,7 +250,7 @@ class RingDES:
                 if xfer and not late:
                     self.post(r, pi, s)
                 if comp[s] > 0:
-                    self.where[r] = (phase, s, "its compute")
+                    self.where[r] = (phase, s, "compute", r)
                     yield env.timeout(comp[s])
                 E[r, s] = env.now
                 if xfer:
@@ -254,10 +258,14 @@ class RingDES:
                     if late:
                         self.post(r, pi, s)
                     out, inn = self.channel(pi, s, r), self.channel(pi, s, left)
-                    self.where[r] = (phase, s, f"its send to rank {(r + 1) % G}")
+                    self.where[r] = (phase, s, "send", right)
                     arr.xfer_end_s[pi][r, s] = yield out.done
-                    self.where[r] = (phase, s, f"its receive from rank {left}")
+                    self.where[r] = (phase, s, "receive", left)
                     yield inn.done
+                    for ch in (out, inn):
+                        ch.waiters -= 1
+                        if ch.waiters == 0:
+                            del channels[ch.key]
                 T[r, s + 1] = env.now
         self.where[r] = None
 
@@ -267,8 +275,9 @@ class RingDES:
         self.env.run()
         stuck = [r for r in range(G) if not procs[r].triggered]
         if stuck:
-            parts = [f"rank {r} at {self.where[r][0]} step {self.where[r][1]} (waiting for {self.where[r][2]})"
-                     for r in stuck[:8]]
+            what = {"compute": "its compute", "send": "its send to rank {}", "receive": "its receive from rank {}"}
+            parts = [f"rank {r} at {self.where[r][0]} step {self.where[r][1]} "
+                     f"(waiting for {what[self.where[r][2]].format(self.where[r][3])})" for r in stuck[:8]]
             more = f" and {len(stuck) - 8} more" if len(stuck) > 8 else ""
             raise ProtocolStuck(f"ring protocol stuck at t={self.env.now:.9g} s: " + "; ".join(parts) + more
                                 + "; a partner never posted the matching send/receive")
