@@ -63,6 +63,9 @@ class Knobs:
 
 @dataclass
 class SimResult:
+    """What one simulated ring did. ``timeline`` is a :class:`LazyTimeline`: its rows are built on
+    first use, so callers that need only ``layer_makespan_s`` never pay for millions of rows."""
+
     timeline: Timeline          # ONE attention layer's ring: rows kind compute/send/recv/wait
     engine: str                 # "des" or "fast"
     layer_makespan_s: float     # end of the last compute interval of the ring (fwd+bwd if both)

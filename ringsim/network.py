@@ -12,7 +12,8 @@ along a fixed route (a tuple of directed link ids, see :meth:`Topology.route`):
    at the route's bottleneck bandwidth, and the transfer takes ``latency + bytes / bottleneck``.
 3. Rates change only when a flow starts or stops streaming, and then only for the flows that are
    (transitively) connected to it through shared links — its *connected component*. So a ring
-   whose hops share no link pays O(1) work per event, however many ranks it has.
+   whose hops share no link pays O(1) work per event, however many ranks it has. Flows that start
+   or stop at the same instant are settled together: one recomputation per component per instant.
 
 :func:`max_min_rates` is the allocation as a pure function; :class:`FlowNetwork` runs it inside a
 simpy environment.
@@ -121,7 +122,7 @@ class FlowNetwork:
         self.rate_log: list[tuple[float, int, float]] = []
         self.link_bytes: dict[int, float] = {}
         self.link_busy_s: dict[int, float] = {}
-        self._streaming: dict[int, set] = {}  # link id → streaming flows on it
+        self._streaming: dict[int, dict] = {}  # link id → {flow id: flow} streaming on it (ordered)
         self._busy_since: dict[int, float] = {}
         self._next_id = 0
         self._dirty: set = set()
@@ -169,12 +170,12 @@ class FlowNetwork:
         for lid in flow.route:
             s = streaming.get(lid)
             if s is None:
-                s = streaming[lid] = set()
+                s = streaming[lid] = {}
             if s:
                 solo = False
             else:
                 self._busy_since[lid] = now
-            s.add(flow)
+            s[flow.id] = flow
         if solo:  # alone on every link of its route: the bottleneck rate, nothing else changes
             flow.rate = flow.bottleneck
             self._set_timer(flow)
@@ -218,7 +219,7 @@ class FlowNetwork:
             if lid in links:
                 continue
             links.add(lid)
-            for f in self._streaming.get(lid, ()):
+            for f in self._streaming.get(lid, {}).values():
                 if f.id not in flows:
                     flows[f.id] = f
                     stack.extend(l for l in f.route if l not in links)
@@ -244,7 +245,7 @@ class FlowNetwork:
             self._set_timer(f)
         if self.record:
             for lid in sorted(links):
-                total = sum(f.rate for f in self._streaming.get(lid, ()))
+                total = sum(f.rate for f in self._streaming.get(lid, {}).values())
                 self.rate_log.append((now, lid, total))
         return links
 
@@ -262,7 +263,7 @@ class FlowNetwork:
         if streaming:
             for lid in flow.route:
                 s = self._streaming[lid]
-                s.discard(flow)
+                del s[flow.id]
                 if not s:
                     self.link_busy_s[lid] += now - self._busy_since.pop(lid)
                     if self.record:

@@ -187,6 +187,9 @@ def test_des_invariants(case):
     again = simulate_ring(plan, wl, topo, cost, phase, knobs, engine="des")
     assert again.timeline.df.equals(df)
     assert json.dumps(again.timeline.to_chrome_trace()) == json.dumps(res.timeline.to_chrome_trace())
+    des2 = RingDES(problem, knobs, record=True)
+    des2.run()
+    assert des2.network.rate_log == des.network.rate_log
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
