@@ -33,89 +33,88 @@ from .workload import Workload
 __all__ = ["ring_metrics", "hide_block_tokens", "ring_memory_bytes", "critical_path"]
 
 
-def _union_length(starts: np.ndarray, ends: np.ndarray) -> float:
-    if len(starts) == 0:
-        return 0.0
-    order = np.argsort(starts, kind="stable")
-    s, e = starts[order], ends[order]
-    total, cur_s, cur_e = 0.0, s[0], e[0]
-    for a, b in zip(s[1:], e[1:]):
-        if a > cur_e:
-            total += cur_e - cur_s
-            cur_s, cur_e = a, b
-        else:
-            cur_e = max(cur_e, b)
-    return total + cur_e - cur_s
+def _merged(rank: np.ndarray, start: np.ndarray, end: np.ndarray, G: int, span: float):
+    """Per-rank union of intervals, vectorised: returns (rank, start, end) of disjoint intervals.
+
+    Times are shifted by ``rank × span`` (span > any time) so one global running maximum of the
+    end times never carries over from one rank to the next.
+    """
+    if len(start) == 0:
+        return rank[:0], start[:0], end[:0]
+    off = rank * span
+    s_, e_ = start + off, end + off
+    order = np.argsort(s_, kind="stable")  # the rank offset makes one key enough
+    s_, e_, r_ = s_[order], e_[order], rank[order]
+    reach = np.maximum.accumulate(e_)
+    new = np.ones(len(s_), dtype=bool)
+    new[1:] = s_[1:] > reach[:-1]
+    idx = np.flatnonzero(new)
+    m_start = s_[idx]
+    m_end = np.maximum.reduceat(e_, idx)
+    m_rank = r_[idx]
+    return m_rank, m_start - m_rank * span, m_end - m_rank * span
 
 
-def _merge(starts, ends):
-    if len(starts) == 0:
-        return []
-    order = np.argsort(starts, kind="stable")
-    out = []
-    for a, b in zip(np.asarray(starts)[order], np.asarray(ends)[order]):
-        if out and a <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return out
-
-
-def _intersection_length(xs: list, ys: list) -> float:
-    """Length of the intersection of two sorted lists of disjoint intervals."""
-    i = j = 0
-    total = 0.0
-    while i < len(xs) and j < len(ys):
-        lo = max(xs[i][0], ys[j][0])
-        hi = min(xs[i][1], ys[j][1])
-        if hi > lo:
-            total += hi - lo
-        if xs[i][1] < ys[j][1]:
-            i += 1
-        else:
-            j += 1
-    return total
+def _per_rank_intersection(a, b, G: int, span: float) -> np.ndarray:
+    """Per rank, the length of time inside both interval sets (each already merged/disjoint)."""
+    ra, sa, ea = a
+    rb, sb, eb = b
+    times = np.concatenate([sa + ra * span, ea + ra * span, sb + rb * span, eb + rb * span])
+    da = np.concatenate([np.ones(len(sa)), -np.ones(len(ea)), np.zeros(len(sb) + len(eb))])
+    db = np.concatenate([np.zeros(len(sa) + len(ea)), np.ones(len(sb)), -np.ones(len(eb))])
+    if len(times) == 0:
+        return np.zeros(G)
+    order = np.argsort(times, kind="stable")
+    t, da, db = times[order], np.cumsum(da[order]), np.cumsum(db[order])
+    both = (da[:-1] > 0) & (db[:-1] > 0)
+    seg = np.diff(t)
+    rank_of = np.floor(t[:-1] / span).astype(np.int64)
+    return np.bincount(rank_of[both], weights=seg[both], minlength=G)[:G]
 
 
 def ring_metrics(tl: Timeline, world_size: int) -> dict:
     df = tl.df
     G = world_size
     makespan = tl.makespan_s()
-    comp = df[df["kind"] == "compute"]
-    xfer = df[df["kind"].isin(["send", "recv"])]
-    waits = df[df["kind"] == "wait"]
-    per_rank = []
-    total_transfer = total_hidden = 0.0
-    for r in range(G):
-        c = comp[comp["rank"] == r]
-        x = xfer[xfer["rank"] == r]
-        w = waits[waits["rank"] == r]
-        c_iv = _merge(c["start_s"].to_numpy(), c["end_s"].to_numpy())
-        x_iv = _merge(x["start_s"].to_numpy(), x["end_s"].to_numpy())
-        compute_s = float((c["end_s"] - c["start_s"]).sum())
-        transfer_s = sum(b - a for a, b in x_iv)
-        hidden = _intersection_length(c_iv, x_iv)
-        total_transfer += transfer_s
-        total_hidden += hidden
-        per_rank.append({
-            "rank": r,
-            "compute_s": compute_s,
-            "transfer_s": float(transfer_s),
-            "wait_s": float((w["end_s"] - w["start_s"]).sum()),
-            "idle_s": max(makespan - compute_s, 0.0),
-            "busy_fraction": compute_s / makespan if makespan > 0 else 0.0,
-            "bytes_sent": float(df[(df["kind"] == "send") & (df["rank"] == r)]["bytes"].sum()),
-            "end_s": float(c["end_s"].max()) if len(c) else 0.0,
-        })
-    compute = np.array([p["compute_s"] for p in per_rank])
+    kcat = df["kind"].astype("category").cat
+    kcode = kcat.codes.to_numpy()
+    code = {k: i for i, k in enumerate(kcat.categories)}
+    is_kind = lambda k: kcode == code.get(k, -2)
+    rank = df["rank"].to_numpy().astype(np.int64)
+    start = df["start_s"].to_numpy()
+    end = df["end_s"].to_numpy()
+    dur = end - start
+    span = (max(float(end.max()), 0.0) + 1.0) * 2.0 if len(end) else 1.0
+    is_c, is_w, is_s = is_kind("compute"), is_kind("wait"), is_kind("send")
+    is_x = is_s | is_kind("recv")
+    compute = np.bincount(rank[is_c], weights=dur[is_c], minlength=G)[:G]
+    wait = np.bincount(rank[is_w], weights=dur[is_w], minlength=G)[:G]
+    sent = np.bincount(rank[is_s], weights=df["bytes"].to_numpy()[is_s], minlength=G)[:G]
+    c_end = np.zeros(G)
+    np.maximum.at(c_end, rank[is_c], end[is_c])
+    c_iv = _merged(rank[is_c], start[is_c], end[is_c], G, span)
+    x_iv = _merged(rank[is_x], start[is_x], end[is_x], G, span)
+    transfer = np.bincount(x_iv[0], weights=x_iv[2] - x_iv[1], minlength=G)[:G]
+    hidden = _per_rank_intersection(c_iv, x_iv, G, span)
+    per_rank = [{
+        "rank": r,
+        "compute_s": float(compute[r]),
+        "transfer_s": float(transfer[r]),
+        "wait_s": float(wait[r]),
+        "idle_s": max(makespan - float(compute[r]), 0.0),
+        "busy_fraction": float(compute[r]) / makespan if makespan > 0 else 0.0,
+        "bytes_sent": float(sent[r]),
+        "end_s": float(c_end[r]),
+    } for r in range(G)]
     mean = compute.mean() if G else 0.0
     ideal = float(compute.sum() / G) if G else 0.0
+    total_transfer = float(transfer.sum())
     return {
         "layer_makespan_s": makespan,
         "ideal_bound_s": ideal,
         "efficiency": ideal / makespan if makespan > 0 else 1.0,
         "imbalance": float(compute.max() / mean) if mean > 0 else 1.0,
-        "overlap": total_hidden / total_transfer if total_transfer > 0 else 1.0,
+        "overlap": float(hidden.sum()) / total_transfer if total_transfer > 0 else 1.0,
         "per_rank": per_rank,
     }
 
@@ -177,10 +176,24 @@ def critical_path(tl: Timeline, world_size: int) -> dict:
     if not len(comp):
         return {"holder": None, "compute_s": {}, "hops_s": {}}
     G = world_size
-    key = lambda d: {(int(r), str(p), int(s)): (a, b) for r, p, s, a, b in
-                     zip(d["rank"], d["phase"], d["step"], d["start_s"], d["end_s"])}
-    c = key(comp)
-    sends = key(df[df["kind"] == "send"])
+    ph_idx = {"fwd": 0, "bwd": 1}
+
+    def table(d):
+        """(2, G, G) arrays of start/end indexed [phase, rank, step]; NaN where absent."""
+        st = np.full((2, G, G), np.nan)
+        en = np.full((2, G, G), np.nan)
+        p = d["phase"].map(ph_idx).to_numpy()
+        ok = ~np.isnan(p.astype(float)) & (d["step"].to_numpy() >= 0)
+        p = p[ok].astype(np.int64)
+        r_, s_ = d["rank"].to_numpy()[ok], d["step"].to_numpy()[ok]
+        st[p, r_, s_] = d["start_s"].to_numpy()[ok]
+        en[p, r_, s_] = d["end_s"].to_numpy()[ok]
+        return st, en
+
+    c_st, c_en = table(comp)
+    x_st, x_en = table(df[df["kind"] == "send"])
+    c = _Lookup(c_st, c_en, ph_idx)
+    sends = _Lookup(x_st, x_en, ph_idx)
     last = comp.loc[comp["end_s"].idxmax()]
     r, ph, s = int(last["rank"]), str(last["phase"]), int(last["step"])
     compute_s: dict[int, float] = {}
@@ -218,3 +231,21 @@ def critical_path(tl: Timeline, world_size: int) -> dict:
     top = max(holders, key=lambda x: x[1])[0] if holders else None
     return {"holder": top, "compute_s": {str(k): v for k, v in sorted(compute_s.items())},
             "hops_s": dict(sorted(hops_s.items()))}
+
+
+class _Lookup:
+    """``(rank, phase, step) in table`` and ``table[(rank, phase, step)] → (start, end)`` over arrays."""
+
+    def __init__(self, st, en, ph_idx):
+        self.st, self.en, self.ph = st, en, ph_idx
+
+    def __contains__(self, key):
+        r, p, s = key
+        return 0 <= s < self.st.shape[2] and not np.isnan(self.st[self.ph[p], r, s])
+
+    def __getitem__(self, key):
+        r, p, s = key
+        return float(self.st[self.ph[p], r, s]), float(self.en[self.ph[p], r, s])
+
+    def get(self, key, default):
+        return self[key] if key in self else default

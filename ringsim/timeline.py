@@ -40,16 +40,20 @@ class Timeline:
         missing = [c for c in COLUMNS if c not in df.columns]
         if missing:
             raise InputError(f"timeline lacks columns {missing}; expected {COLUMNS}")
-        df = df[COLUMNS].copy()
+        df = df[COLUMNS]
+        cast = {}
         for c in _INT_COLS:
-            df[c] = df[c].astype(np.int64)
-        for c in ("start_s", "end_s"):
-            df[c] = df[c].astype(np.float64)
-        for c in _NUM_COLS:
-            df[c] = df[c].astype(np.float64)
-        df["phase"] = df["phase"].astype(str)
-        df["kind"] = df["kind"].astype(str)
-        self.df = df.reset_index(drop=True)
+            if df[c].dtype != np.int64:
+                cast[c] = np.int64
+        for c in ("start_s", "end_s") + _NUM_COLS:
+            if df[c].dtype != np.float64:
+                cast[c] = np.float64
+        for c in ("phase", "kind"):  # categorical: millions of rows, a handful of values
+            if not isinstance(df[c].dtype, pd.CategoricalDtype):
+                cast[c] = "category"
+        if cast:
+            df = df.astype(cast)
+        self.df = df if isinstance(df.index, pd.RangeIndex) and df.index.start == 0 else df.reset_index(drop=True)
         self.meta = dict(meta or {})
 
     @classmethod
