@@ -243,7 +243,9 @@ def run_metadata(cfg: RunConfig, backend: str, device_type: str) -> dict:
         "instrumented": cfg.instrument,
         "protocol": "fwd: G-1 KV transfers; bwd: KV + accumulated dK/dV (fp32) one step behind, "
                     "plus a dK/dV return to the owner recorded as step G",
-        "flops_per_pair": {"fwd": f"4*B*H*d", "bwd": f"10*B*H*d"},
+        "flops_per_pair": {"fwd": "4*B*H*d", "bwd": "10*B*H*d"},
+        # other processes on the host compete for the same cores; the load says how much
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 
