@@ -172,3 +172,18 @@ def test_watchdog_names_dead_or_hung_rank(mode, bound_s):
     assert ("exited with code 17" in line) if mode == "exit" else ("made no progress" in line)
     # bounded: start-up (a few seconds for torch) plus the watchdog's timeout
     assert elapsed < bound_s + 45
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--world-size", "3", "--schedule", "zigzag", "--seq-len", "100"], "nearest valid lengths: 96 or 102"),
+    (["--heads", "4", "--kv-heads", "3"], "multiple of --kv-heads"),
+    (["--mask", "diagonal"], "unknown mask"),
+    (["--timeout-s", "0"], "--timeout-s must be positive"),
+])
+def test_run_command_bad_input_is_one_line_exit_2(args, needle, capsys):
+    from ringsim.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["run", *args])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and needle in err and len(err.splitlines()) == 1, err

@@ -88,14 +88,12 @@ def common_origin(rank: int, world_size: int, rounds: int = 3) -> dict:
     for _ in range(rounds):
         dist.barrier()
         readings.append(time.perf_counter_ns())
-    mine = torch.tensor([readings[-1]], dtype=torch.int64)
     if world_size == 1:
         return {"origin_ns": readings[-1], "method": "single rank", "spread_s": 0.0, "hosts": [host]}
-    gathered = [torch.zeros(1, dtype=torch.int64) for _ in range(world_size)]
-    dist.all_gather(gathered, mine)
-    hosts: list = [None] * world_size
-    dist.all_gather_object(hosts, host)
-    vals = [int(g.item()) for g in gathered]
+    gathered: list = [None] * world_size
+    dist.all_gather_object(gathered, (host, readings[-1]))  # objects: works on gloo and NCCL alike
+    hosts = [h for h, _ in gathered]
+    vals = [int(t) for _, t in gathered]
     spread_s = (max(vals) - min(vals)) * 1e-9
     if len(set(hosts)) == 1:
         return {"origin_ns": min(vals), "method": "one host: shared CLOCK_MONOTONIC, origin = earliest "
