@@ -136,8 +136,9 @@ def topology_options(f):
                      help="What-if: scale a link class's bandwidth (and latency), e.g. ib:0.5."),
         click.option("--straggler", multiple=True, metavar="RANK:SPEED",
                      help="What-if: run one rank's device at this speed factor, e.g. 3:0.5."),
-        click.option("--degrade-link", multiple=True, metavar="A:B:FACTOR",
-                     help="What-if: scale the bandwidth of the link between vertices A and B (both directions)."),
+        click.option("--degrade-link", multiple=True, metavar="A,B,FACTOR",
+                     help="What-if: scale the bandwidth of the link between vertices A and B (both directions), "
+                          "e.g. 'n0.g7,sw1:n*.g7,0.25'."),
         click.option("--placement", default=None, metavar="GPU,GPU,...",
                      help="What-if: rank order over GPU vertex names (see `ringsim topology show`)."),
     ]
@@ -178,7 +179,11 @@ def build_topology(topology, world_size=None, link_scale=(), straggler=(), degra
         topo = topo.scale_link_class(parts[0], _float(parts[1], "--link-scale bandwidth factor"),
                                      _float(parts[2], "--link-scale latency factor") if len(parts) == 3 else 1.0)
     for item in degrade_link:
-        a, b, fac = _split(item, 3, 3, "--degrade-link", "n0.g7:ib0:0.5")
+        parts = item.split(",")
+        if len(parts) != 3:
+            raise InputError(f"--degrade-link {item!r} is malformed; write A,B,FACTOR with two vertex names "
+                             "from `ringsim topology show`, e.g. 'n0.g7,sw1:n*.g7,0.25'")
+        a, b, fac = (p.strip() for p in parts)
         topo = topo.degrade_link(a, b, _float(fac, "--degrade-link factor"))
     for item in straggler:
         rank, fac = _split(item, 2, 2, "--straggler", "3:0.5")

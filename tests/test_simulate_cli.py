@@ -109,6 +109,8 @@ ERRORS = [
     (["simulate", "--link-scale", "warp:2"], "no link class 'warp'"),
     (["simulate", "--engine", "fast", "--topology", "2node-shared-nic", "--placement",
       "n0.g0,n1.g0,n0.g1,n1.g1,n0.g2,n1.g2,n0.g3,n1.g3"], "--engine des"),
+    (["simulate", "--degrade-link", "g0:sw0:0.5"], "write A,B,FACTOR"),
+    (["simulate", "--degrade-link", "g0,g5,0.5"], "no link between"),
     (["sweep", "--phase", "bwd"], "--phase takes fwd"),
     (["sweep", "--bw-scale", "0"], "must be positive"),
     (["sweep", "--format", "parquet"], "--output"),
