@@ -22,6 +22,7 @@ COMMANDS = {
     "simulate": "ringsim.cli.simulate_cmd:simulate",
     "compare": "ringsim.cli.simulate_cmd:compare",
     "sweep": "ringsim.cli.sweep_cmd:sweep",
+    "calibrate": "ringsim.cli.calibrate_cmd:calibrate",
 }
 
 

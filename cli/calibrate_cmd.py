@@ -1,0 +1,75 @@
+"""`ringsim calibrate TRACE... -o calib.json`: fit the cost model to measured runs."""
+from __future__ import annotations
+
+import click
+
+from ringsim.units import InputError
+
+from .common import emit, render_table, to_json
+
+
+def parse_kv(items) -> dict:
+    """``KEY=VALUE`` pairs (integers become ints) for runs whose traces lack their configuration."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise InputError(f"--run-config {item!r} is malformed; write KEY=VALUE, e.g. schedule=zigzag")
+        k, v = item.split("=", 1)
+        k = k.strip().replace("-", "_")
+        v = v.strip()
+        out[k] = int(v) if v.isdigit() else v
+    return out
+
+
+def summary_rows(doc: dict) -> list[dict]:
+    rows = []
+    for phase, table in doc["compute"].items():
+        for kind, e in table.items():
+            if kind == "empty":
+                rows.append({"component": f"compute {phase} {kind}", "model": "constant",
+                             "fit": f"{e['seconds'] * 1e6:.4g} us", "mape": e.get("mape"), "n": e["n_samples"]})
+                continue
+            r = e["roofline"]
+            fit = (f"{r['overhead_s'] * 1e6:.4g} us + {r['seconds_per_pair'] * 1e9:.4g} ns/pair"
+                   if e["chosen"] == "roofline" else f"table of {len(e['table']['pairs'])} sizes")
+            rows.append({"component": f"compute {phase} {kind}", "model": e["chosen"], "fit": fit,
+                         "mape": e["mape"], "roofline_mape": r["mape_loo"], "table_mape": e["table"]["mape_loo"],
+                         "n": e["n_samples"]})
+    for cls, l in doc.get("links", {}).items():
+        bw = float(l["bandwidth_Bps"])
+        rows.append({"component": f"link {cls}", "model": "latency + bytes/bandwidth",
+                     "fit": f"{l['latency_s'] * 1e6:.4g} us, {bw / 1e9:.4g} GB/s", "mape": l["mape"],
+                     "n": l["n_samples"]})
+        if l.get("contention"):
+            rows.append({"component": f"link {cls} core sharing", "model": "load^gamma",
+                         "fit": f"gamma {l['contention']['gamma']:.3g}", "mape": l["contention"]["mape"]})
+    c = doc.get("contention", {})
+    if c.get("n_samples"):
+        rows.append({"component": "compute core sharing", "model": "load^gamma", "fit": f"gamma {c['gamma']:.3g}",
+                     "mape": c.get("mape"), "n": c["n_samples"]})
+    return rows
+
+
+@click.command()
+@click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="calib.json to write (atomically).")
+@click.option("--run-config", multiple=True, metavar="KEY=VALUE",
+              help="For Kineto traces, which do not record it: schedule, seq_len, mask, heads, kv_heads, head_dim, "
+                   "batch, dtype, link_class (repeat the option).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="How to print the fit summary on stdout.")
+def calibrate(traces, output, run_config, fmt):
+    """Fit compute time per block kind and phase, link latency/bandwidth per link class and the
+    core-sharing slowdown from measured traces (ringsim Chrome traces or one PyTorch-profiler file
+    per rank); write them with their fit errors (MAPE) to OUTPUT."""
+    from ringsim.calibrate import calibrate as fit, load_measured, write_calibration
+
+    runs = load_measured(list(traces), parse_kv(run_config) or None)
+    doc = fit(runs)
+    write_calibration(doc, output)
+    rows = summary_rows(doc)
+    if fmt == "json":
+        emit(to_json({"output": output, "components": rows, "compute_mape": doc["compute_mape"]}), None)
+    else:
+        emit(f"calibrated from {len(runs)} run(s) → {output} (compute MAPE {doc['compute_mape']:.3g})\n"
+             + render_table(rows, ["component", "model", "fit", "mape", "roofline_mape", "table_mape", "n"]), None)

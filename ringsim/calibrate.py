@@ -1,0 +1,640 @@
+"""Calibration: fit the simulator's cost model to measured timelines.
+
+``calibrate(timelines)`` reads measured runs (ringsim Chrome traces written by ``ringsim run``, or
+Kineto traces imported by :mod:`ringsim.kineto`) and fits three things; ``load_calibration`` turns
+the resulting JSON into a :class:`CalibratedCost` that the engine uses instead of the roofline.
+
+**(a) Compute time per block kind and phase.** A measured block's time runs from its step start
+(the rank's first post of the step, i.e. the earliest of its compute/send/recv rows) to the end of
+its compute plus the merge that follows it — exactly the interval the simulator's protocol calls
+"compute" (it starts compute at step start; posting the transfers and merging the partial result
+are part of the rank's busy time). Work is measured as ``pairs`` scaled to the reference workload:
+``work = pairs × flops_per_pair / flops_per_pair_ref`` (flops per pair = 2·B·H·(d_qk + d_v)), so a
+fit transfers to other head counts, head sizes and batches, and — since it is per pair — to other
+sequence lengths, world sizes and schedules. Two candidate models per (kind, phase):
+
+- ``roofline``: ``t = overhead_s + work × seconds_per_pair``, fitted on the per-size medians by
+  least squares on relative error with both coefficients constrained ≥ 0 (a 2-variable NNLS:
+  when the unconstrained optimum has a negative intercept the line goes through the origin);
+- ``table``: piecewise-linear interpolation over the per-size medians, proportional scaling
+  (t ∝ work) outside the measured range.
+
+Each is scored by leave-one-size-out MAPE (every distinct work size is predicted from the others);
+the lower wins and both scores are recorded. Kinds without data fall back to the phase's pooled
+fit (``"*"``); a phase without data falls back to forward × 2.5 (the roofline constant).
+
+**(b) Latency and bandwidth per link class.** Each transfer's duration is taken from the later of
+the two posts (the send on the sender, the receive on the receiver) to the later completion — the
+interval the simulator's rendezvous protocol models. Per distinct message size the median duration
+is taken (robust to the odd slow message), then ``t = latency_s + bytes / bandwidth_Bps`` is fitted
+with the same non-negative relative least squares. The link class of a trace comes from its
+metadata: ``link_class`` if given, ``"loopback"`` for CPU/gloo runs, else ``"link"``.
+
+**(c) Residual effects.** *Core sharing*: on a CPU host, when ``world_size × threads_per_rank``
+exceeds the cores, ranks time-share them. The base compute model is fitted on the runs that are
+not oversubscribed; the oversubscribed runs then give ``factor = load^gamma`` with
+``load = world_size × threads_per_rank / cpu_cores`` (gamma is the median of
+log(measured/predicted)/log(load)), applied when the prediction is for such a host. Transfers
+are fitted on the runs that are not oversubscribed too, and the oversubscribed runs give the links
+their own ``load^gamma`` slowdown, applied when the ring size is known
+(:meth:`CalibratedCost.for_world_size`, which ``ringsim validate`` uses). *Transfer
+overlap*: the slope of the compute residual against the fraction of the block overlapped by the
+rank's own transfers is measured and recorded (not applied: the engine fixes compute time before
+it knows the overlap).
+
+Every component records its fit error (MAPE), and the JSON names the traces and their hardware.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from .costs import BLOCK_KINDS, BWD_FLOPS_FACTOR, BlockBatch, CostModel, classify_blocks
+from .timeline import Timeline, read_timeline
+from .topology import Topology
+from .units import InputError, write_atomic
+
+__all__ = ["calibrate", "load_calibration", "CalibratedCost", "load_measured", "block_samples",
+           "transfer_samples", "assign_iterations", "fit_line_nonneg", "fit_roofline", "TableModel",
+           "trace_link_class", "trace_load", "workload_from_meta", "FORMAT"]
+
+FORMAT = "ringsim-calibration/1"
+
+
+# ---- loading measured traces ------------------------------------------------------------------------
+def load_measured(paths: list[str], kineto_config: dict | None = None) -> list[tuple[str, Timeline]]:
+    """Load traces: each ringsim trace is one run; consecutive Kineto files (one per rank) form one
+    run, a new run starting when a rank repeats. Returns ``[(label, timeline)]``."""
+    from .kineto import import_kineto, is_kineto_trace
+
+    out: list[tuple[str, Timeline]] = []
+    group: list[str] = []
+    ranks: set[int] = set()
+
+    def flush():
+        if group:
+            out.append((" + ".join(group), import_kineto(list(group), kineto_config)))
+            group.clear()
+            ranks.clear()
+
+    for p in paths:
+        p = os.fspath(p)
+        if not os.path.exists(p):
+            raise InputError(f"trace file {p} does not exist; check the path")
+        data = None
+        if p.endswith(".json"):
+            try:
+                with open(p) as f:
+                    data = json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise InputError(f"{p} is not a trace ({type(e).__name__}); give ringsim Chrome-trace JSON "
+                                 "or PyTorch-profiler traces") from None
+        if data is not None and is_kineto_trace(data):
+            r = int(data["distributedInfo"].get("rank", -1))
+            if r in ranks:
+                flush()
+            group.append(p)
+            ranks.add(r)
+            continue
+        flush()
+        if data is not None:
+            tl = Timeline.from_chrome_trace(data, origin=p)
+        else:
+            tl = read_timeline(p)
+        out.append((p, tl))
+    flush()
+    return out
+
+
+def workload_from_meta(meta: dict):
+    """The measured run's Workload from its metadata (None when the dims are missing)."""
+    from .workload import ModelSpec, Workload
+
+    w = meta.get("workload") or {}
+    if not all(k in w for k in ("heads", "head_dim")):
+        return None
+    heads = int(w["heads"])
+    model = ModelSpec("measured", int(w.get("layers", 1) or 1), heads, int(w.get("kv_heads", heads) or heads),
+                      int(w["head_dim"]), v_head_dim=w.get("v_head_dim"))
+    return Workload(model, int(meta.get("seq_len") or w.get("seq_len") or 1), int(w.get("batch", 1) or 1),
+                    str(w.get("dtype", "bf16")))
+
+
+def trace_link_class(meta: dict) -> str:
+    if meta.get("link_class"):
+        return str(meta["link_class"])
+    if str(meta.get("backend", "")).lower() == "gloo" or str(meta.get("device", "")).lower() == "cpu":
+        return "loopback"
+    return "link"
+
+
+def trace_load(meta: dict) -> float:
+    """Rank threads per core on a CPU host (world_size × threads_per_rank / cpu_cores); 1 otherwise."""
+    try:
+        if str(meta.get("device", "")).lower() != "cpu" or not meta.get("cpu_cores"):
+            return 1.0
+        return float(meta["world_size"]) * float(meta.get("threads_per_rank", 1) or 1) / float(meta["cpu_cores"])
+    except (TypeError, ValueError, KeyError):
+        return 1.0
+
+
+def assign_iterations(df: pd.DataFrame) -> pd.Series:
+    """Iteration index of every row: the k-th occurrence (in time) of a (rank, phase, kind, step)
+    belongs to timed iteration k. Works for one or several iterations and for imported traces."""
+    order = df.sort_values("start_s", kind="stable")
+    it = order.groupby([order["rank"], order["phase"].astype(str), order["kind"].astype(str), order["step"]],
+                       sort=False).cumcount()
+    return it.reindex(df.index)
+
+
+def _plan_for(meta: dict, G: int):
+    from .schedules import Plan
+
+    if not meta.get("schedule") or not meta.get("seq_len"):
+        return None
+    try:
+        return Plan(str(meta["schedule"]), G, int(meta["seq_len"]), meta.get("mask", "causal"))
+    except InputError:
+        return None
+
+
+def block_samples(tl: Timeline) -> pd.DataFrame:
+    """One row per measured block: rank, phase, step, iter, pairs, kind, start_s (step start),
+    end_s (end of compute + merge), time_s, compute_start_s, overlap (fraction of the block
+    overlapped by the rank's own transfers)."""
+    df = tl.df.copy()
+    if not len(df):
+        return pd.DataFrame()
+    df["iter"] = assign_iterations(df)
+    df["kind"] = df["kind"].astype(str)
+    df["phase"] = df["phase"].astype(str)
+    comp = df[df["kind"] == "compute"]
+    if not len(comp):
+        return pd.DataFrame()
+    G = int(tl.meta.get("world_size") or df["rank"].max() + 1)
+    plan = _plan_for(tl.meta, G)
+    kinds = classify_blocks(plan) if plan is not None else None
+    key = ["rank", "phase", "step", "iter"]
+    ring = df[df["kind"].isin(["compute", "send", "recv"])].groupby(key)["start_s"].min()
+    ends = df[df["kind"].isin(["compute", "merge"])].groupby(key)["end_s"].max()
+    xfer = df[df["kind"].isin(["send", "recv"])]
+    rows = []
+    for r in comp.itertuples(index=False):
+        k = (r.rank, r.phase, r.step, r.iter)
+        start = float(ring.get(k, r.start_s))
+        end = float(ends.get(k, r.end_s))
+        if kinds is not None and 0 <= r.step < G:
+            kind = str(kinds[r.rank, r.step])
+        elif r.pairs <= 0:
+            kind = "empty"
+        else:
+            kind = "partial"
+        tx = xfer[(xfer["rank"] == r.rank)]
+        ov = 0.0
+        if len(tx) and end > start:
+            a = np.clip(tx["start_s"].to_numpy(), start, end)
+            b = np.clip(tx["end_s"].to_numpy(), start, end)
+            ov = float(_union_length(a, b) / (end - start))
+        rows.append({"rank": int(r.rank), "phase": r.phase, "step": int(r.step), "iter": int(r.iter),
+                     "pairs": float(r.pairs), "kind": kind, "start_s": start, "end_s": end,
+                     "time_s": end - start, "compute_start_s": float(r.start_s), "overlap": ov})
+    return pd.DataFrame(rows)
+
+
+def _union_length(a: np.ndarray, b: np.ndarray) -> float:
+    keep = b > a
+    a, b = a[keep], b[keep]
+    if not len(a):
+        return 0.0
+    o = np.argsort(a)
+    a, b = a[o], b[o]
+    total, cur_a, cur_b = 0.0, a[0], b[0]
+    for x, y in zip(a[1:], b[1:]):
+        if x > cur_b:
+            total += cur_b - cur_a
+            cur_a, cur_b = x, y
+        else:
+            cur_b = max(cur_b, y)
+    return float(total + cur_b - cur_a)
+
+
+def transfer_samples(tl: Timeline) -> pd.DataFrame:
+    """One row per transfer r → peer: bytes and duration from the later post (send on r, receive
+    on the peer) to the later completion. Sends without a matching receive keep their own interval."""
+    df = tl.df.copy()
+    if not len(df):
+        return pd.DataFrame(columns=["rank", "peer", "phase", "step", "iter", "bytes", "start_s", "end_s", "time_s"])
+    df["iter"] = assign_iterations(df)
+    df["phase"] = df["phase"].astype(str)
+    df["kind"] = df["kind"].astype(str)
+    sends = df[df["kind"] == "send"]
+    recvs = df[df["kind"] == "recv"].set_index(["rank", "peer", "phase", "step", "iter"])
+    rows = []
+    for s in sends.itertuples(index=False):
+        k = (s.peer, s.rank, s.phase, s.step, s.iter)
+        start, end = s.start_s, s.end_s
+        if k in recvs.index:
+            rv = recvs.loc[k]
+            if isinstance(rv, pd.DataFrame):
+                rv = rv.iloc[0]
+            start, end = max(start, rv["start_s"]), max(end, rv["end_s"])
+        if s.bytes > 0 and end > start:
+            rows.append({"rank": int(s.rank), "peer": int(s.peer), "phase": s.phase, "step": int(s.step),
+                         "iter": int(s.iter), "bytes": float(s.bytes), "start_s": float(start),
+                         "end_s": float(end), "time_s": float(end - start)})
+    return pd.DataFrame(rows, columns=["rank", "peer", "phase", "step", "iter", "bytes", "start_s", "end_s",
+                                       "time_s"])
+
+
+# ---- fitting -------------------------------------------------------------------------------------
+def fit_line_nonneg(x: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """``t ≈ a + b·x`` with a, b ≥ 0, minimising the squared *relative* error Σ((a + b·x − t)/t)².
+
+    The 2-variable NNLS by its KKT cases: the unconstrained optimum if both are ≥ 0, else the best
+    of the line through the origin (a = 0) and the constant (b = 0). One distinct x: through the
+    origin (an intercept cannot be told from a slope with one size)."""
+    x = np.asarray(x, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    ok = t > 0
+    x, t = x[ok], t[ok]
+    if not len(t):
+        return 0.0, 0.0
+    w = 1.0 / t
+    A = np.stack([w, x * w], axis=1)
+    y = np.ones_like(t)
+
+    def err(a, b):
+        return float(np.sum((a * w + b * x * w - 1.0) ** 2))
+
+    cands = []
+    if len(np.unique(x)) >= 2:
+        sol, *_ = np.linalg.lstsq(A, y, rcond=None)
+        if sol[0] >= 0 and sol[1] >= 0:
+            cands.append((float(sol[0]), float(sol[1])))
+    sxx = float(np.sum((x * w) ** 2))
+    if sxx > 0:
+        cands.append((0.0, float(np.sum(x * w) / sxx)))
+    if not cands or len(np.unique(x)) >= 2:
+        cands.append((float(np.sum(w) / np.sum(w * w)), 0.0))
+    return min(cands, key=lambda ab: err(*ab))
+
+
+def _medians(x: np.ndarray, t: np.ndarray, q: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    xs = np.unique(x)
+    return xs, np.array([np.quantile(t[x == v], q) for v in xs])
+
+
+def fit_roofline(x: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """Robust ``(overhead_s, seconds_per_unit)``: the non-negative line through per-size medians."""
+    xs, ts = _medians(np.asarray(x, float), np.asarray(t, float))
+    return fit_line_nonneg(xs, ts)
+
+
+class TableModel:
+    """Piecewise-linear table over the per-size medians; proportional (t ∝ x) outside its range."""
+
+    def __init__(self, xs, ts):
+        o = np.argsort(xs)
+        self.xs = np.asarray(xs, float)[o]
+        self.ts = np.asarray(ts, float)[o]
+
+    @classmethod
+    def fit(cls, x, t) -> "TableModel":
+        return cls(*_medians(np.asarray(x, float), np.asarray(t, float)))
+
+    def __call__(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        xs, ts = self.xs, self.ts
+        if len(xs) == 1:
+            return ts[0] * x / xs[0] if xs[0] > 0 else np.full_like(x, ts[0])
+        y = np.interp(x, xs, ts)
+        lo, hi = x < xs[0], x > xs[-1]
+        y = np.where(lo, ts[0] * x / xs[0] if xs[0] > 0 else ts[0], y)
+        y = np.where(hi, ts[-1] * x / xs[-1], y)
+        return y
+
+
+def _mape(pred, t) -> float:
+    pred, t = np.asarray(pred, float), np.asarray(t, float)
+    ok = t > 0
+    return float(np.mean(np.abs(pred[ok] - t[ok]) / t[ok])) if ok.any() else float("nan")
+
+
+def _compare_models(x: np.ndarray, t: np.ndarray) -> dict:
+    """Fit both candidates; leave-one-size-out MAPE for each; keep the lower."""
+    xs = np.unique(x)
+    a, b = fit_roofline(x, t)
+    table = TableModel.fit(x, t)
+    out = {"n_samples": int(len(t)), "n_sizes": int(len(xs)),
+           "roofline": {"overhead_s": a, "seconds_per_pair": b},
+           "table": {"pairs": table.xs.tolist(), "seconds": table.ts.tolist()}}
+    if len(xs) >= 2:
+        pr, pt = np.empty_like(t), np.empty_like(t)
+        for v in xs:
+            held = x == v
+            aa, bb = fit_roofline(x[~held], t[~held])
+            pr[held] = aa + bb * x[held]
+            pt[held] = TableModel.fit(x[~held], t[~held])(x[held])
+        out["roofline"]["mape_loo"] = _mape(pr, t)
+        out["table"]["mape_loo"] = _mape(pt, t)
+        out["validation"] = "leave-one-size-out"
+    else:  # one size: nothing to hold out; in-sample error, and the roofline is kept
+        out["roofline"]["mape_loo"] = _mape(a + b * x, t)
+        out["table"]["mape_loo"] = _mape(table(x), t) + 1e-12
+        out["validation"] = "in-sample (one size only)"
+    out["roofline"]["mape_fit"] = _mape(a + b * x, t)
+    out["table"]["mape_fit"] = _mape(table(x), t)
+    out["chosen"] = "roofline" if out["roofline"]["mape_loo"] <= out["table"]["mape_loo"] else "table"
+    out["mape"] = out[out["chosen"]]["mape_loo"]
+    return out
+
+
+def _predict(entry: dict, x: np.ndarray) -> np.ndarray:
+    if entry["chosen"] == "table":
+        return TableModel(entry["table"]["pairs"], entry["table"]["seconds"])(x)
+    r = entry["roofline"]
+    return r["overhead_s"] + r["seconds_per_pair"] * np.asarray(x, float)
+
+
+def _hardware(meta: dict) -> dict:
+    keys = ("device", "host", "cpu_model", "cpu_cores", "threads_per_rank", "gpu_model", "backend",
+            "torch_version", "oversubscription")
+    return {k: meta.get(k) for k in keys if meta.get(k) is not None}
+
+
+def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
+    """Fit the calibration document (see the module docstring) from ``[(label, timeline)]``."""
+    if not runs:
+        raise InputError("no traces given; pass one or more measured traces")
+    ref = None
+    blocks, transfers, traces = [], [], []
+    for label, tl in runs:
+        meta = tl.meta
+        if meta.get("source") == "simulated":
+            pass  # allowed (tests, what-ifs), recorded as such
+        G = int(meta.get("world_size") or (tl.df["rank"].max() + 1 if len(tl.df) else 0))
+        wl = workload_from_meta(meta)
+        fpp = float(wl.flops_per_pair()) if wl is not None else 1.0
+        if ref is None:
+            ref = {"flops_per_pair": fpp, "workload": meta.get("workload", {}), "dims_known": wl is not None}
+        b = block_samples(tl)
+        if not len(b) or not (b["pairs"] > 0).any():
+            raise InputError(f"{label}: no compute rows with pairs > 0; calibration needs a measured ring "
+                             "trace with compute intervals (and their pairs)")
+        b["work"] = b["pairs"] * (fpp / ref["flops_per_pair"])
+        b["load"] = trace_load(meta)
+        b["trace"] = label
+        blocks.append(b)
+        tr = transfer_samples(tl)
+        tr["link_class"] = trace_link_class(meta)
+        tr["trace"] = label
+        transfers.append(tr)
+        traces.append({"path": label, "schedule": meta.get("schedule"), "world_size": G,
+                       "seq_len": meta.get("seq_len"), "mask": meta.get("mask"), "phase": meta.get("phase"),
+                       "source": meta.get("source", "measured"), "load": trace_load(meta),
+                       "link_class": trace_link_class(meta), "hardware": _hardware(meta),
+                       "iterations": int(b["iter"].max() + 1)})
+    B = pd.concat(blocks, ignore_index=True)
+    T = pd.concat(transfers, ignore_index=True)
+    doc = {"format": FORMAT, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "block_time": "step start (first post) to end of compute + merge",
+           "reference_workload": ref, "traces": traces, "hardware": traces[0]["hardware"]}
+
+    # (a) compute: base fit on runs that are not oversubscribed (all runs if none is)
+    base_mask = B["load"] <= 1.0 + 1e-9
+    if not base_mask.any():
+        base_mask = pd.Series(True, index=B.index)
+    base = B[base_mask & (B["pairs"] > 0)]
+    compute: dict = {}
+    for phase in ("fwd", "bwd"):
+        P = base[base["phase"] == phase]
+        if not len(P):
+            continue
+        compute[phase] = {"*": _compare_models(P["work"].to_numpy(), P["time_s"].to_numpy())}
+        for kind in BLOCK_KINDS:
+            K = P[P["kind"] == kind]
+            if len(K):
+                compute[phase][kind] = _compare_models(K["work"].to_numpy(), K["time_s"].to_numpy())
+    E = B[base_mask & (B["pairs"] <= 0)]
+    for phase in ("fwd", "bwd"):
+        K = E[E["phase"] == phase]
+        if len(K) and phase in compute:
+            med = float(K["time_s"].median())
+            compute[phase]["empty"] = {"chosen": "constant", "seconds": med, "n_samples": int(len(K)),
+                                       "mape": _mape(np.full(len(K), med), K["time_s"].to_numpy())}
+    if "fwd" not in compute and "bwd" not in compute:
+        raise InputError("no compute rows with pairs > 0 in the given traces; nothing to calibrate")
+    doc["compute"] = compute
+    doc["compute_mape"] = _mape(_predict_blocks(compute, base), base["time_s"].to_numpy())
+
+    # (c1) core sharing: oversubscribed runs against the base model
+    over = B[(B["load"] > 1.0 + 1e-9) & (B["pairs"] > 0)]
+    cont = {"model": "factor = load^gamma, load = world_size × threads_per_rank / cpu_cores (CPU hosts only)",
+            "applied": False, "gamma": 0.0}
+    if len(over) and (~(B["load"] > 1.0 + 1e-9)).any():
+        pred = _predict_blocks(compute, over)
+        ratio = over["time_s"].to_numpy() / pred
+        L = over["load"].to_numpy()
+        ok = (ratio > 0) & np.isfinite(ratio)
+        gamma = float(np.median(np.log(ratio[ok]) / np.log(L[ok]))) if ok.any() else 0.0
+        gamma = max(gamma, 0.0)
+        cont.update({"applied": gamma > 0, "gamma": gamma, "n_samples": int(len(over)),
+                     "ratio_by_load": {f"{l:g}": float(np.median(ratio[L == l])) for l in np.unique(L)},
+                     "mape_without": _mape(pred, over["time_s"]), "mape": _mape(pred * L ** gamma, over["time_s"]),
+                     "cpu_cores": doc["hardware"].get("cpu_cores"),
+                     "threads_per_rank": doc["hardware"].get("threads_per_rank", 1)})
+    doc["contention"] = cont
+
+    # (c2) compute slowed by the rank's own transfers in flight: measured, recorded, not applied
+    res = base["time_s"].to_numpy() / _predict_blocks(compute, base) - 1.0
+    ov = base["overlap"].to_numpy()
+    slope = 0.0
+    if len(ov) > 2 and np.ptp(ov) > 0.05:
+        slope = float(np.polyfit(ov, res, 1)[0])
+    doc["transfer_overlap"] = {"model": "relative compute slowdown per unit of block time overlapped by transfers",
+                               "slope": slope, "applied": False, "n_samples": int(len(ov)),
+                               "overlap_range": [float(ov.min()), float(ov.max())] if len(ov) else None}
+
+    # (b) links: fitted on the runs that are not oversubscribed; a slower transfer on a shared host
+    # is recorded as a per-load factor (applied when the ring size is known, see CalibratedCost)
+    links = {}
+    T_base = T[T["trace"].map(lambda lab: _load_of(traces, lab) <= 1.0 + 1e-9)] if len(T) else T
+    if not len(T_base):
+        T_base = T
+    for cls, D in T_base.groupby("link_class") if len(T_base) else []:
+        x, t = D["bytes"].to_numpy(), D["time_s"].to_numpy()
+        xs, ts = _medians(x, t, 0.5)
+        lat, inv_bw = fit_line_nonneg(xs, ts)
+        bw = 1.0 / inv_bw if inv_bw > 0 else float("inf")
+        entry = {"latency_s": lat, "bandwidth_Bps": bw, "n_samples": int(len(D)),
+                 "message_bytes": xs.tolist(), "median_s": ts.tolist(), "statistic": "median per message size",
+                 "mape": _mape(lat + x * inv_bw, t), "mape_of_medians": _mape(lat + xs * inv_bw, ts)}
+        O = T[(T["link_class"] == cls) & T["trace"].map(lambda lab: _load_of(traces, lab) > 1.0 + 1e-9)]
+        if len(O) and len(O) != len(D):
+            loads = O["trace"].map(lambda lab: _load_of(traces, lab)).to_numpy()
+            ratio = O["time_s"].to_numpy() / (lat + O["bytes"].to_numpy() * inv_bw)
+            ok = (ratio > 0) & np.isfinite(ratio) & (loads > 1)
+            g = max(float(np.median(np.log(ratio[ok]) / np.log(loads[ok]))), 0.0) if ok.any() else 0.0
+            entry["contention"] = {"gamma": g, "ratio_by_load": {f"{l:g}": float(np.median(ratio[loads == l]))
+                                                                 for l in np.unique(loads)},
+                                   "mape": _mape((lat + O["bytes"].to_numpy() * inv_bw) * loads ** g, O["time_s"])}
+        links[cls] = entry
+    doc["links"] = links
+    doc["trace_link_class"] = traces[0]["link_class"]
+    return doc
+
+
+def _load_of(traces: list[dict], label: str) -> float:
+    return next((t["load"] for t in traces if t["path"] == label), 1.0)
+
+
+def _predict_blocks(compute: dict, D: pd.DataFrame) -> np.ndarray:
+    out = np.zeros(len(D))
+    for i, (phase, kind, x) in enumerate(zip(D["phase"], D["kind"], D["work"])):
+        out[i] = _entry_predict(compute, phase, kind, np.array([x]))[0]
+    return out
+
+
+def _entry_predict(compute: dict, phase: str, kind: str, x: np.ndarray) -> np.ndarray:
+    scale = 1.0
+    if phase not in compute:  # no data for this phase: the roofline's bwd/fwd constant
+        other = "fwd" if phase == "bwd" else "bwd"
+        scale = BWD_FLOPS_FACTOR if phase == "bwd" else 1.0 / BWD_FLOPS_FACTOR
+        phase = other
+    table = compute[phase]
+    if kind == "empty":
+        e = table.get("empty")
+        return np.full(len(x), e["seconds"] * scale if e else 0.0)
+    entry = table.get(kind) or table["*"]
+    return _predict(entry, x) * scale
+
+
+# ---- the cost model -----------------------------------------------------------------------------
+class CalibratedCost(CostModel):
+    """Compute times from a calibration file (see the module docstring), vectorised over a ring.
+
+    ``compute_s``: per block, the fitted model of its (kind, phase) at ``work = pairs ×
+    flops_per_pair / flops_per_pair_ref`` (per-pair cost scaled by B·H·(d_qk + d_v) relative to the
+    fitted workload), × the core-sharing factor when the calibration came from a CPU host and the
+    ring would oversubscribe it, ÷ the rank's speed factor (what-if stragglers). Empty blocks cost
+    the measured per-step overhead of an empty step (0 if never measured).
+
+    ``apply_to_topology``: links whose ``link_class`` has a fit get ``bandwidth_Bps`` = the fitted
+    bandwidth and ``latency_s`` = the fitted per-hop latency divided by the number of links a ring
+    hop crosses (so a hop's route latency is the fitted one). If the topology has none of the
+    fitted classes, the fit of the traces' own class is applied to *all* links — a calibration
+    from one machine then describes every link of the target, which is what validating a run on
+    that machine needs.
+    """
+
+    name = "calibrated"
+
+    def __init__(self, doc: dict, path: str | None = None, world_size: int | None = None):
+        self.doc = doc
+        self.path = path
+        self.world_size = world_size  # ring size, when known: enables the transfer core-sharing factor
+        self.compute = doc["compute"]
+        self.ref_fpp = float(doc["reference_workload"]["flops_per_pair"])
+        self.dims_known = bool(doc["reference_workload"].get("dims_known", True))
+        self.links = doc.get("links", {})
+        self.contention = doc.get("contention", {})
+
+    def for_world_size(self, world_size: int) -> "CalibratedCost":
+        """The same model told the ring size, so transfers on a shared CPU host get their fitted
+        core-sharing slowdown too (``apply_to_topology`` cannot see the ring size)."""
+        return CalibratedCost(self.doc, self.path, world_size)
+
+    def _load(self, world_size: int) -> float:
+        c = self.contention
+        if not c.get("cpu_cores"):
+            return 1.0
+        return max(world_size * float(c.get("threads_per_rank") or 1) / float(c["cpu_cores"]), 1.0)
+
+    def load_factor(self, world_size: int) -> float:
+        c = self.contention
+        if not c.get("applied"):
+            return 1.0
+        return float(self._load(world_size) ** c["gamma"])
+
+    def compute_s(self, batch: BlockBatch) -> np.ndarray:
+        fpp = float(batch.workload.flops_per_pair()) if self.dims_known else self.ref_fpp
+        work = batch.pairs.astype(np.float64) * (fpp / self.ref_fpp)
+        out = np.zeros(work.shape)
+        kinds = np.asarray(batch.kinds)
+        for kind in np.unique(kinds):
+            m = kinds == kind
+            out[m] = _entry_predict(self.compute, batch.phase, str(kind), work[m])
+        out = out * self.load_factor(batch.plan.world_size) / batch.speed_factors()
+        return out
+
+    def apply_to_topology(self, topology: Topology) -> Topology:
+        if not self.links:
+            return topology
+        classes = {l.link_class for l in topology.links}
+        fitted = {c: f for c, f in self.links.items() if c in classes}
+        fallback = None
+        if not fitted:
+            own = self.doc.get("trace_link_class")
+            fallback = self.links.get(own) or next(iter(self.links.values()))
+        hops = topology.ring_hops(topology.num_gpus) if topology.num_gpus > 1 else []
+
+        def per_hop_links(cls):
+            counts = [sum(1 for i in h["route"] if cls is None or topology.links[i].link_class == cls) for h in hops]
+            counts = [c for c in counts if c > 0]
+            return max(1, int(np.median(counts))) if counts else 1
+
+        new = []
+        for l in topology.links:
+            f = fitted.get(l.link_class) if fitted else fallback
+            if f is None:
+                new.append(l)
+                continue
+            n = per_hop_links(l.link_class if fitted else None)
+            bw = float(f["bandwidth_Bps"]) if math.isfinite(float(f["bandwidth_Bps"])) else 1e30
+            slow = 1.0
+            if self.world_size and f.get("contention") and self.contention.get("cpu_cores"):
+                slow = self._load(self.world_size) ** f["contention"]["gamma"]
+            new.append(replace(l, bandwidth_Bps=bw / slow, latency_s=f["latency_s"] * slow / n))
+        return topology.with_links(new, "[calibrated]")
+
+    def describe(self) -> dict:
+        return {"name": self.name, "path": self.path, "traces": [t["path"] for t in self.doc.get("traces", [])],
+                "compute_mape": self.doc.get("compute_mape"),
+                "contention_gamma": self.contention.get("gamma") if self.contention.get("applied") else None}
+
+
+def load_calibration(path: str | os.PathLike) -> CalibratedCost:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f"calibration file {path} does not exist; create it with `ringsim calibrate TRACE... -o {path}`")
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is not a calibration file ({type(e).__name__}); create one with `ringsim calibrate`") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "compute" not in doc:
+        raise InputError(f"{path} is not a ringsim calibration (format {FORMAT!r}); create one with `ringsim calibrate`")
+    return CalibratedCost(doc, path)
+
+
+def write_calibration(doc: dict, path: str) -> None:
+    write_atomic(path, json.dumps(_clean(doc), indent=2) + "\n")
+
+
+def _clean(o):
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating, float)):
+        v = float(o)
+        return v if math.isfinite(v) else None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return o

@@ -1,0 +1,250 @@
+"""Calibration recovers known parameters from synthetic measured timelines."""
+import json
+
+import numpy as np
+import pytest
+
+from ringsim.calibrate import (CalibratedCost, TableModel, calibrate, fit_line_nonneg, fit_roofline,
+                               load_calibration, load_measured, write_calibration)
+from ringsim.costs import BlockBatch, classify_blocks
+from ringsim.schedules import Plan
+from ringsim.timeline import Timeline
+from ringsim.topoload import load_topology
+from ringsim.units import InputError
+from ringsim.workload import ModelSpec, Workload
+
+# the "hardware" the synthetic runs come from: per (phase, kind) overhead_s and seconds per pair
+TRUE = {("fwd", "full"): (1e-3, 2e-8), ("fwd", "diagonal"): (2e-3, 3e-8), ("fwd", "lower"): (2e-3, 3e-8),
+        ("fwd", "partial"): (1.5e-3, 2.5e-8),
+        ("bwd", "full"): (3e-3, 5e-8), ("bwd", "diagonal"): (4e-3, 7e-8), ("bwd", "lower"): (4e-3, 7e-8),
+        ("bwd", "partial"): (3e-3, 6e-8)}
+LAT, BW = 50e-6, 1e9
+WL_DIMS = {"heads": 4, "kv_heads": 4, "head_dim": 64, "batch": 1, "dtype": "fp32", "layers": 1}
+
+
+def synth_run(schedule, G, T, phase="fwd", iters=3, noise=0.03, seed=0, cores=None, slow=1.0, dims=WL_DIMS):
+    """A measured-looking timeline: at each step every rank posts a send to r+1 / receive from r−1
+    (rendezvous: the transfer takes LAT + bytes/BW) and computes for overhead + pairs × spp (× slow,
+    × noise); the next step starts when every rank is done (a global step clock)."""
+    rng = np.random.default_rng(seed)
+    plan = Plan(schedule, G, T, "causal")
+    kinds = classify_blocks(plan)
+    model = ModelSpec("m", 1, dims["heads"], dims["kv_heads"], dims["head_dim"])
+    wl = Workload(model, T, dims["batch"], dims["dtype"])
+    shard = wl.shard_bytes(plan.tokens_per_rank)
+    fpp_scale = wl.flops_per_pair() / (4 * 4 * 64)  # TRUE is per pair of the 4-head, 64-dim workload
+    rows = []
+    t = 0.0
+    phases = ["fwd"] if phase == "fwd" else ["fwd", "bwd"]
+    for it in range(iters):
+        for ph in phases:
+            for s in range(G):
+                ends = []
+                for r in range(G):
+                    p = int(plan.pairs[r, s])
+                    if p > 0:
+                        a, b = TRUE[(ph, str(kinds[r, s]))]
+                        dur = (a + b * p * fpp_scale) * slow * (1 + noise * rng.uniform(-1, 1))
+                    else:
+                        dur = 1e-5
+                    rows.append((r, s, ph, "compute", t, t + dur, -1, 0.0, float(p), 0.0))
+                    ends.append(t + dur)
+                    if s < G - 1:
+                        x = (LAT + shard / BW) * (1 + noise * rng.uniform(-1, 1))
+                        rows.append((r, s, ph, "send", t, t + x, (r + 1) % G, float(shard), 0.0, 0.0))
+                        rows.append(((r + 1) % G, s, ph, "recv", t, t + x, r, float(shard), 0.0, 0.0))
+                        ends.append(t + x)
+                t = max(ends) + 1e-6
+    meta = {"source": "measured", "schedule": schedule, "world_size": G, "seq_len": T, "mask": "causal",
+            "phase": phase, "workload": dict(dims), "backend": "gloo", "device": "cpu",
+            "cpu_cores": cores or G, "threads_per_rank": 1, "host": "synthetic"}
+    return Timeline.from_records(rows, meta)
+
+
+def _runs(specs, **kw):
+    return [(f"{s}-G{G}-T{T}-{ph}", synth_run(s, G, T, ph, seed=i, **kw)) for i, (s, G, T, ph) in enumerate(specs)]
+
+
+TRAIN = [(s, 4, T, "fwd+bwd") for s in ("contiguous", "striped", "zigzag") for T in (1024, 2048, 4096)]
+
+
+@pytest.fixture(scope="module")
+def doc():
+    return calibrate(_runs(TRAIN))
+
+
+def test_recovers_compute_parameters(doc):
+    for (phase, kind), (a, b) in TRUE.items():
+        e = doc["compute"][phase][kind]
+        r = e["roofline"]
+        assert r["overhead_s"] >= 0 and r["seconds_per_pair"] > 0
+        assert r["seconds_per_pair"] == pytest.approx(b, rel=0.08), (phase, kind)
+        assert r["overhead_s"] == pytest.approx(a, rel=0.35, abs=3e-4), (phase, kind)
+        assert e["chosen"] in ("roofline", "table")
+        assert 0 <= e["roofline"]["mape_loo"] < 0.05 and e["table"]["mape_loo"] >= 0
+        assert e["mape"] == min(e["roofline"]["mape_loo"], e["table"]["mape_loo"])
+    assert doc["compute_mape"] < 0.05
+    assert [t["path"] for t in doc["traces"]] == [f"{s}-G{G}-T{T}-{ph}" for s, G, T, ph in TRAIN]
+    assert doc["hardware"]["host"] == "synthetic"
+
+
+def test_recovers_link_parameters(doc):
+    link = doc["links"]["loopback"]  # gloo/cpu traces are the loopback class
+    assert link["latency_s"] == pytest.approx(LAT, rel=0.5)
+    assert link["bandwidth_Bps"] == pytest.approx(BW, rel=0.05)
+    assert link["mape"] < 0.05
+    assert doc["trace_link_class"] == "loopback"
+
+
+def test_nonneg_fit_when_data_pushes_intercept_negative():
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    t = -0.5 + 1.0 * x  # the unconstrained line has intercept −0.5
+    a, b = fit_line_nonneg(x, t)
+    assert a == 0.0 and b > 0
+    # through the origin, minimising relative error: b = Σ(x/t) / Σ(x/t)²
+    w = x / t
+    assert b == pytest.approx(w.sum() / (w * w).sum())
+    # decreasing data: the slope would be negative → constant
+    a, b = fit_line_nonneg(np.array([1.0, 2.0]), np.array([2.0, 1.0]))
+    assert b == 0.0 and a > 0
+    # exact line is recovered exactly
+    a, b = fit_line_nonneg(np.array([1.0, 2.0, 5.0]), np.array([3.0, 5.0, 11.0]))
+    assert (a, b) == (pytest.approx(1.0), pytest.approx(2.0))
+    # medians resist one wild sample per size
+    x = np.repeat([1.0, 2.0, 3.0], 5)
+    t = 1.0 + 2.0 * x
+    t[0] = 1000.0
+    assert fit_roofline(x, t) == (pytest.approx(1.0), pytest.approx(2.0))
+
+
+def test_nonneg_intercept_through_calibrate():
+    # transfers whose duration grows faster than linearly would want a negative latency
+    runs = _runs([("contiguous", 2, T, "fwd") for T in (1024, 2048, 4096)])
+    for _, tl in runs:
+        d = tl.df
+        m = d["kind"].isin(["send", "recv"])
+        d.loc[m, "end_s"] = d.loc[m, "start_s"] + (d.loc[m, "bytes"] / 1e9) ** 1.5 * 30
+    doc = calibrate(runs)
+    assert doc["links"]["loopback"]["latency_s"] >= 0
+    for phase in doc["compute"].values():
+        for e in phase.values():
+            if "roofline" in e:
+                assert e["roofline"]["overhead_s"] >= 0
+
+
+def test_table_model_interpolates_and_scales():
+    m = TableModel([100.0, 200.0], [1.0, 3.0])
+    np.testing.assert_allclose(m(np.array([150.0, 400.0, 50.0])), [2.0, 6.0, 0.5])
+
+
+def test_calibrated_cost_transfers_to_other_sizes_and_dims(tmp_path, doc):
+    path = tmp_path / "calib.json"
+    write_calibration(doc, str(path))
+    cost = load_calibration(path)
+    assert isinstance(cost, CalibratedCost)
+    topo = load_topology("localhost-cpu")
+    # other world size (2), schedule, length, and twice the heads: the per-pair cost doubles
+    plan = Plan("zigzag", 2, 8192, "causal")
+    wl = Workload(ModelSpec("m2", 1, 8, 8, 64), 8192, 1, "fp32")
+    for phase in ("fwd", "bwd"):
+        batch = BlockBatch.build(plan, wl, topo, phase)
+        got = cost.compute_s(batch)
+        for r in range(2):
+            for s in range(2):
+                kind = str(batch.kinds[r, s])
+                e = doc["compute"][phase][kind]
+                assert e["chosen"] in ("roofline", "table")
+                a, b = TRUE[(phase, kind)]
+                want = a + b * plan.pairs[r, s] * 2
+                assert got[r, s] == pytest.approx(want, rel=0.1), (phase, r, s)
+
+
+def test_empty_blocks_and_unknown_kind_fallback(doc):
+    cost = CalibratedCost(doc)
+    topo = load_topology("localhost-cpu")
+    plan = Plan("contiguous", 4, 4096, "causal")
+    wl = Workload(ModelSpec("m", 1, 4, 4, 64), 4096, 1, "fp32")
+    batch = BlockBatch.build(plan, wl, topo, "fwd")
+    got = cost.compute_s(batch)
+    empty = plan.pairs == 0
+    np.testing.assert_allclose(got[empty], doc["compute"]["fwd"]["empty"]["seconds"])
+    # a sliding window makes partial blocks: the fitted partial kind is used
+    plan = Plan("contiguous", 4, 4096, "sliding:300")
+    batch = BlockBatch.build(plan, wl, topo, "fwd")
+    got = cost.compute_s(batch)
+    r = doc["compute"]["fwd"]["partial"]["roofline"]
+    k = (batch.kinds == "partial")
+    assert k.any()
+    if doc["compute"]["fwd"]["partial"]["chosen"] == "roofline":
+        np.testing.assert_allclose(got[k], r["overhead_s"] + r["seconds_per_pair"] * plan.pairs[k])
+
+
+def test_core_sharing_factor_is_fitted_and_applied():
+    base = _runs([(s, 2, T, "fwd") for s in ("contiguous", "zigzag") for T in (1024, 2048, 4096)])
+    # 4 ranks on 2 cores run every block 2× slower: load 2 → gamma 1
+    over = [(f"over-{i}", synth_run(s, 4, T, "fwd", seed=10 + i, cores=2, slow=2.0))
+            for i, (s, T) in enumerate([("contiguous", 2048), ("zigzag", 4096)])]
+    for _, tl in base:
+        tl.meta["cpu_cores"] = 2
+    doc = calibrate(base + over)
+    c = doc["contention"]
+    assert c["applied"] and c["gamma"] == pytest.approx(1.0, abs=0.1)
+    assert c["ratio_by_load"]["2"] == pytest.approx(2.0, rel=0.1)
+    cost = CalibratedCost(doc)
+    assert cost.load_factor(2) == 1.0
+    assert cost.load_factor(4) == pytest.approx(2.0, rel=0.1)
+
+
+def test_apply_to_topology_per_class_and_fallback(doc):
+    cost = CalibratedCost(doc)
+    topo = cost.apply_to_topology(load_topology("localhost-cpu"))
+    for h in topo.ring_hops(4):  # a hop crosses cpu→shm→cpu: route latency = the fitted one
+        assert h["latency_s"] == pytest.approx(doc["links"]["loopback"]["latency_s"])
+        assert h["bottleneck_Bps"] == pytest.approx(doc["links"]["loopback"]["bandwidth_Bps"])
+    # no loopback class on a DGX: the trace's class fit describes every link
+    dgx = cost.apply_to_topology(load_topology("dgx-h100-8"))
+    bw = doc["links"]["loopback"]["bandwidth_Bps"]
+    assert all(l.bandwidth_Bps == pytest.approx(bw) for l in dgx.links)
+    for h in dgx.ring_hops(8):
+        assert h["latency_s"] == pytest.approx(doc["links"]["loopback"]["latency_s"])
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        load_measured([str(tmp_path / "missing.json")])
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2")
+    with pytest.raises(InputError, match="not a trace"):
+        load_measured([str(bad)])
+    no_compute = Timeline.from_records([(0, 0, "fwd", "send", 0.0, 1.0, 1, 10.0, 0.0, 0.0)],
+                                       {"world_size": 2})
+    with pytest.raises(InputError, match="no compute rows"):
+        calibrate([("x", no_compute)])
+    with pytest.raises(InputError, match="does not exist"):
+        load_calibration(tmp_path / "nope.json")
+    (tmp_path / "other.json").write_text(json.dumps({"hello": 1}))
+    with pytest.raises(InputError, match="not a ringsim calibration"):
+        load_calibration(tmp_path / "other.json")
+
+
+def test_cli_calibrate_writes_json_and_exit_codes(tmp_path, capsys):
+    from ringsim.cli import main
+
+    paths = []
+    for i, (lab, tl) in enumerate(_runs([("zigzag", 2, 1024, "fwd"), ("zigzag", 2, 2048, "fwd")])):
+        p = tmp_path / f"run{i}.json"
+        tl.write(p)
+        paths.append(str(p))
+    out = tmp_path / "calib.json"
+    with pytest.raises(SystemExit) as e:
+        main(["calibrate", *paths, "-o", str(out), "--format", "json"])
+    assert e.value.code == 0
+    doc = json.loads(out.read_text())
+    assert doc["format"] == "ringsim-calibration/1" and doc["traces"][0]["path"] == paths[0]
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["output"] == str(out)
+    with pytest.raises(SystemExit) as e:
+        main(["calibrate", str(tmp_path / "missing.json"), "-o", str(out)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err
