@@ -23,6 +23,7 @@ COMMANDS = {
     "compare": "ringsim.cli.simulate_cmd:compare",
     "sweep": "ringsim.cli.sweep_cmd:sweep",
     "calibrate": "ringsim.cli.calibrate_cmd:calibrate",
+    "validate": "ringsim.cli.validate_cmd:validate",
 }
 
 

@@ -62,7 +62,7 @@ from .units import InputError, write_atomic
 
 __all__ = ["calibrate", "load_calibration", "CalibratedCost", "load_measured", "block_samples",
            "transfer_samples", "assign_iterations", "fit_line_nonneg", "fit_roofline", "TableModel",
-           "trace_link_class", "trace_load", "workload_from_meta", "FORMAT"]
+           "trace_link_class", "trace_load", "workload_from_meta", "write_calibration", "FORMAT"]
 
 FORMAT = "ringsim-calibration/1"
 

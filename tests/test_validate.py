@@ -1,0 +1,142 @@
+"""Validation against simulated-then-perturbed timelines: known signed errors come back exactly."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ringsim.calibrate import calibrate, write_calibration
+from ringsim.engine import simulate_ring
+from ringsim.schedules import Plan
+from ringsim.timeline import Timeline
+from ringsim.topoload import load_topology
+from ringsim.units import InputError
+from ringsim.validate import measured_makespan_s, validate_runs, validate_timeline
+from ringsim.workload import ModelSpec, Workload
+
+DIMS = {"heads": 4, "kv_heads": 4, "head_dim": 64, "dtype": "fp32", "batch": 1, "layers": 1}
+
+
+def measured_like(schedule, G, T, phase="fwd", scale=1.0, iters=2, gap_s=0.01):
+    """Simulate with the roofline on localhost-cpu, stretch every time by ``scale`` and repeat it
+    ``iters`` times one after another: a 'measured' run whose truth we know."""
+    wl = Workload(ModelSpec("m", 1, 4, 4, 64), T, 1, "fp32")
+    res = simulate_ring(Plan(schedule, G, T, "causal"), wl, load_topology("localhost-cpu"), phase=phase)
+    df = res.timeline.df.copy()
+    df["start_s"] *= scale
+    df["end_s"] *= scale
+    span = float(df["end_s"].max())
+    parts = []
+    for i in range(iters):
+        d = df.copy()
+        d["start_s"] += i * (span + gap_s) + 0.5
+        d["end_s"] += i * (span + gap_s) + 0.5
+        parts.append(d)
+    meta = {"source": "measured", "schedule": schedule, "world_size": G, "seq_len": T, "mask": "causal",
+            "phase": phase, "workload": dict(DIMS), "device": "cpu", "backend": "gloo", "cpu_cores": 2,
+            "threads_per_rank": 1}
+    return Timeline(pd.concat(parts, ignore_index=True), meta), res
+
+
+def test_exact_signed_makespan_error():
+    tl, res = measured_like("zigzag", 4, 4096, "fwd+bwd", scale=1.25, iters=3)
+    ms, spans = measured_makespan_s(tl)
+    assert len(spans) == 3
+    assert ms == pytest.approx(1.25 * res.layer_makespan_s, rel=1e-12)
+    v, pred = validate_timeline(tl, label="t")
+    assert v["iterations"] == 3
+    assert v["predicted_makespan_s"] == pytest.approx(res.layer_makespan_s, rel=1e-12)
+    assert v["makespan_error"] == pytest.approx(1 / 1.25 - 1, rel=1e-9)  # −20 %
+    assert len(v["per_rank"]) == 4
+    for r in v["per_rank"]:
+        assert r["compute_error"] == pytest.approx(-0.2, rel=1e-9)
+        assert r["transfer_error"] == pytest.approx(-0.2, rel=1e-9)
+        assert r["measured_compute_s"] == pytest.approx(1.25 * r["predicted_compute_s"], rel=1e-9)
+    fwd = [s for s in v["per_step"] if s["phase"] == "fwd"]
+    bwd = [s for s in v["per_step"] if s["phase"] == "bwd"]
+    assert [s["step"] for s in fwd] == [0, 1, 2, 3] and [s["step"] for s in bwd] == [0, 1, 2, 3]
+    for s in v["per_step"]:
+        for k in ("compute_error", "end_error"):
+            assert s[k] == pytest.approx(-0.2, rel=1e-9), (s, k)
+    assert v["schedule"] == "zigzag" and v["topology"] == "localhost-cpu"
+
+
+def test_unperturbed_is_zero_error_and_slow_rank_shows_up():
+    tl, _ = measured_like("contiguous", 2, 2048, "fwd")
+    v, _ = validate_timeline(tl)
+    assert v["makespan_error"] == pytest.approx(0.0, abs=1e-12)
+    # rank 1 computes 50 % longer in the 'measurement'
+    d = tl.df
+    m = (d["rank"] == 1) & (d["kind"].astype(str) == "compute")
+    d.loc[m, "end_s"] = d.loc[m, "start_s"] + 1.5 * (d.loc[m, "end_s"] - d.loc[m, "start_s"])
+    v, _ = validate_timeline(tl)
+    r0, r1 = v["per_rank"]
+    assert r0["compute_error"] == pytest.approx(0.0, abs=1e-12)
+    assert r1["compute_error"] == pytest.approx(1 / 1.5 - 1, rel=1e-9)
+
+
+def test_schedule_ranking_matches_and_mismatches():
+    runs = [(s, measured_like(s, 4, 4096, "fwd", scale=1.1)[0]) for s in ("contiguous", "striped", "zigzag")]
+    doc, pairs = validate_runs(runs)
+    assert len(doc["cases"]) == 3 and len(pairs) == 3
+    (rank,) = doc["schedule_ranking"]
+    assert rank["ranking_matches"] and rank["measured_order"] == rank["predicted_order"]
+    for s, sp in rank["speedup_vs_contiguous"].items():
+        assert sp["measured"] == pytest.approx(sp["predicted"], rel=1e-9)
+    assert doc["makespan_error"] == pytest.approx(1 / 1.1 - 1, rel=1e-9)
+    # the fastest predicted schedule measured 3× slower: the ranking no longer matches
+    fastest = rank["predicted_order"][0]
+    runs = [(s, measured_like(s, 4, 4096, "fwd", scale=3.0 if s == fastest else 1.0)[0])
+            for s in ("contiguous", "striped", "zigzag")]
+    doc, _ = validate_runs(runs)
+    assert doc["schedule_ranking"][0]["ranking_matches"] is False
+    assert doc["ranking_matches"] is False
+    assert doc["worst_case"] == fastest
+
+
+def test_with_calibration_recovers_its_own_timeline(tmp_path):
+    # calibrate on 'measured' runs that are the simulator's own output: validation then predicts them
+    runs = [(f"{s}{T}", measured_like(s, 2, T, "fwd")[0]) for s in ("contiguous", "zigzag") for T in (2048, 4096)]
+    for _, tl in runs:
+        tl.meta["cpu_cores"] = 4
+    doc = calibrate(runs)
+    write_calibration(doc, str(tmp_path / "c.json"))
+    from ringsim.calibrate import load_calibration
+
+    cost = load_calibration(tmp_path / "c.json")
+    v, _ = validate_timeline(measured_like("striped", 2, 8192, "fwd")[0], cost)
+    # per-kind per-pair fits transfer to another schedule and length; roofline truth is linear in pairs
+    assert abs(v["makespan_error"]) < 0.05
+
+
+def test_bad_inputs(tmp_path, capsys):
+    tl, _ = measured_like("zigzag", 2, 2048)
+    tl.meta.pop("workload")
+    with pytest.raises(InputError, match="lacks workload"):
+        validate_timeline(tl)
+    from ringsim.cli import main
+
+    p = tmp_path / "t.json"
+    tl.write(p)
+    with pytest.raises(SystemExit) as e:
+        main(["validate", str(p)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "lacks workload" in err
+    with pytest.raises(SystemExit) as e:
+        main(["validate", str(p), "--calibration", str(tmp_path / "none.json")])
+    assert e.value.code == 2
+
+
+def test_cli_json(tmp_path, capsys):
+    from ringsim.cli import main
+
+    tl, _ = measured_like("zigzag", 2, 2048, scale=0.8)
+    p = tmp_path / "t.json"
+    tl.write(p)
+    with pytest.raises(SystemExit) as e:
+        main(["validate", str(p), "--format", "json"])
+    assert e.value.code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {"makespan_error", "per_rank", "per_step"} <= set(doc)
+    assert doc["makespan_error"] == pytest.approx(1 / 0.8 - 1, rel=1e-9)
