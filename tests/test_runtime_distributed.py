@@ -76,7 +76,7 @@ def _close(got, ref, what):
 
 def _check_world(G):
     cfgs = _configs(G)
-    results = run_world(conformance_worker, (cfgs,), G, timeout_s=60.0, threads=max(1, 2 // G))
+    results = run_world(conformance_worker, (cfgs,), G, timeout_s=60.0, threads=max(1, (os.cpu_count() or 1) // G))
     assert len(results) == G
     for i, c in enumerate(cfgs):
         per_rank = [res[i] for res in results]
