@@ -24,6 +24,7 @@ COMMANDS = {
     "sweep": "ringsim.cli.sweep_cmd:sweep",
     "calibrate": "ringsim.cli.calibrate_cmd:calibrate",
     "validate": "ringsim.cli.validate_cmd:validate",
+    "report": "ringsim.cli.report_cmd:report",
 }
 
 

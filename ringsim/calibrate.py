@@ -5,7 +5,8 @@ Kineto traces imported by :mod:`ringsim.kineto`) and fits three things; ``load_c
 the resulting JSON into a :class:`CalibratedCost` that the engine uses instead of the roofline.
 
 **(a) Compute time per block kind and phase.** A measured block's time runs from its step start
-(the rank's first post of the step, i.e. the earliest of its compute/send/recv rows) to the end of
+(the rank's first post of the step, i.e. the earliest of its compute/send/recv rows, but not before
+the rank's previous block ended) to the end of
 its compute plus the merge that follows it — exactly the interval the simulator's protocol calls
 "compute" (it starts compute at step start; posting the transfers and merging the partial result
 are part of the rank's busy time). Work is measured as ``pairs`` scaled to the reference workload:
@@ -204,7 +205,14 @@ def block_samples(tl: Timeline) -> pd.DataFrame:
         rows.append({"rank": int(r.rank), "phase": r.phase, "step": int(r.step), "iter": int(r.iter),
                      "pairs": float(r.pairs), "kind": kind, "start_s": start, "end_s": end,
                      "time_s": end - start, "compute_start_s": float(r.start_s), "overlap": ov})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    # a step's posts may come before the previous block ended (e.g. a gradient sent one step behind):
+    # a block never starts before the rank's previous block ended
+    out = out.sort_values(["rank", "compute_start_s"], kind="stable")
+    prev_end = out.groupby("rank")["end_s"].shift(1)
+    out["start_s"] = np.where(prev_end.notna(), np.maximum(out["start_s"], prev_end.fillna(-np.inf)), out["start_s"])
+    out["time_s"] = out["end_s"] - out["start_s"]
+    return out.sort_index().reset_index(drop=True)
 
 
 def _union_length(a: np.ndarray, b: np.ndarray) -> float:

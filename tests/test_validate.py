@@ -62,17 +62,21 @@ def test_exact_signed_makespan_error():
 
 
 def test_unperturbed_is_zero_error_and_slow_rank_shows_up():
-    tl, _ = measured_like("contiguous", 2, 2048, "fwd")
+    tl, _ = measured_like("contiguous", 2, 2048, "fwd", gap_s=1.0)
     v, _ = validate_timeline(tl)
     assert v["makespan_error"] == pytest.approx(0.0, abs=1e-12)
-    # rank 1 computes 50 % longer in the 'measurement'
+    # rank 1's last block (nothing follows it) computes 50 % longer in the 'measurement'
     d = tl.df
-    m = (d["rank"] == 1) & (d["kind"].astype(str) == "compute")
+    m = (d["rank"] == 1) & (d["kind"].astype(str) == "compute") & (d["step"] == 1)
+    last = float((d.loc[m, "end_s"] - d.loc[m, "start_s"]).iloc[0])
     d.loc[m, "end_s"] = d.loc[m, "start_s"] + 1.5 * (d.loc[m, "end_s"] - d.loc[m, "start_s"])
     v, _ = validate_timeline(tl)
     r0, r1 = v["per_rank"]
     assert r0["compute_error"] == pytest.approx(0.0, abs=1e-12)
-    assert r1["compute_error"] == pytest.approx(1 / 1.5 - 1, rel=1e-9)
+    pred = r1["predicted_compute_s"]
+    assert r1["measured_compute_s"] == pytest.approx(pred + 0.5 * last, rel=1e-9)
+    assert r1["compute_error"] == pytest.approx(pred / (pred + 0.5 * last) - 1, rel=1e-9)
+    assert v["makespan_error"] < 0
 
 
 def test_schedule_ranking_matches_and_mismatches():

@@ -1,0 +1,122 @@
+"""The HTML report: one self-contained file with the plotly bundle, one lane per rank, the error table."""
+import json
+import os
+import re
+
+import pytest
+
+from ringsim.calibrate import calibrate
+from ringsim.report import gantt_rows, render_report, write_report
+from ringsim.validate import validate_runs
+
+from test_validate import measured_like
+
+
+@pytest.fixture(scope="module")
+def material():
+    runs = [(f"traces/run_{s}.json", measured_like(s, 4, 4096, "fwd+bwd", scale=1.1, iters=3)[0])
+            for s in ("contiguous", "zigzag")]
+    doc, pairs = validate_runs(runs)
+    predicted = {label: pred for label, _, pred in pairs}
+    calib = calibrate([(f"c{T}", measured_like("zigzag", 2, T, "fwd+bwd")[0]) for T in (2048, 4096)])
+    return runs, predicted, doc, calib
+
+
+def _figures(text):
+    """The plotly figures embedded in the page: (div id, data list, layout) per Plotly.newPlot call."""
+    out = []
+    for m in re.finditer(r'Plotly\.newPlot\(\s*"([^"]+)",\s*(\[.*?\]),\s*(\{.*?\}),\s*\{"responsive"', text, re.S):
+        out.append((m.group(1), json.loads(m.group(2)), json.loads(m.group(3))))
+    return out
+
+
+def test_report_content(material, tmp_path):
+    runs, predicted, doc, calib = material
+    path = tmp_path / "out.html"
+    write_report(str(path), runs, predicted, doc, calib)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.html"]  # no temporary left behind
+    text = path.read_text()
+    from plotly.offline import get_plotlyjs
+
+    assert get_plotlyjs()[:2000] in text  # the plotly bundle is inline: works offline
+    assert "<script src=" not in text and text.count("<html") == 1
+    assert "run_contiguous" in text and "run_zigzag" in text
+    figs = _figures(text)
+    gantts = [f for f in figs if any(t.get("orientation") == "h" for t in f[1])]
+    assert len(gantts) == 2
+    for _, data, layout in gantts:
+        bars = [t for t in data if t["type"] == "bar"]
+        lanes = {y for t in bars for y in t["y"]}
+        assert lanes == {"rank 0", "rank 1", "rank 2", "rank 3"}  # one lane per rank
+        assert all("base" in t for t in bars)  # bars with a base on a numeric axis, not dates
+        assert layout["xaxis"].get("type") == "linear" and "date" not in json.dumps(layout)
+        assert {t["xaxis"] for t in bars} == {"x", "x2"}  # measured and predicted side by side
+    # the error table carries each run's signed makespan error (measured 1.1× predicted → −9.1 %)
+    table = text[text.index('<table class="errors">'):]
+    table = table[:table.index("</table>")]
+    # makespan, worst compute and worst transfer error of both runs
+    assert table.count("<tr>") == 3 and table.count("<td>-9.1%</td>") == 6
+    assert "Schedule comparison" in text and "Error per step" in text and "Per-rank utilisation" in text
+    titles = " ".join(json.dumps(f[2].get("title", "")) for f in figs)
+    assert "Calibration: measured vs fitted compute time per block kind" in titles
+    assert "Calibration: transfer time per message" in titles
+
+
+def test_gantt_uses_the_median_iteration(material):
+    runs, *_ = material
+    tl = runs[0][1]
+    rows = gantt_rows(tl)
+    assert set(rows["iter"]) == {1} or set(rows["iter"]) <= {0, 1, 2}
+    assert rows["start_ms"].min() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_write_is_atomic(material, tmp_path, monkeypatch):
+    runs, predicted, doc, calib = material
+    path = tmp_path / "r.html"
+    path.write_text("old report")
+    import ringsim.report as rep
+
+    def boom(*a, **k):
+        raise RuntimeError("render failed")
+
+    monkeypatch.setattr(rep, "render_report", boom)
+    with pytest.raises(RuntimeError):
+        rep.write_report(str(path), runs, predicted, doc, calib)
+    assert path.read_text() == "old report"
+    monkeypatch.undo()
+    # a crash while writing leaves the old file and no temporary
+    import ringsim.units as units
+
+    real_replace = os.replace
+
+    def fail_replace(a, b):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(units.os, "replace", fail_replace)
+    with pytest.raises(OSError):
+        write_report(str(path), runs, predicted, doc, calib)
+    monkeypatch.setattr(units.os, "replace", real_replace)
+    assert path.read_text() == "old report" and sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
+
+
+def test_cli_report_and_bad_inputs(tmp_path, capsys):
+    from ringsim.cli import main
+
+    tl, _ = measured_like("striped", 2, 2048, "fwd")
+    trace = tmp_path / "m.json"
+    tl.write(trace)
+    out = tmp_path / "rep.html"
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(trace), "-o", str(out)])
+    assert e.value.code == 0 and out.exists()
+    assert "m.json" in out.read_text() or "m</td>" in out.read_text()
+    capsys.readouterr()
+    for args in (["report", "-o", str(out)],
+                 ["report", str(tmp_path / "missing.json"), "-o", str(out)],
+                 ["report", str(trace), "--validation", str(tmp_path / "nov.json"), "-o", str(out)],
+                 ["report", str(trace), "-o", str(tmp_path / "no" / "dir.html")]):
+        with pytest.raises(SystemExit) as e:
+            main(args)
+        assert e.value.code == 2, args
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("ringsim: error:"), (args, err)
