@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 import simpy
+from simpy.events import NORMAL, Event
 
 from .topology import Topology
 
@@ -84,20 +85,41 @@ def max_min_rates(routes: list[tuple[int, ...]], capacity_Bps: Sequence[float]) 
     return np.array(_progressive_filling(routes, capacity_Bps), dtype=np.float64)
 
 
-class _Flow:
-    __slots__ = ("id", "route", "nbytes", "remaining", "rate", "last_s", "version", "done", "stream_start_s",
-                 "bottleneck")
+class _Wake(Event):
+    """A bare simpy event the network schedules for itself (a flow's latency expiry, a completion
+    timer, the end-of-instant flush): triggered on creation, one callback, no value. Cheaper than
+    ``env.timeout`` + ``callbacks.append``; scheduled with :meth:`simpy.Environment.schedule`, so it
+    takes its place in simpy's event queue exactly like a :class:`simpy.Timeout` of the same delay."""
 
-    def __init__(self, fid, route, nbytes, done):
+    def __init__(self, env: simpy.Environment, callback, flow=None, version: int = 0):  # noqa: D107
+        self.env = env
+        self.callbacks = [callback]
+        self._value = None
+        self._ok = True
+        self.flow = flow
+        self.version = version
+
+
+class _Flow:
+    __slots__ = ("id", "route", "nbytes", "remaining", "rate", "last_s", "version", "on_done", "token",
+                 "stream_start_s", "bottleneck")
+
+    def __init__(self, fid, route, nbytes, on_done, token, bottleneck):
         self.id = fid
         self.route = route
         self.nbytes = nbytes
-        self.remaining = float(nbytes)
+        self.remaining = nbytes
         self.rate = 0.0
         self.last_s = 0.0
         self.version = 0
-        self.done = done
+        self.on_done = on_done
+        self.token = token
         self.stream_start_s = 0.0
+        self.bottleneck = bottleneck
+
+
+def _succeed_event(event: simpy.Event, now: float) -> None:
+    event.succeed(now)
 
 
 class FlowNetwork:
@@ -107,52 +129,79 @@ class FlowNetwork:
     the pipes it runs through, and when a tap opens or closes the water redistributes only among
     the taps connected to it through shared pipes.
 
-    ``transfer(route, nbytes)`` returns a simpy event that fires when the last byte arrives. With
+    ``transfer(route, nbytes)`` returns a simpy event that fires when the last byte arrives.
+    :meth:`start_flow` is the same without an event: it calls ``on_done(token, time_s)`` at
+    completion (what the ring DES uses: one callback instead of an event per transfer). With
     ``record=True`` every change of a link's total rate is logged in ``rate_log`` as
     ``(time_s, link_id, total_rate_Bps)``. ``link_bytes`` and ``link_busy_s`` (time with at least one
     streaming flow; the latency wait does not occupy a link) are kept per directed link id.
+
+    Events per transfer: one for the end of its latency (when it starts streaming and may change
+    other flows' rates), one completion timer per rate it streams at (a timer made stale by a rate
+    change is recognised by its version and ignored: simpy events cannot be cancelled), and one
+    flush per instant at which shared links changed.
     """
 
     def __init__(self, env: simpy.Environment, topology: Topology, record: bool = False):
         self.env = env
         self.topology = topology
+        n = len(topology.links)
         self.capacity = [l.bandwidth_Bps for l in topology.links]
         self.latency = [l.latency_s for l in topology.links]
         self.record = record
         self.rate_log: list[tuple[float, int, float]] = []
-        self.link_bytes: dict[int, float] = {}
-        self.link_busy_s: dict[int, float] = {}
-        self._streaming: dict[int, dict] = {}  # link id → {flow id: flow} streaming on it (ordered)
-        self._busy_since: dict[int, float] = {}
+        # per directed link id: streaming flows {flow id: flow} (insertion-ordered), bytes, busy time
+        self._streaming: list[dict] = [{} for _ in range(n)]
+        self._bytes = [0.0] * n
+        self._busy = [0.0] * n
+        self._used: list[int] = []  # link ids that carried a finished flow, in first-finish order
+        self._used_flag = bytearray(n)
+        self._busy_since = [0.0] * n
         self._next_id = 0
         self._dirty: set = set()
         self._flush_pending = False
         self._route_info: dict[tuple, tuple[float, float]] = {}  # route → (latency_s, bottleneck_Bps)
         self.active_flows = 0
 
+    @property
+    def link_bytes(self) -> dict[int, float]:
+        """Directed link id → bytes of the finished flows that crossed it."""
+        return {l: self._bytes[l] for l in self._used}
+
+    @property
+    def link_busy_s(self) -> dict[int, float]:
+        """Directed link id → time with at least one streaming flow (links that carried a flow)."""
+        return {l: self._busy[l] for l in self._used}
+
     # ---- public -----------------------------------------------------------------------------
-    def transfer(self, route: Sequence[int], nbytes: float, done: simpy.Event | None = None) -> simpy.Event:
-        """Start a flow of ``nbytes`` along ``route`` now; the returned event (``done`` if given)
-        fires at completion with the completion time as its value."""
-        env = self.env
-        if done is None:
-            done = env.event()
-        route = tuple(route)
+    def route_info(self, route: tuple) -> tuple[float, float]:
+        """``(latency_s, bottleneck_Bps)`` of a route (cached)."""
         info = self._route_info.get(route)
         if info is None:
             info = self._route_info[route] = (self.topology.route_latency_s(route),
                                               min((self.capacity[l] for l in route), default=float("inf")))
-        flow = _Flow(self._next_id, route, float(nbytes), done)
-        flow.bottleneck = info[1]
+        return info
+
+    def transfer(self, route: Sequence[int], nbytes: float, done: simpy.Event | None = None) -> simpy.Event:
+        """Start a flow of ``nbytes`` along ``route`` now; the returned event (``done`` if given)
+        fires at completion with the completion time as its value."""
+        if done is None:
+            done = self.env.event()
+        self.start_flow(tuple(route), float(nbytes), _succeed_event, done)
+        return done
+
+    def start_flow(self, route: tuple, nbytes: float, on_done, token, info: tuple[float, float] | None = None) -> None:
+        """Start a flow of ``nbytes`` (a float) along ``route`` (a tuple) now; at completion call
+        ``on_done(token, completion_time_s)``. ``info`` is ``route_info(route)`` if the caller has it."""
+        if info is None:
+            info = self.route_info(route)
+        flow = _Flow(self._next_id, route, nbytes, on_done, token, info[1])
         self._next_id += 1
         self.active_flows += 1
         if info[0] > 0:
-            t = env.timeout(info[0])
-            t.flow = flow
-            t.callbacks.append(self._on_latency)
+            self.env.schedule(_Wake(self.env, self._on_latency, flow), NORMAL, info[0])
         else:
             self._start_streaming(flow)
-        return done
 
     # ---- internals ----------------------------------------------------------------------------
     def _on_latency(self, ev) -> None:
@@ -162,28 +211,29 @@ class FlowNetwork:
         now = self.env.now
         flow.stream_start_s = now
         flow.last_s = now
-        if not flow.route or flow.remaining <= 0:
+        route = flow.route
+        if not route or flow.remaining <= 0:
             self._finish(flow, streaming=False)
             return
         solo = True
         streaming = self._streaming
-        for lid in flow.route:
-            s = streaming.get(lid)
-            if s is None:
-                s = streaming[lid] = {}
+        fid = flow.id
+        for lid in route:
+            s = streaming[lid]
             if s:
                 solo = False
             else:
                 self._busy_since[lid] = now
-            s[flow.id] = flow
+            s[fid] = flow
         if solo:  # alone on every link of its route: the bottleneck rate, nothing else changes
-            flow.rate = flow.bottleneck
-            self._set_timer(flow)
+            rate = flow.rate = flow.bottleneck
+            flow.version += 1
+            self.env.schedule(_Wake(self.env, self._on_timer, flow, flow.version), NORMAL, flow.remaining / rate)
             if self.record:
-                for lid in sorted(flow.route):
-                    self.rate_log.append((now, lid, flow.rate))
+                for lid in sorted(route):
+                    self.rate_log.append((now, lid, rate))
         else:
-            self._mark_dirty(flow.route)
+            self._mark_dirty(route)
 
     def _mark_dirty(self, links) -> None:
         """Rates on these links must be recomputed; done once per instant, after every flow that
@@ -191,50 +241,66 @@ class FlowNetwork:
         self._dirty.update(links)
         if not self._flush_pending:
             self._flush_pending = True
-            ev = self.env.event()
-            ev.callbacks.append(self._flush)
-            ev.succeed()  # queued behind the events already due now
+            self.env.schedule(_Wake(self.env, self._flush), NORMAL, 0)  # behind the events already due now
 
     def _flush(self, _ev) -> None:
         self._flush_pending = False
         dirty, self._dirty = self._dirty, set()
+        streaming = self._streaming
         seen: set = set()
         for lid in sorted(dirty):
-            if lid not in seen and self._streaming.get(lid):
-                seen |= self._recompute((lid,))
+            if lid not in seen and streaming[lid]:
+                seen |= self._recompute(lid)
 
     def _set_timer(self, f: _Flow) -> None:
         f.version += 1
-        t = self.env.timeout(max(f.remaining, 0.0) / f.rate)
-        t.flow, t.version = f, f.version
-        t.callbacks.append(self._on_timer)
+        self.env.schedule(_Wake(self.env, self._on_timer, f, f.version), NORMAL, max(f.remaining, 0.0) / f.rate)
 
-    def _component(self, seed_links) -> tuple[list[_Flow], set]:
-        """Streaming flows connected to ``seed_links`` through shared links, and their links."""
+    def _component(self, seed_link: int) -> tuple[list[_Flow], set]:
+        """Streaming flows connected to ``seed_link`` through shared links, and their links."""
+        streaming = self._streaming
         flows: dict[int, _Flow] = {}
         links: set = set()
-        stack = list(seed_links)
+        stack = [seed_link]
         while stack:
             lid = stack.pop()
             if lid in links:
                 continue
             links.add(lid)
-            for f in self._streaming.get(lid, {}).values():
-                if f.id not in flows:
-                    flows[f.id] = f
-                    stack.extend(l for l in f.route if l not in links)
+            for fid, f in streaming[lid].items():
+                if fid not in flows:
+                    flows[fid] = f
+                    stack.extend(f.route)
         return [flows[k] for k in sorted(flows)], links
 
-    def _recompute(self, seed_links) -> set:
-        """New max-min rates for the component reached from ``seed_links``; returns its links."""
+    def _rates(self, comp: list[_Flow]) -> list[float]:
+        """Max-min rates of a component's flows. Shortcut for the common case where every flow
+        crosses a link that fills in the first round of progressive filling (e.g. n flows sharing
+        one uplink): all get that round's level, exactly what :func:`_progressive_filling` returns."""
+        if len(comp) == 1:
+            return [comp[0].bottleneck]
+        capacity = self.capacity
+        count: dict[int, int] = {}
+        for f in comp:
+            for lid in f.route:
+                count[lid] = count.get(lid, 0) + 1
+        share = {lid: float(capacity[lid]) / c for lid, c in count.items()}
+        delta = min(share.values())
+        limit = delta * (1.0 + _SAT_RTOL)
+        for f in comp:
+            for lid in f.route:
+                if share[lid] <= limit:
+                    break
+            else:  # some flow is not frozen in the first round: the full algorithm
+                return _progressive_filling([f.route for f in comp], capacity)
+        return [0.0 + delta] * len(comp)
+
+    def _recompute(self, seed_link: int) -> set:
+        """New max-min rates for the component reached from ``seed_link``; returns its links."""
         env = self.env
         now = env.now
-        comp, links = self._component(seed_links)
-        if len(comp) == 1:
-            f = comp[0]
-            new_rates = [f.bottleneck]
-        else:
-            new_rates = _progressive_filling([f.route for f in comp], self.capacity)
+        comp, links = self._component(seed_link)
+        new_rates = self._rates(comp)
         for f, rate in zip(comp, new_rates):
             if f.rate == rate:
                 continue  # unchanged: its completion timer still holds
@@ -242,10 +308,11 @@ class FlowNetwork:
             f.remaining -= f.rate * (now - f.last_s)
             f.last_s = now
             f.rate = rate
-            self._set_timer(f)
+            f.version += 1
+            env.schedule(_Wake(env, self._on_timer, f, f.version), NORMAL, max(f.remaining, 0.0) / rate)
         if self.record:
             for lid in sorted(links):
-                total = sum(f.rate for f in self._streaming.get(lid, {}).values())
+                total = sum(f.rate for f in self._streaming[lid].values())
                 self.rate_log.append((now, lid, total))
         return links
 
@@ -257,19 +324,31 @@ class FlowNetwork:
     def _finish(self, flow: _Flow, streaming: bool) -> None:
         now = self.env.now
         flow.remaining = 0.0
-        for lid in flow.route:
-            self.link_bytes[lid] = self.link_bytes.get(lid, 0.0) + flow.nbytes
-            self.link_busy_s.setdefault(lid, 0.0)
+        nbytes = flow.nbytes
+        route = flow.route
+        bytes_, used_flag = self._bytes, self._used_flag
+        for lid in route:
+            bytes_[lid] += nbytes
+            if not used_flag[lid]:
+                used_flag[lid] = 1
+                self._used.append(lid)
         if streaming:
-            for lid in flow.route:
-                s = self._streaming[lid]
-                del s[flow.id]
-                if not s:
-                    self.link_busy_s[lid] += now - self._busy_since.pop(lid)
+            streaming_ = self._streaming
+            fid = flow.id
+            dirty = None
+            for lid in route:
+                s = streaming_[lid]
+                del s[fid]
+                if s:
+                    if dirty is None:
+                        dirty = [lid]
+                    else:
+                        dirty.append(lid)
+                else:
+                    self._busy[lid] += now - self._busy_since[lid]
                     if self.record:
                         self.rate_log.append((now, lid, 0.0))
-            remaining_links = [l for l in flow.route if self._streaming[l]]
-            if remaining_links:
-                self._mark_dirty(remaining_links)
+            if dirty is not None:
+                self._mark_dirty(dirty)
         self.active_flows -= 1
-        flow.done.succeed(now)
+        flow.on_done(flow.token, now)
