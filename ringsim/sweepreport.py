@@ -10,6 +10,7 @@ and a heatmap of the speedup over contiguous across (world size, sequence length
 from __future__ import annotations
 
 import html
+import math
 from collections import defaultdict
 
 from .units import write_atomic
@@ -17,6 +18,7 @@ from .units import write_atomic
 __all__ = ["crossovers", "write_sweep_report", "PAYOFF_SPEEDUP"]
 
 PAYOFF_SPEEDUP = 1.05
+_COLORS = {"contiguous": "#d62728", "striped": "#1f77b4", "zigzag": "#2ca02c"}
 _GROUP = ("topology", "model", "world_size", "mask", "phase", "bw_scale")
 
 
@@ -60,15 +62,16 @@ def write_sweep_report(rows: list[dict], path: str) -> None:
         for sched in sorted({r["schedule"] for r in rs}):
             pts = sorted((r for r in rs if r["schedule"] == sched), key=lambda r: r["seq_len"])
             x = [r["seq_len"] for r in pts]
+            line = {"color": _COLORS.get(sched)}
             fig.add_trace(go.Scatter(x=x, y=[r["makespan_s"] for r in pts], mode="lines+markers", name=sched,
-                                     legendgroup=sched), row=1, col=1)
+                                     legendgroup=sched, line=line), row=1, col=1)
             fig.add_trace(go.Scatter(x=x, y=[r["efficiency"] for r in pts], mode="lines+markers", name=sched,
-                                     legendgroup=sched, showlegend=False), row=1, col=2)
+                                     legendgroup=sched, showlegend=False, line=line), row=1, col=2)
         hide = rs[0]["hide_block_tokens"] * (rs[0]["world_size"] or 1)
         for col in (1, 2):
             fig.add_vline(x=hide, line_dash="dot", row=1, col=col)
-        fig.add_annotation(x=hide, y=1.0, yref="paper", xref="x", text="transfers hide above", showarrow=False,
-                           yanchor="bottom")
+        fig.add_annotation(x=math.log10(hide), y=1.0, yref="paper", xref="x", text="transfers hide →",
+                           showarrow=False, xanchor="left", yanchor="bottom")
         fig.update_xaxes(type="log", title_text="sequence length (tokens)")
         fig.update_yaxes(type="log", title_text="seconds", row=1, col=1)
         fig.update_yaxes(title_text="efficiency", row=1, col=2, range=[0, 1.05])
@@ -84,7 +87,9 @@ def write_sweep_report(rows: list[dict], path: str) -> None:
         gs = sorted({g for g, _ in cells})
         ts = sorted({t for _, t in cells})
         z = [[cells.get((g, t)) for t in ts] for g in gs]
+        top = max(max((v for row in z for v in row if v is not None), default=2.0), 2.0)
         fig = go.Figure(go.Heatmap(z=z, x=[str(t) for t in ts], y=[str(g) for g in gs], colorscale="Viridis",
+                                   zmin=1.0, zmax=top,
                                    colorbar={"title": "speedup"}, texttemplate="%{z:.2f}"))
         fig.update_layout(title=f"speedup of {k[5]} over contiguous · {k[0]} · {k[1]} · {k[2]} · {k[3]}",
                           xaxis_title="sequence length (tokens)", yaxis_title="world size", height=380)
