@@ -419,23 +419,7 @@ def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
     if not base_mask.any():
         base_mask = pd.Series(True, index=B.index)
     base = B[base_mask & (B["pairs"] > 0)]
-    compute: dict = {}
-    for phase in ("fwd", "bwd"):
-        P = base[base["phase"] == phase]
-        if not len(P):
-            continue
-        compute[phase] = {"*": _compare_models(P["work"].to_numpy(), P["time_s"].to_numpy())}
-        for kind in BLOCK_KINDS:
-            K = P[P["kind"] == kind]
-            if len(K):
-                compute[phase][kind] = _compare_models(K["work"].to_numpy(), K["time_s"].to_numpy())
-    E = B[base_mask & (B["pairs"] <= 0)]
-    for phase in ("fwd", "bwd"):
-        K = E[E["phase"] == phase]
-        if len(K) and phase in compute:
-            med = float(K["time_s"].median())
-            compute[phase]["empty"] = {"chosen": "constant", "seconds": med, "n_samples": int(len(K)),
-                                       "mape": _mape(np.full(len(K), med), K["time_s"].to_numpy())}
+    compute = _fit_compute(B[base_mask])
     if "fwd" not in compute and "bwd" not in compute:
         raise InputError("no compute rows with pairs > 0 in the given traces; nothing to calibrate")
     doc["compute"] = compute
@@ -457,6 +441,15 @@ def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
                      "mape_without": _mape(pred, over["time_s"]), "mape": _mape(pred * L ** gamma, over["time_s"]),
                      "cpu_cores": doc["hardware"].get("cpu_cores"),
                      "threads_per_rank": doc["hardware"].get("threads_per_rank", 1)})
+    # per load level with data, its own fit: how core sharing slows each kind, measured directly
+    by_load = {}
+    for L in sorted(set(B["load"]) - set(B[base_mask]["load"])):
+        fit = _fit_compute(B[B["load"] == L])
+        if fit:
+            by_load[f"{L:g}"] = fit
+    if by_load:
+        cont["by_load"] = by_load
+        cont["model"] += "; load levels fitted directly (by_load) are used as they are"
     doc["contention"] = cont
 
     # (c2) compute slowed by the rank's own transfers in flight: measured, recorded, not applied
@@ -496,6 +489,48 @@ def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
     doc["links"] = links
     doc["trace_link_class"] = traces[0]["link_class"]
     return doc
+
+
+def _fit_compute(B: pd.DataFrame) -> dict:
+    """phase → kind → model comparison (plus the pooled ``"*"`` and the ``"empty"`` constant)."""
+    compute: dict = {}
+    full = B[B["pairs"] > 0]
+    for phase in ("fwd", "bwd"):
+        P = full[full["phase"] == phase]
+        if not len(P):
+            continue
+        compute[phase] = {"*": _compare_models(P["work"].to_numpy(), P["time_s"].to_numpy())}
+        for kind in BLOCK_KINDS:
+            K = P[P["kind"] == kind]
+            if len(K):
+                compute[phase][kind] = _compare_models(K["work"].to_numpy(), K["time_s"].to_numpy())
+                _borrow_overhead(compute[phase][kind], compute[phase]["*"], K)
+    E = B[B["pairs"] <= 0]
+    for phase in ("fwd", "bwd"):
+        K = E[E["phase"] == phase]
+        if len(K) and phase in compute:
+            med = float(K["time_s"].median())
+            compute[phase]["empty"] = {"chosen": "constant", "seconds": med, "n_samples": int(len(K)),
+                                       "mape": _mape(np.full(len(K), med), K["time_s"].to_numpy())}
+    return compute
+
+
+def _borrow_overhead(entry: dict, pooled: dict, K: pd.DataFrame) -> None:
+    """A kind measured at one size cannot separate overhead from per-pair cost; when the phase's
+    pooled fit (several sizes across kinds) has an overhead, take it (capped at 90 % of the kind's
+    median time) and fit the slope through the kind's median — better than a line through the
+    origin when the kernel has a large fixed cost."""
+    if entry["n_sizes"] != 1 or pooled["n_sizes"] < 2 or pooled["roofline"]["overhead_s"] <= 0:
+        return
+    x = float(entry["table"]["pairs"][0])
+    t = float(entry["table"]["seconds"][0])
+    a = min(pooled["roofline"]["overhead_s"], 0.9 * t)
+    b = (t - a) / x if x > 0 else 0.0
+    xs, ts = K["work"].to_numpy(), K["time_s"].to_numpy()
+    entry["roofline"].update({"overhead_s": a, "seconds_per_pair": b, "overhead_from": "pooled fit of the phase",
+                              "mape_fit": _mape(a + b * xs, ts), "mape_loo": _mape(a + b * xs, ts)})
+    entry["chosen"] = "roofline"
+    entry["mape"] = entry["roofline"]["mape_loo"]
 
 
 def _load_of(traces: list[dict], label: str) -> float:
@@ -575,11 +610,16 @@ class CalibratedCost(CostModel):
         work = batch.pairs.astype(np.float64) * (fpp / self.ref_fpp)
         out = np.zeros(work.shape)
         kinds = np.asarray(batch.kinds)
+        G = batch.plan.world_size
+        level = (self.contention.get("by_load") or {}).get(f"{self._load(G):g}") if self._load(G) > 1 else None
         for kind in np.unique(kinds):
             m = kinds == kind
-            out[m] = _entry_predict(self.compute, batch.phase, str(kind), work[m])
-        out = out * self.load_factor(batch.plan.world_size) / batch.speed_factors()
-        return out
+            k = str(kind)
+            if level is not None and batch.phase in level and (k in level[batch.phase] or k != "empty"):
+                out[m] = _entry_predict(level, batch.phase, k, work[m])  # measured at this load
+            else:
+                out[m] = _entry_predict(self.compute, batch.phase, k, work[m]) * self.load_factor(G)
+        return out / batch.speed_factors()
 
     def apply_to_topology(self, topology: Topology) -> Topology:
         if not self.links:

@@ -248,3 +248,17 @@ def test_cli_calibrate_writes_json_and_exit_codes(tmp_path, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err
+
+
+def test_one_size_kind_borrows_the_pooled_overhead():
+    # one length: each kind is seen at one size only, the pooled fit spans two sizes (diagonal, full)
+    doc = calibrate(_runs([("contiguous", 2, 2048, "fwd")], noise=0.0))
+    pooled = doc["compute"]["fwd"]["*"]
+    assert pooled["n_sizes"] == 2 and pooled["roofline"]["overhead_s"] > 0
+    for kind in ("diagonal", "full"):
+        e = doc["compute"]["fwd"][kind]
+        r = e["roofline"]
+        assert e["n_sizes"] == 1 and r["overhead_from"] == "pooled fit of the phase" and e["chosen"] == "roofline"
+        x, t = e["table"]["pairs"][0], e["table"]["seconds"][0]
+        assert r["overhead_s"] == pytest.approx(min(pooled["roofline"]["overhead_s"], 0.9 * t))
+        assert r["overhead_s"] + r["seconds_per_pair"] * x == pytest.approx(t)  # through the kind's median
