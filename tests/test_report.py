@@ -120,3 +120,24 @@ def test_cli_report_and_bad_inputs(tmp_path, capsys):
         assert e.value.code == 2, args
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("ringsim: error:"), (args, err)
+
+
+def test_report_renders_in_headless_chromium_without_console_errors(material, tmp_path):
+    import shutil
+    import subprocess
+
+    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if exe is None:
+        pytest.skip("no headless Chromium on this machine")
+    runs, predicted, doc, calib = material
+    path = tmp_path / "r.html"
+    write_report(str(path), runs, predicted, doc, calib)
+    n_figs = len(_figures(path.read_text()))
+    proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                           "--log-level=0", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000",
+                           "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120)
+    console = [l for l in proc.stderr.splitlines() if ":CONSOLE" in l]
+    assert console == []
+    # every figure was drawn by plotly.js (each plot renders its SVG layers)
+    assert proc.stdout.count('class="plot-container plotly"') == n_figs
+    assert n_figs >= 7

@@ -144,3 +144,25 @@ def test_cli_json(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert {"makespan_error", "per_rank", "per_step"} <= set(doc)
     assert doc["makespan_error"] == pytest.approx(1 / 0.8 - 1, rel=1e-9)
+
+
+COMMITTED = [("cpu-gloo_w2_zigzag_causal_fwdbwd_T4096.json", 0.15), ("cpu-gloo_w4_zigzag_causal_fwdbwd_T4096.json", 0.15),
+             ("cpu-gloo_w2_contiguous_causal_fwdbwd_T4096.json", 0.15)]
+
+
+@pytest.mark.parametrize("name,tol", COMMITTED)
+def test_committed_trace_against_committed_calibration(name, tol):
+    """Regression guard for the measured reference data and the calibration fitted from it
+    (reports/calib-cpu-gloo.json, from all traces/ runs): the simulator with that calibration
+    predicts these runs' makespan within the stated tolerance."""
+    import os
+
+    from ringsim.calibrate import load_calibration
+    from ringsim.timeline import read_timeline
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    tl = read_timeline(os.path.join(root, "traces", name))
+    cost = load_calibration(os.path.join(root, "reports", "calib-cpu-gloo.json"))
+    v, _ = validate_timeline(tl, cost, label=name)
+    assert abs(v["makespan_error"]) <= tol, v["makespan_error"]
+    assert v["iterations"] >= 3 and v["world_size"] == tl.meta["world_size"]
