@@ -30,7 +30,10 @@ def render_validation(doc: dict) -> str:
               "pred_wait_ms": r["predicted_wait_s"] * 1e3} for r in c["per_rank"]]))
         lines.append("per step:\n" + render_table(
             [{"phase": s["phase"], "step": s["step"], "compute_err": _pct(s["compute_error"]),
-              "transfer_err": _pct(s["transfer_error"]), "end_err": _pct(s["end_error"])} for s in c["per_step"]]))
+              "transfer_err": _pct(s["transfer_error"]),
+              "wait_ms": None if s["measured_wait_s"] is None else s["measured_wait_s"] * 1e3,
+              "pred_wait_ms": None if s["predicted_wait_s"] is None else s["predicted_wait_s"] * 1e3,
+              "end_err": _pct(s["end_error"])} for s in c["per_step"]]))
     for r in doc.get("schedule_ranking", []):
         sp = r.get("speedup_vs_contiguous", {})
         extra = "; ".join(f"{s} ×{v['measured']:.3g} measured / ×{v['predicted']:.3g} predicted"

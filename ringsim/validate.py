@@ -15,8 +15,8 @@ order in which each (rank, phase, kind, step) occurs — see :func:`ringsim.cali
 - **per rank**: compute (block time: step start to end of compute + merge, as calibrated),
   transfer (each send's rendezvous-corrected duration) and wait totals, measured (mean per
   iteration) vs predicted, with signed relative errors.
-- **per step** (phase, step): mean block time over ranks, mean transfer time, and when the step's
-  last block ends (from the iteration start) — measured vs predicted.
+- **per step** (phase, step): mean block time over ranks, mean transfer time, mean wait per rank,
+  and when the step's last block ends (from the iteration start) — measured vs predicted.
 - **schedule ranking**: with several traces of one configuration (same world size, length,
   mask, phase) and different schedules, whether the predicted order by makespan is the measured
   one, and each schedule's speedup over contiguous measured and predicted.
@@ -115,6 +115,11 @@ def _side(tl: Timeline) -> dict:
     if len(xfers):
         for (ph, st), d in xfers.groupby(["phase", "step"]):
             steps.setdefault((ph, int(st)), {})["transfer_s"] = float(d["time_s"].mean())
+    if len(waits):
+        w = waits.assign(d=waits["end_s"] - waits["start_s"])
+        for (ph, st), d in w.groupby(["phase", "step"]):
+            # mean per rank and iteration (ranks that did not wait count as 0)
+            steps.setdefault((ph, int(st)), {})["wait_s"] = float(d["d"].sum() / (G * n_iter))
     return {"G": G, "compute": comp, "transfer": tran, "wait": wait, "steps": steps}
 
 
@@ -157,7 +162,10 @@ def validate_timeline(tl: Timeline, cost_model: CostModel | None = None, topolog
     for key in sorted(set(m["steps"]) | set(p["steps"]), key=lambda k: (order.get(k[0], 2), k[1])):
         ms, ps = m["steps"].get(key, {}), p["steps"].get(key, {})
         row = {"phase": key[0], "step": key[1]}
-        for k in ("compute_s", "transfer_s", "end_s"):
+        for side in (ms, ps):  # a step with blocks but no wait row waited 0
+            if "compute_s" in side:
+                side.setdefault("wait_s", 0.0)
+        for k in ("compute_s", "transfer_s", "wait_s", "end_s"):
             row[f"measured_{k}"] = ms.get(k)
             row[f"predicted_{k}"] = ps.get(k)
             row[f"{k[:-2]}_error"] = rel_error(ps.get(k), ms.get(k))

@@ -122,3 +122,39 @@ def test_bad_inputs(tmp_path):
     empty = [_write_rank(tmp_path, r, [_kernel("ncclDevKernel_SendRecv", 1.0, 1.0)]) for r in (0, 1)]
     with pytest.raises(InputError, match="no attention kernels"):
         import_kineto(empty)
+
+
+def test_kineto_runs_feed_calibrate_and_validate(tmp_path, capsys):
+    """Two Kineto runs (one file per rank each) → `ringsim calibrate --run-config` → a calibration
+    whose forward fit passes through the kernels' durations; then `ringsim validate` runs on them."""
+    from ringsim.cli import main
+
+    paths = []
+    for run, scale in ((0, 1.0), (1, 2.0)):
+        d = tmp_path / f"run{run}"
+        d.mkdir()
+        for rank in (0, 1):
+            # contiguous causal, 2 ranks: rank 0 step 1 is empty (no kernel), every other block runs
+            ev = [_kernel("ncclDevKernel_SendRecv(ncclDevComm*, unsigned long, ncclWork*)", 100.0, 50.0,
+                          bytes=65536 * scale)]
+            ev.append(_kernel("flash_fwd_kernel", 100.0, 1000.0 * scale))
+            if rank == 1:
+                ev.append(_kernel("flash_fwd_kernel", 1200.0 * scale, 1500.0 * scale))
+            paths.append(_write_rank(d, rank, ev))
+    # both runs: same configuration but a different seq_len cannot be given per run, so use one
+    cfg = ["--run-config", "schedule=contiguous", "--run-config", "seq_len=256", "--run-config", "heads=8",
+           "--run-config", "head_dim=64", "--run-config", "dtype=bf16"]
+    out = tmp_path / "calib.json"
+    with pytest.raises(SystemExit) as e:
+        main(["calibrate", *paths, "-o", str(out), *cfg])
+    assert e.value.code == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert len(doc["traces"]) == 2 and doc["traces"][0]["path"] == f"{paths[0]} + {paths[1]}"
+    assert doc["trace_link_class"] == "link"  # GPU/NCCL traces: the default class
+    assert set(doc["compute"]["fwd"]) >= {"diagonal", "full"}
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["validate", *paths[:2], "--calibration", str(out), "--topology", "dgx-h100-8", "--format", "json", *cfg])
+    assert e.value.code == 0
+    v = json.loads(capsys.readouterr().out)
+    assert v["world_size"] == 2 and v["schedule"] == "contiguous" and v["makespan_error"] is not None

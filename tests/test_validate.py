@@ -58,6 +58,9 @@ def test_exact_signed_makespan_error():
     for s in v["per_step"]:
         for k in ("compute_error", "end_error"):
             assert s[k] == pytest.approx(-0.2, rel=1e-9), (s, k)
+        if s["predicted_wait_s"]:
+            assert s["measured_wait_s"] == pytest.approx(1.25 * s["predicted_wait_s"], rel=1e-9)
+    assert any(s["predicted_wait_s"] for s in v["per_step"])  # the bwd ring's last step waits
     assert v["schedule"] == "zigzag" and v["topology"] == "localhost-cpu"
 
 
