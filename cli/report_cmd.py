@@ -55,14 +55,27 @@ def report(traces, calibration, validation, topology, run_config, max_gantt, out
         from ringsim.topoload import load_topology
 
         topo = load_topology(topology)
-    predicted, vdoc = {}, None
-    measured_runs = [(l, t) for l, t in runs if t.meta.get("source") != "simulated"]
+    from ringsim.validate import measured_config
+
+    predicted, vdoc, skipped = {}, None, []
+    measured_runs = []
+    for label, tl in runs:
+        if tl.meta.get("source") == "simulated":
+            continue
+        try:
+            measured_config(tl.meta, label)
+            measured_runs.append((label, tl))
+        except InputError as e:  # drawn, but without a prediction
+            skipped.append(f"{label}: {e}")
     if measured_runs:
         vdoc, pairs = validate_runs(measured_runs, cost, topo)
         predicted = {label: pred for label, _, pred in pairs}
     if validation:
         vdoc = _read_json(validation, "validation", "write one with `ringsim validate ... --format json -o v.json`")
     note = (f"{len(runs)} trace(s); cost model: {'calibrated (' + calibration + ')' if calibration else 'roofline'}"
-            + (f"; validation from {validation}" if validation else ""))
+            + (f"; validation from {validation}" if validation else "")
+            + (f"; not predicted (no configuration): {'; '.join(skipped)}" if skipped else ""))
+    for line in skipped:
+        click.echo(f"ringsim report: warning: {line}", err=True)
     write_report(output, runs, predicted, vdoc, calib_doc, max_gantt, note)
     click.echo(f"wrote {output}", err=True)

@@ -185,6 +185,7 @@ def block_samples(tl: Timeline) -> pd.DataFrame:
     ring = df[df["kind"].isin(["compute", "send", "recv"])].groupby(key)["start_s"].min()
     ends = df[df["kind"].isin(["compute", "merge"])].groupby(key)["end_s"].max()
     xfer = df[df["kind"].isin(["send", "recv"])]
+    xfer_by_rank = {int(r): (d["start_s"].to_numpy(), d["end_s"].to_numpy()) for r, d in xfer.groupby("rank")}
     rows = []
     for r in comp.itertuples(index=False):
         k = (r.rank, r.phase, r.step, r.iter)
@@ -196,11 +197,11 @@ def block_samples(tl: Timeline) -> pd.DataFrame:
             kind = "empty"
         else:
             kind = "partial"
-        tx = xfer[(xfer["rank"] == r.rank)]
+        tx = xfer_by_rank.get(int(r.rank))
         ov = 0.0
-        if len(tx) and end > start:
-            a = np.clip(tx["start_s"].to_numpy(), start, end)
-            b = np.clip(tx["end_s"].to_numpy(), start, end)
+        if tx is not None and end > start:
+            a = np.clip(tx[0], start, end)
+            b = np.clip(tx[1], start, end)
             ov = float(_union_length(a, b) / (end - start))
         rows.append({"rank": int(r.rank), "phase": r.phase, "step": int(r.step), "iter": int(r.iter),
                      "pairs": float(r.pairs), "kind": kind, "start_s": start, "end_s": end,
@@ -394,7 +395,8 @@ def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
         b = block_samples(tl)
         if not len(b) or not (b["pairs"] > 0).any():
             raise InputError(f"{label}: no compute rows with pairs > 0; calibration needs a measured ring "
-                             "trace with compute intervals (and their pairs)")
+                             "trace with compute intervals and their pairs (for Kineto traces give --run-config "
+                             "schedule=... seq_len=... heads=... head_dim=...)")
         b["work"] = b["pairs"] * (fpp / ref["flops_per_pair"])
         b["load"] = trace_load(meta)
         b["trace"] = label

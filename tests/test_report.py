@@ -141,3 +141,20 @@ def test_report_renders_in_headless_chromium_without_console_errors(material, tm
     # every figure was drawn by plotly.js (each plot renders its SVG layers)
     assert proc.stdout.count('class="plot-container plotly"') == n_figs
     assert n_figs >= 7
+
+
+def test_cli_report_draws_runs_it_cannot_predict(tmp_path, capsys):
+    from ringsim.cli import main
+
+    tl, _ = measured_like("zigzag", 2, 2048, "fwd")
+    tl.meta.pop("workload")  # e.g. a Kineto run imported without --run-config
+    trace = tmp_path / "noconf.json"
+    tl.write(trace)
+    out = tmp_path / "rep.html"
+    with pytest.raises(SystemExit) as e:
+        main(["report", str(trace), "-o", str(out)])
+    assert e.value.code == 0
+    assert "lacks workload" in capsys.readouterr().err
+    figs = _figures(out.read_text())
+    gantt = [f for f in figs if any(t.get("orientation") == "h" for t in f[1])]
+    assert len(gantt) == 1 and {t["xaxis"] for t in gantt[0][1]} == {"x"}  # measured only
