@@ -384,9 +384,7 @@ def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
     ref = None
     blocks, transfers, traces = [], [], []
     for label, tl in runs:
-        meta = tl.meta
-        if meta.get("source") == "simulated":
-            pass  # allowed (tests, what-ifs), recorded as such
+        meta = tl.meta  # simulated timelines are accepted too (tests, what-ifs); "source" is recorded
         G = int(meta.get("world_size") or (tl.df["rank"].max() + 1 if len(tl.df) else 0))
         wl = workload_from_meta(meta)
         fpp = float(wl.flops_per_pair()) if wl is not None else 1.0
@@ -566,8 +564,9 @@ class CalibratedCost(CostModel):
 
     ``compute_s``: per block, the fitted model of its (kind, phase) at ``work = pairs ×
     flops_per_pair / flops_per_pair_ref`` (per-pair cost scaled by B·H·(d_qk + d_v) relative to the
-    fitted workload), × the core-sharing factor when the calibration came from a CPU host and the
-    ring would oversubscribe it, ÷ the rank's speed factor (what-if stragglers). Empty blocks cost
+    fitted workload); when the calibration came from a CPU host and the ring would oversubscribe
+    it, the fit measured at that load level (``contention.by_load``) if there is one, else the base
+    fit × ``load^gamma``; ÷ the rank's speed factor (what-if stragglers). Empty blocks cost
     the measured per-step overhead of an empty step (0 if never measured).
 
     ``apply_to_topology``: links whose ``link_class`` has a fit get ``bandwidth_Bps`` = the fitted
