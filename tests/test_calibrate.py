@@ -193,6 +193,22 @@ def test_core_sharing_factor_is_fitted_and_applied():
     cost = CalibratedCost(doc)
     assert cost.load_factor(2) == 1.0
     assert cost.load_factor(4) == pytest.approx(2.0, rel=0.1)
+    assert set(c["by_load"]) == {"2"}  # the load-2 runs also get a fit of their own
+    # a 4-rank ring on the 2-core host: each block ≈ 2 × its 1-rank-per-core time
+    plan = Plan("zigzag", 4, 4096, "causal")
+    wl = Workload(ModelSpec("m", 1, 4, 4, 64), 4096, 1, "fp32")
+    batch = BlockBatch.build(plan, wl, load_topology("localhost-cpu"), "fwd")
+    got = cost.compute_s(batch)
+    for r in range(4):
+        for s in range(4):
+            a, b = TRUE[("fwd", str(batch.kinds[r, s]))]
+            assert got[r, s] == pytest.approx(2 * (a + b * plan.pairs[r, s]), rel=0.1)
+    # a 2-rank ring fits the cores: the base fit
+    plan2 = Plan("zigzag", 2, 4096, "causal")
+    batch2 = BlockBatch.build(plan2, wl, load_topology("localhost-cpu"), "fwd")
+    got2 = cost.compute_s(batch2)
+    a, b = TRUE[("fwd", str(batch2.kinds[0, 1]))]
+    assert got2[0, 1] == pytest.approx(a + b * plan2.pairs[0, 1], rel=0.1)
 
 
 def test_apply_to_topology_per_class_and_fallback(doc):
