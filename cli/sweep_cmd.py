@@ -92,6 +92,8 @@ def _serialise(rows, fmt, output):
 @click.option("--batch", type=int, default=None)
 @click.option("--dtype", default=None)
 @click.option("--engine", type=click.Choice(["auto", "des", "fast"]), default=None)
+@click.option("--calibration", type=click.Path(dir_okay=False), default=None,
+              help="calib.json from `ringsim calibrate`, replacing the roofline defaults.")
 @click.option("--jobs", "-j", type=int, default=None, help="Parallel local processes (default: all cores).")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="dask: run points on a dask.distributed cluster (pip install 'dask[distributed]').")
@@ -101,7 +103,7 @@ def _serialise(rows, fmt, output):
               help="Write results here (atomically; rewritten as points finish, so an interrupt keeps them).")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write an HTML sweep report.")
 def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, mask, model, phase, batch, dtype,
-          engine, jobs, executor, scheduler, fmt, output, report):
+          engine, calibration, jobs, executor, scheduler, fmt, output, report):
     """Run a grid of what-if points (the cartesian product of the option lists).
 
     \b
@@ -138,7 +140,12 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
         batch=int(opt("batch", batch, 1)),
         dtype=str(opt("dtype", dtype, "bf16")),
         engine=str(opt("engine", engine, "auto")),
+        calibration=opt("calibration", calibration, None),
     )
+    if st.calibration:
+        from ringsim.calibrate import load_calibration
+
+        load_calibration(st.calibration)  # fail fast on a bad file
     # fail fast on names that would fail every point
     from ringsim.topoload import load_topology
     from ringsim.workload import get_model

@@ -24,7 +24,7 @@ ROW_COLUMNS = ["topology", "model", "world_size", "seq_len", "schedule", "mask",
                "speedup_vs_contiguous", "error"]
 
 _STUDY_KEYS = {"seq_len", "world_size", "topology", "bw_scale", "bw_class", "schedules", "mask", "model", "phase",
-               "batch", "dtype", "engine"}
+               "batch", "dtype", "engine", "calibration"}
 
 
 @dataclass
@@ -41,12 +41,14 @@ class Study:
     batch: int = 1
     dtype: str = "bf16"
     engine: str = "auto"
+    calibration: str | None = None  # calib.json replacing the roofline cost model
 
     def points(self) -> list[dict]:
         grid = itertools.product(self.topologies, self.models, self.world_sizes, self.seq_lens, self.masks,
                                  self.phases, self.bw_scales, self.schedules)
         return [dict(topology=t, model=m, world_size=g, seq_len=T, mask=k, phase=p, bw_scale=b, schedule=s,
-                     bw_class=self.bw_class, batch=self.batch, dtype=self.dtype, engine=self.engine)
+                     bw_class=self.bw_class, batch=self.batch, dtype=self.dtype, engine=self.engine,
+                     calibration=self.calibration)
                 for t, m, g, T, k, p, b, s in grid]
 
 
@@ -71,7 +73,6 @@ def load_study(path: str) -> dict:
 
 def run_point(point: dict) -> dict:
     """Simulate one point; never raises for bad input (the row carries the error instead)."""
-    from .costs import RooflineCost
     from .simulate import SimSpec, simulate_point
     from .topoload import load_topology
     from .workload import Workload, build_model
@@ -87,7 +88,7 @@ def run_point(point: dict) -> dict:
         wl = Workload(build_model(point["model"]), point["seq_len"], point.get("batch", 1), point.get("dtype", "bf16"))
         spec = SimSpec(workload=wl, topology=topo, schedule=point["schedule"], world_size=point["world_size"],
                        mask=point["mask"], phase=point["phase"], engine=point.get("engine", "auto"),
-                       cost_model=point.get("cost_model") or RooflineCost())
+                       cost_model=_cost_model(point.get("calibration")))
         res = simulate_point(spec)
         row.update({k: res[k] for k in ("world_size", "engine", "makespan_s", "layer_makespan_s", "ideal_bound_s",
                                         "efficiency", "imbalance", "overlap", "hide_block_tokens",
@@ -97,6 +98,22 @@ def run_point(point: dict) -> dict:
     except InputError as e:
         row["error"] = str(e)
     return row
+
+
+def _cost_model(calibration: str | None):
+    """Roofline, or the calibrated model (loaded once per worker process)."""
+    from .costs import RooflineCost
+
+    if not calibration:
+        return RooflineCost()
+    if calibration not in _CALIBRATIONS:
+        from .calibrate import load_calibration
+
+        _CALIBRATIONS[calibration] = load_calibration(calibration)
+    return _CALIBRATIONS[calibration]
+
+
+_CALIBRATIONS: dict = {}
 
 
 def add_speedups(rows: list[dict]) -> list[dict]:

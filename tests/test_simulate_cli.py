@@ -123,3 +123,20 @@ def test_error_paths(argv, msg):
     assert code == 2, (out, err)
     assert msg in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_sweep_with_calibration_matches_compare():
+    import os
+
+    calib = os.path.join(os.path.dirname(__file__), "..", "reports", "calib-cpu-gloo.json")
+    common = ["--topology", "localhost-cpu", "--world-size", "2", "--seq-len", "2048", "--calibration", calib]
+    code, out, err = run("sweep", *common, "--schedules", "zigzag", "--format", "json", "--jobs", "1")
+    assert code == 0, err
+    swept = json.loads(out)["results"][0]
+    code, out, err = run("compare", *common, "--schedules", "zigzag", "--format", "json")
+    assert code == 0, err
+    compared = json.loads(out)["results"][0]
+    assert swept["makespan_s"] == pytest.approx(compared["makespan_s"], rel=1e-12)
+    code, out, _ = run("sweep", "--topology", "localhost-cpu", "--world-size", "2", "--seq-len", "2048",
+                       "--schedules", "zigzag", "--format", "json", "--jobs", "1")
+    assert json.loads(out)["results"][0]["makespan_s"] != pytest.approx(swept["makespan_s"], rel=1e-3)
