@@ -33,6 +33,7 @@ rows are identical in columns and order.
 """
 from __future__ import annotations
 
+import gc
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -168,30 +169,22 @@ def build_problem(plan: Plan, workload: Workload, topology: Topology, cost_model
 
 
 # ---- the discrete-event engine ------------------------------------------------------------------------
-class _Channel:
-    """One matched send/recv pair (hop src → src+1 at one step of one phase): a rendezvous point.
-
-    ``need`` counts the conditions still missing before the transfer may start (the sender's post,
-    the receiver's post under rendezvous, the receiver's free buffer without double buffering).
-    """
-
-    __slots__ = ("need", "done", "start_s", "key", "waiters")
-
-    def __init__(self, need: int, done: simpy.Event, key):
-        self.need = need
-        self.done = done
-        self.start_s = None
-        self.key = key
-        self.waiters = 2  # the sender and the receiver; the channel is dropped once both saw it done
-
-
 class RingDES:
     """The ring protocol as a simpy discrete-event simulation: one process per rank.
 
     Think of G people passing folders round a table: each reads the folder in hand (compute) while
     handing it to the right and taking the next one from the left (a transfer through the
     :class:`FlowNetwork`); they move on when they have read it, handed it over and received the next.
-    Each hand-over is a :class:`_Channel` that opens when the conditions the knobs ask for are met.
+
+    Each hand-over (hop src → src+1 at one step of one phase) is a *channel*, numbered
+    ``k = (phase_index·G + step)·G + src``, with a count of the conditions still missing before the
+    transfer may start (the sender's post, the receiver's post under rendezvous, the receiver's free
+    buffer without double buffering) and a done flag. Events per rank-step: the compute timeout the
+    rank's process waits on; the transfer's flow events inside the network (latency end,
+    completion); and, only when the transfers of the step outlast the compute, one *gate* event that
+    the transfer completions trigger to wake the rank (a single event for "the send and the receive
+    are both done", rather than one per transfer). Per-channel state lives in flat preallocated
+    arrays, so the work per event does not grow with the ring.
     """
 
     def __init__(self, problem: RingProblem, knobs: Knobs = Knobs(), record: bool = False):
@@ -199,94 +192,147 @@ class RingDES:
         self.knobs = knobs
         self.env = simpy.Environment()
         self.network = FlowNetwork(self.env, problem.topology, record=record)
-        self.arrays = RingArrays.empty(problem.world_size, len(problem.phases))
-        self._channels: dict[tuple[int, int, int], _Channel] = {}
-        self._need = 1 + (1 if knobs.rendezvous else 0) + (0 if knobs.double_buffer else 1)
-        self.where: list[tuple] = [None] * problem.world_size  # (phase, step, what, peer) each rank waits for
         G, P = problem.world_size, len(problem.phases)
-        self._has_xfer = [[problem.message_bytes(pi, s) is not None for s in range(G)] for pi in range(P)]
+        self._G = G
+        n = P * G * G
+        need = 1 + (1 if knobs.rendezvous else 0) + (0 if knobs.double_buffer else 1)
+        self._need = bytearray([need]) * n       # conditions missing, per channel
+        self._done = bytearray(n)                # 1 once the channel's transfer completed
+        self._xs: list[float] = [np.nan] * n     # transfer start, per channel
+        self._xe: list[float] = [np.nan] * n     # transfer end, per channel
+        # per rank: step starts (G + 1 per phase) and compute ends (G per phase), in order
+        self._T = [[[0.0] * (G + 1) for _ in range(G)] for _ in range(P)]
+        self._E = [[[0.0] * G for _ in range(G)] for _ in range(P)]
+        self._gate: list[simpy.Event | None] = [None] * G  # the event a blocked rank waits on
+        self._gate_step = [-1] * G   # (phase_index·G + step)·G of the step a rank is blocked in, else -1
+        self._missing = [0] * G      # transfers a blocked rank still waits for (1 or 2)
+        self._bytes = [[problem.message_bytes(pi, s) for s in range(G)] for pi in range(P)]
+        self._has_xfer = [[b is not None for b in row] for row in self._bytes]
         self._late_post = [[problem.posts_after_compute(pi, s, knobs) for s in range(G)] for pi in range(P)]
+        self._routes = [tuple(rt) for rt in problem.hop_routes]
+        self._route_info = [self.network.route_info(rt) for rt in self._routes]
 
     # ---- channels ---------------------------------------------------------------------------
-    def channel(self, phase_index: int, step: int, src: int) -> _Channel:
-        key = (phase_index, step, src)
-        ch = self._channels.get(key)
-        if ch is None:
-            ch = self._channels[key] = _Channel(self._need, self.env.event(), key)
-        return ch
+    def _satisfy(self, k: int) -> None:
+        """One more condition of channel ``k`` holds; the last one starts its transfer now."""
+        need = self._need
+        need[k] -= 1
+        if need[k] == 0:
+            self._xs[k] = self.env.now
+            G = self._G
+            src = k % G
+            step_key = k // G
+            self.network.start_flow(self._routes[src], self._bytes[step_key // G][step_key % G],
+                                    self._on_transfer_done, k, self._route_info[src])
 
-    def _satisfy(self, ch: _Channel) -> None:
-        ch.need -= 1
-        if ch.need == 0:
-            pi, s, src = ch.key
-            ch.start_s = self.env.now
-            self.arrays.xfer_start_s[pi][src, s] = ch.start_s
-            # ch.done fires at completion with the completion time as its value
-            self.network.transfer(self.problem.hop_routes[src], self.problem.message_bytes(pi, s), ch.done)
+    def _on_transfer_done(self, k: int, now: float) -> None:
+        """Channel ``k``'s last byte arrived: wake its sender and its receiver if they wait for it."""
+        self._xe[k] = now
+        self._done[k] = 1
+        G = self._G
+        src = k % G
+        base = k - src
+        gate_step, missing = self._gate_step, self._missing
+        for rank in (src, (src + 1) % G):
+            if gate_step[rank] == base:
+                missing[rank] -= 1
+                if missing[rank] == 0:
+                    gate_step[rank] = -1
+                    self._gate[rank].succeed()
 
     def post(self, rank: int, phase_index: int, step: int) -> None:
         """The batched post of rank's send to rank+1 and receive from rank−1 for this step."""
-        G = self.problem.world_size
-        self._satisfy(self.channel(phase_index, step, rank))  # the send
+        G = self._G
+        base = (phase_index * G + step) * G
+        self._satisfy(base + rank)  # the send
         if self.knobs.rendezvous:
-            self._satisfy(self.channel(phase_index, step, (rank - 1) % G))  # the receive
+            self._satisfy(base + (rank - 1) % G)  # the receive
 
     def buffer_free(self, rank: int, phase_index: int, step: int) -> None:
         """Rank's compute of this step ended: its single receive buffer may be overwritten."""
         if not self.knobs.double_buffer:
-            self._satisfy(self.channel(phase_index, step, (rank - 1) % self.problem.world_size))
+            G = self._G
+            self._satisfy((phase_index * G + step) * G + (rank - 1) % G)
 
     # ---- processes ----------------------------------------------------------------------------
     def rank_process(self, r: int):
-        env, prob, knobs, arr = self.env, self.problem, self.knobs, self.arrays
-        G = prob.world_size
+        env, prob = self.env, self.problem
+        G = self._G
         left = (r - 1) % G
-        right = (r + 1) % G
-        has_xfer, late_post, channels = self._has_xfer, self._late_post, self._channels
-        for pi, phase in enumerate(prob.phases):
+        post, buffer_free = self.post, self.buffer_free
+        single_buffer = not self.knobs.double_buffer
+        done, gate, gate_step, missing = self._done, self._gate, self._gate_step, self._missing
+        for pi in range(len(prob.phases)):
             comp = prob.compute_s[pi][r].tolist()  # Python floats: simpy time stays a float
-            T, E = arr.step_start_s[pi], arr.compute_end_s[pi]
+            Tr, Er = self._T[pi][r], self._E[pi][r]
+            has_xfer, late_post = self._has_xfer[pi], self._late_post[pi]
+            Tr[0] = env.now
             for s in range(G):
-                T[r, s] = env.now
-                xfer = has_xfer[pi][s]
-                late = xfer and late_post[pi][s]
+                xfer = has_xfer[s]
+                late = xfer and late_post[s]
                 if xfer and not late:
-                    self.post(r, pi, s)
+                    post(r, pi, s)
                 if comp[s] > 0:
-                    self.where[r] = (phase, s, "compute", r)
                     yield env.timeout(comp[s])
-                E[r, s] = env.now
+                Er[s] = env.now
                 if xfer:
-                    self.buffer_free(r, pi, s)
+                    if single_buffer:
+                        buffer_free(r, pi, s)
                     if late:
-                        self.post(r, pi, s)
-                    out, inn = self.channel(pi, s, r), self.channel(pi, s, left)
-                    self.where[r] = (phase, s, "send", right)
-                    arr.xfer_end_s[pi][r, s] = yield out.done
-                    self.where[r] = (phase, s, "receive", left)
-                    yield inn.done
-                    for ch in (out, inn):
-                        ch.waiters -= 1
-                        if ch.waiters == 0:
-                            del channels[ch.key]
-                T[r, s + 1] = env.now
-        self.where[r] = None
+                        post(r, pi, s)
+                    base = (pi * G + s) * G
+                    n_missing = 2 - done[base + r] - done[base + left]
+                    if n_missing:  # wait for the send and the receive: one event for both
+                        ev = gate[r] = env.event()
+                        gate_step[r], missing[r] = base, n_missing
+                        yield ev
+                Tr[s + 1] = env.now
+
+    def _stuck_message(self, stuck: list[int]) -> str:
+        G = self._G
+        parts = []
+        for r in stuck[:8]:
+            key = self._gate_step[r]
+            pi, s = divmod(key // G, G)
+            if not self._done[key + r]:
+                what = f"its send to rank {(r + 1) % G}"
+            else:
+                what = f"its receive from rank {(r - 1) % G}"
+            parts.append(f"rank {r} at {self.problem.phases[pi]} step {s} (waiting for {what})")
+        more = f" and {len(stuck) - 8} more" if len(stuck) > 8 else ""
+        return (f"ring protocol stuck at t={self.env.now:.9g} s: " + "; ".join(parts) + more
+                + "; a partner never posted the matching send/receive")
 
     def run(self) -> RingArrays:
-        G = self.problem.world_size
+        G, P = self._G, len(self.problem.phases)
         procs = [self.env.process(self.rank_process(r)) for r in range(G)]
-        self.env.run()
+        # The run allocates millions of short-lived objects (events, queue entries) and creates no
+        # garbage cycles while it runs (each event's callbacks are dropped when it fires), so the
+        # cyclic collector would only re-scan the long-lived state over and over, a cost that grows
+        # with the ring; it is paused for the run and restored after.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self.env.run()
+        finally:
+            if gc_was_enabled:
+                gc.enable()
         stuck = [r for r in range(G) if not procs[r].triggered]
         if stuck:
-            what = {"compute": "its compute", "send": "its send to rank {}", "receive": "its receive from rank {}"}
-            parts = [f"rank {r} at {self.where[r][0]} step {self.where[r][1]} "
-                     f"(waiting for {what[self.where[r][2]].format(self.where[r][3])})" for r in stuck[:8]]
-            more = f" and {len(stuck) - 8} more" if len(stuck) > 8 else ""
-            raise ProtocolStuck(f"ring protocol stuck at t={self.env.now:.9g} s: " + "; ".join(parts) + more
-                                + "; a partner never posted the matching send/receive")
-        self.arrays.link_bytes = dict(sorted(self.network.link_bytes.items()))
-        self.arrays.link_busy_s = dict(sorted(self.network.link_busy_s.items()))
-        return self.arrays
+            raise ProtocolStuck(self._stuck_message(stuck))
+        # channel arrays are [phase, step, src]; RingArrays wants [rank, step] per phase
+        xs = np.array(self._xs, dtype=np.float64).reshape(P, G, G)
+        xe = np.array(self._xe, dtype=np.float64).reshape(P, G, G)
+        arrays = RingArrays(
+            step_start_s=[np.array(self._T[pi], dtype=np.float64).reshape(G, G + 1) for pi in range(P)],
+            compute_end_s=[np.array(self._E[pi], dtype=np.float64).reshape(G, G) for pi in range(P)],
+            xfer_start_s=[xs[pi].T for pi in range(P)],
+            xfer_end_s=[xe[pi].T for pi in range(P)],
+            link_bytes=dict(sorted(self.network.link_bytes.items())),
+            link_busy_s=dict(sorted(self.network.link_busy_s.items())),
+        )
+        self.arrays = arrays
+        return arrays
 
 
 # ---- timeline -------------------------------------------------------------------------------------------
