@@ -61,11 +61,13 @@ from .timeline import Timeline, read_timeline
 from .topology import Topology
 from .units import InputError, write_atomic
 
-__all__ = ["calibrate", "load_calibration", "CalibratedCost", "load_measured", "block_samples",
+__all__ = ["calibrate", "load_calibration", "CalibratedCost", "load_measured", "block_samples", "core_time_s",
+           "share_cores",
            "transfer_samples", "assign_iterations", "fit_line_nonneg", "fit_roofline", "TableModel",
            "trace_link_class", "trace_load", "workload_from_meta", "write_calibration", "FORMAT"]
 
 FORMAT = "ringsim-calibration/1"
+SHARE_MAX_WORLD_SIZE = 64  # the processor-sharing ring model is O(G³); larger rings use load^gamma
 
 
 # ---- loading measured traces ------------------------------------------------------------------------
@@ -261,6 +263,91 @@ def transfer_samples(tl: Timeline) -> pd.DataFrame:
                                        "time_s"])
 
 
+# ---- core sharing (processor sharing on an oversubscribed CPU host) ----------------------------------
+def core_time_s(blocks: pd.DataFrame, slots: float) -> np.ndarray:
+    """Core-seconds of every measured block of one run: ``∫ min(1, slots / n(t)) dt`` over the
+    block's interval, ``n(t)`` = the number of ranks inside a block (step start → end of compute +
+    merge) at time t and ``slots`` = cores / threads per rank. When more ranks compute than there are
+    cores, each gets a ``slots / n`` share of a core (egalitarian time-sharing), so this is the time
+    the block would take on a core of its own; with ``n ≤ slots`` it is the block time itself."""
+    s = blocks["start_s"].to_numpy(float)
+    e = blocks["end_s"].to_numpy(float)
+    if not len(s):
+        return np.zeros(0)
+    edges = np.unique(np.concatenate([s, e]))
+    if len(edges) < 2:
+        return np.maximum(e - s, 0.0)
+    # n on each elementary segment [edges[j], edges[j+1])
+    delta = np.zeros(len(edges))
+    np.add.at(delta, np.searchsorted(edges, s), 1.0)
+    np.add.at(delta, np.searchsorted(edges, e), -1.0)
+    n = np.cumsum(delta)[:-1]
+    seg = np.diff(edges) * np.minimum(1.0, slots / np.maximum(n, 1.0))
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    return cum[np.searchsorted(edges, e)] - cum[np.searchsorted(edges, s)]
+
+
+def share_cores(work: list[np.ndarray], slots: float) -> list[np.ndarray]:
+    """Block durations ``[rank, step]`` per phase when G single-thread ranks time-share ``slots``
+    cores (the inverse of :func:`core_time_s`).
+
+    ``work``: per phase (forward, then backward if any) the core-seconds of every block. A fluid
+    model of the ring: every rank runs its blocks in order (forward steps, then backward steps);
+    block s ≥ 1 of a phase starts once the rank's block s−1 is done and both ring neighbours have
+    started their step s−1 (the rendezvous transfers of step s−1 need both posts; transfers take
+    no time here — the engine adds them); the ranks inside a block share the cores equally, each
+    progressing at ``min(1, slots / n)`` core-seconds per second."""
+    P = len(work)
+    G = work[0].shape[0]
+    W = np.concatenate([np.asarray(w, float) for w in work], axis=1)  # [G, P*G]
+    nb = W.shape[1]
+    start = np.full((G, nb), np.nan)
+    end = np.full((G, nb), np.nan)
+    nxt = np.zeros(G, dtype=int)
+    rem = np.zeros(G)
+    active = np.zeros(G, dtype=bool)
+    t = 0.0
+
+    def try_start(r):
+        k = nxt[r]
+        if k >= nb or active[r]:
+            return False
+        if k % G and (np.isnan(start[(r - 1) % G, k - 1]) or np.isnan(start[(r + 1) % G, k - 1])):
+            return False
+        start[r, k] = t
+        rem[r] = W[r, k]
+        active[r] = True
+        return True
+
+    def start_all():
+        changed = True
+        while changed:
+            changed = False
+            for r in range(G):
+                changed |= try_start(r)
+
+    start_all()
+    while active.any():
+        n = int(active.sum())
+        rate = min(1.0, slots / n)
+        idx = np.flatnonzero(active)
+        j = idx[np.argmin(rem[idx])]
+        dt = rem[j] / rate
+        t += dt
+        rem[idx] -= dt * rate
+        rem[j] = 0.0
+        tol = 1e-12 * max(float(W.max()), 1e-30)
+        for r in idx[rem[idx] <= tol]:
+            end[r, nxt[r]] = t
+            active[r] = False
+            nxt[r] += 1
+        start_all()
+    if np.isnan(end).any():  # cannot happen for a ring; keep the engine safe anyway
+        return [np.asarray(w, float) * max(1.0, G / slots) for w in work]
+    dur = end - start
+    return [dur[:, p * G:(p + 1) * G] for p in range(P)]
+
+
 # ---- fitting -------------------------------------------------------------------------------------
 def fit_line_nonneg(x: np.ndarray, t: np.ndarray) -> tuple[float, float]:
     """``t ≈ a + b·x`` with a, b ≥ 0, minimising the squared *relative* error Σ((a + b·x − t)/t)².
@@ -397,6 +484,8 @@ def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
                              "schedule=... seq_len=... heads=... head_dim=...)")
         b["work"] = b["pairs"] * (fpp / ref["flops_per_pair"])
         b["load"] = trace_load(meta)
+        slots = _slots(meta)
+        b["core_time_s"] = core_time_s(b, slots) if b["load"].iloc[0] > 1.0 + 1e-9 else b["time_s"]
         b["trace"] = label
         blocks.append(b)
         tr = transfer_samples(tl)
@@ -442,14 +531,23 @@ def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
                      "cpu_cores": doc["hardware"].get("cpu_cores"),
                      "threads_per_rank": doc["hardware"].get("threads_per_rank", 1)})
     # per load level with data, its own fit: how core sharing slows each kind, measured directly
+    # — in core-seconds (core_time_s: the measured block time with the time-sharing taken out),
+    # turned back into block times by the processor-sharing ring model (share_cores) at prediction
     by_load = {}
     for L in sorted(set(B["load"]) - set(B[base_mask]["load"])):
-        fit = _fit_compute(B[B["load"] == L])
+        D = B[B["load"] == L]
+        fit = _fit_compute(D.assign(time_s=D["core_time_s"]))
         if fit:
             by_load[f"{L:g}"] = fit
     if by_load:
         cont["by_load"] = by_load
-        cont["model"] += "; load levels fitted directly (by_load) are used as they are"
+        cont["sharing"] = {"model": "processor sharing: ranks inside a block share slots = cpu_cores / "
+                                    "threads_per_rank cores equally; by_load fits are core-seconds",
+                           "slots": float(doc["hardware"].get("cpu_cores") or 1)
+                           / float(doc["hardware"].get("threads_per_rank") or 1),
+                           "max_world_size": SHARE_MAX_WORLD_SIZE}
+        cont["model"] += ("; load levels with runs of their own (by_load) are fitted in core-seconds and "
+                          "simulated by processor sharing (share_cores)")
     doc["contention"] = cont
 
     # (c2) compute slowed by the rank's own transfers in flight: measured, recorded, not applied
@@ -533,6 +631,14 @@ def _borrow_overhead(entry: dict, pooled: dict, K: pd.DataFrame) -> None:
     entry["mape"] = entry["roofline"]["mape_loo"]
 
 
+def _slots(meta: dict) -> float:
+    """Single-thread rank slots of a CPU host: cores / threads per rank (≥ 1)."""
+    try:
+        return max(float(meta.get("cpu_cores") or 1) / float(meta.get("threads_per_rank") or 1), 1.0)
+    except (TypeError, ValueError):
+        return 1.0
+
+
 def _load_of(traces: list[dict], label: str) -> float:
     return next((t["load"] for t in traces if t["path"] == label), 1.0)
 
@@ -579,20 +685,24 @@ class CalibratedCost(CostModel):
 
     name = "calibrated"
 
-    def __init__(self, doc: dict, path: str | None = None, world_size: int | None = None):
+    def __init__(self, doc: dict, path: str | None = None, world_size: int | None = None,
+                 run_phase: str | None = None):
         self.doc = doc
         self.path = path
         self.world_size = world_size  # ring size, when known: enables the transfer core-sharing factor
+        self.run_phase = run_phase  # "fwd" or "fwd+bwd" when known: which blocks share the cores
         self.compute = doc["compute"]
         self.ref_fpp = float(doc["reference_workload"]["flops_per_pair"])
         self.dims_known = bool(doc["reference_workload"].get("dims_known", True))
         self.links = doc.get("links", {})
         self.contention = doc.get("contention", {})
 
-    def for_world_size(self, world_size: int) -> "CalibratedCost":
+    def for_world_size(self, world_size: int, run_phase: str | None = None) -> "CalibratedCost":
         """The same model told the ring size, so transfers on a shared CPU host get their fitted
-        core-sharing slowdown too (``apply_to_topology`` cannot see the ring size)."""
-        return CalibratedCost(self.doc, self.path, world_size)
+        core-sharing slowdown too (``apply_to_topology`` cannot see the ring size), and optionally
+        the simulated phase (``"fwd+bwd"``: the forward blocks share the cores with the backward
+        blocks of ranks that finished their forward ring early)."""
+        return CalibratedCost(self.doc, self.path, world_size, run_phase)
 
     def _load(self, world_size: int) -> float:
         c = self.contention
@@ -613,6 +723,9 @@ class CalibratedCost(CostModel):
         kinds = np.asarray(batch.kinds)
         G = batch.plan.world_size
         level = (self.contention.get("by_load") or {}).get(f"{self._load(G):g}") if self._load(G) > 1 else None
+        sharing = self.contention.get("sharing")
+        if self._load(G) > 1 and sharing and G <= int(sharing.get("max_world_size", SHARE_MAX_WORLD_SIZE)):
+            return self._shared(batch, level or self.compute, float(sharing["slots"]))
         for kind in np.unique(kinds):
             m = kinds == kind
             k = str(kind)
@@ -621,6 +734,28 @@ class CalibratedCost(CostModel):
             else:
                 out[m] = _entry_predict(self.compute, batch.phase, k, work[m]) * self.load_factor(G)
         return out / batch.speed_factors()
+
+    def _core_s(self, batch: BlockBatch, fits: dict) -> np.ndarray:
+        fpp = float(batch.workload.flops_per_pair()) if self.dims_known else self.ref_fpp
+        work = batch.pairs.astype(np.float64) * (fpp / self.ref_fpp)
+        out = np.zeros(work.shape)
+        kinds = np.asarray(batch.kinds)
+        for kind in np.unique(kinds):
+            m = kinds == kind
+            out[m] = _entry_predict(fits, batch.phase, str(kind), work[m])
+        return out / batch.speed_factors()
+
+    def _shared(self, batch: BlockBatch, fits: dict, slots: float) -> np.ndarray:
+        """Block times of a ring that oversubscribes the host: core-seconds per block from ``fits``,
+        then :func:`share_cores` over the forward ring (and the backward ring after it when the
+        simulated phase is fwd+bwd, or when this batch is the backward one)."""
+        phases = ["fwd"]
+        if batch.phase == "bwd" or self.run_phase == "fwd+bwd":
+            phases.append("bwd")
+        work = [self._core_s(batch if p == batch.phase else BlockBatch.build(batch.plan, batch.workload,
+                                                                             batch.topology, p), fits)
+                for p in phases]
+        return share_cores(work, slots)[phases.index(batch.phase)]
 
     def apply_to_topology(self, topology: Topology) -> Topology:
         if not self.links:

@@ -140,7 +140,10 @@ def validate_timeline(tl: Timeline, cost_model: CostModel | None = None, topolog
     topology.check_world_size(G)
     cost = cost_model or RooflineCost()
     if hasattr(cost, "for_world_size"):
-        cost = cost.for_world_size(G)
+        try:
+            cost = cost.for_world_size(G, run_phase=cfg["phase"])
+        except TypeError:  # a cost model that only takes the ring size
+            cost = cost.for_world_size(G)
     plan = Plan(cfg["schedule"], G, cfg["seq_len"], cfg["mask"])
     res = simulate_ring(plan, cfg["workload"], topology, cost, cfg["phase"], engine=engine)
     pred_tl = res.timeline

@@ -278,3 +278,71 @@ def test_one_size_kind_borrows_the_pooled_overhead():
         x, t = e["table"]["pairs"][0], e["table"]["seconds"][0]
         assert r["overhead_s"] == pytest.approx(min(pooled["roofline"]["overhead_s"], 0.9 * t))
         assert r["overhead_s"] + r["seconds_per_pair"] * x == pytest.approx(t)  # through the kind's median
+
+
+def test_core_time_s_takes_time_sharing_out():
+    import pandas as pd
+
+    from ringsim.calibrate import core_time_s
+
+    # A and B run [0, 3], C runs [1, 2], 2 slots: n = 2, 3, 2 on the three unit segments
+    blocks = pd.DataFrame({"start_s": [0.0, 0.0, 1.0], "end_s": [3.0, 3.0, 2.0]})
+    got = core_time_s(blocks, 2.0)
+    assert got == pytest.approx([1 + 2 / 3 + 1, 1 + 2 / 3 + 1, 2 / 3], rel=1e-12)
+    # enough slots: the block time itself
+    assert core_time_s(blocks, 3.0) == pytest.approx([3.0, 3.0, 1.0], rel=1e-12)
+
+
+def test_share_cores_fluid_ring_by_hand():
+    from ringsim.calibrate import share_cores
+
+    # 2 ranks on 1 core, forward only; work [rank, step] in core-seconds
+    W = np.array([[1.0, 0.5], [2.0, 1.0]])
+    (d,) = share_cores([W], 1.0)
+    # t=0: both run at 1/2 → rank 0 ends step 0 at 2 (rank 1 has 1 left); rank 0 step 1 (rank 1 has
+    # started step 0) at 1/2 → ends at 3 (rank 1: 0.5 left); rank 1 alone → step 0 ends at 3.5,
+    # step 1 at 4.5
+    assert d == pytest.approx(np.array([[2.0, 1.0], [3.5, 1.0]]), rel=1e-12)
+    # a core per rank: durations are the work
+    (d,) = share_cores([W], 2.0)
+    assert d == pytest.approx(W, rel=1e-12)
+    # forward + backward: rank 0's backward starts when its forward ends, and still shares
+    Wb = np.array([[1.0, 1.0], [1.0, 1.0]])
+    f, b = share_cores([W, Wb], 1.0)
+    # rank 0 ends its forward at 3 and starts its backward at once, so rank 1's step 0 (0.5 left)
+    # still runs at 1/2 → ends at 4; rank 1's step 1 then shares with rank 0's bwd step 0 until 5
+    # (rank 0 done: 3→5 at 1/2) and runs alone 5→5.5; rank 0's bwd step 1 waits for rank 1 to post
+    # (5.5); both bwd blocks share 5.5→7.5; rank 1's last block alone 7.5→8.5
+    assert f == pytest.approx(np.array([[2.0, 1.0], [4.0, 1.5]]), rel=1e-12)
+    assert b == pytest.approx(np.array([[2.0, 2.0], [2.0, 1.0]]), rel=1e-12)
+    # one core, always busy: rank 1 (never blocked) ends at the total work
+    assert f[1].sum() + b[1].sum() == pytest.approx(W.sum() + Wb.sum(), rel=1e-12)
+
+
+def test_oversubscribed_ring_uses_processor_sharing():
+    """A calibration with a load-2 level predicts a 4-rank ring on 2 cores by sharing: balanced
+    zigzag blocks each take 2× their core time, contiguous rank 3 speeds up once others are done."""
+    from ringsim.calibrate import share_cores
+
+    base = _runs([(s, 2, T, "fwd") for s in ("contiguous", "zigzag") for T in (1024, 2048, 4096)])
+    over = [(f"over-{i}", synth_run(s, 4, T, "fwd", seed=10 + i, cores=2, slow=2.0))
+            for i, (s, T) in enumerate([("contiguous", 2048), ("zigzag", 4096)])]
+    for _, tl in base:
+        tl.meta["cpu_cores"] = 2
+    doc = calibrate(base + over)
+    assert doc["contention"]["sharing"]["slots"] == 2.0
+    cost = CalibratedCost(doc).for_world_size(4, run_phase="fwd")
+    wl = Workload(ModelSpec("m", 1, 4, 4, 64), 4096, 1, "fp32")
+    for sched in ("contiguous", "zigzag"):
+        plan = Plan(sched, 4, 4096, "causal")
+        batch = BlockBatch.build(plan, wl, load_topology("localhost-cpu"), "fwd")
+        core = cost._core_s(batch, doc["contention"]["by_load"]["2"])
+        (want,) = share_cores([core], 2.0)
+        assert cost.compute_s(batch) == pytest.approx(want, rel=1e-12)
+    # contiguous: rank 0 computes one block, so later steps of the others run faster than 2×
+    plan = Plan("contiguous", 4, 4096, "causal")
+    got = cost.compute_s(BlockBatch.build(plan, wl, load_topology("localhost-cpu"), "fwd"))
+    core = cost._core_s(BlockBatch.build(plan, wl, load_topology("localhost-cpu"), "fwd"),
+                        doc["contention"]["by_load"]["2"])
+    assert got[3, 3] == pytest.approx(core[3, 3], rel=1e-9)  # alone at the end: a core of its own
+    assert got[3, 0] > 1.5 * core[3, 0]  # step 0: four ranks on two cores
