@@ -12,16 +12,18 @@ its compute plus the merge that follows it — exactly the interval the simulato
 are part of the rank's busy time). Work is measured as ``pairs`` scaled to the reference workload:
 ``work = pairs × flops_per_pair / flops_per_pair_ref`` (flops per pair = 2·B·H·(d_qk + d_v)), so a
 fit transfers to other head counts, head sizes and batches, and — since it is per pair — to other
-sequence lengths, world sizes and schedules. Two candidate models per (kind, phase):
+sequence lengths, world sizes and schedules. Three candidate models per (kind, phase):
 
 - ``roofline``: ``t = overhead_s + work × seconds_per_pair``, fitted on the per-size medians by
   least squares on relative error with both coefficients constrained ≥ 0 (a 2-variable NNLS:
   when the unconstrained optimum has a negative intercept the line goes through the origin);
 - ``table``: piecewise-linear interpolation over the per-size medians, proportional scaling
-  (t ∝ work) outside the measured range.
+  (t ∝ work) outside the measured range;
+- ``power``: ``t = c × work^alpha`` through the per-size medians in log-log.
 
 Each is scored by leave-one-size-out MAPE (every distinct work size is predicted from the others);
-the lower wins and both scores are recorded. Kinds without data fall back to the phase's pooled
+the lowest wins (ties, as with exactly two sizes, go to power, then table) and all scores are
+recorded. Kinds without data fall back to the phase's pooled
 fit (``"*"``); a phase without data falls back to forward × 2.5 (the roofline constant).
 
 **(b) Latency and bandwidth per link class.** Each transfer's duration is taken from the later of
@@ -63,7 +65,7 @@ from .units import InputError, write_atomic
 
 __all__ = ["calibrate", "load_calibration", "CalibratedCost", "load_measured", "block_samples", "core_time_s",
            "share_cores",
-           "transfer_samples", "assign_iterations", "fit_line_nonneg", "fit_roofline", "TableModel",
+           "transfer_samples", "assign_iterations", "fit_line_nonneg", "fit_roofline", "fit_power", "TableModel",
            "trace_link_class", "trace_load", "workload_from_meta", "write_calibration", "FORMAT"]
 
 FORMAT = "ringsim-calibration/1"
@@ -422,31 +424,65 @@ def _mape(pred, t) -> float:
     return float(np.mean(np.abs(pred[ok] - t[ok]) / t[ok])) if ok.any() else float("nan")
 
 
+def fit_power(x: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """``t ≈ c · x^alpha`` through the per-size medians (least squares in log-log); one size:
+    alpha = 1 (proportional). alpha is kept in [0.3, 1.5] (a kernel neither flat nor worse than
+    x^1.5 in its work)."""
+    xs, ts = _medians(np.asarray(x, float), np.asarray(t, float))
+    ok = (xs > 0) & (ts > 0)
+    xs, ts = xs[ok], ts[ok]
+    if not len(xs):
+        return 0.0, 1.0
+    lx, lt = np.log(xs), np.log(ts)
+    alpha = 1.0
+    if len(xs) >= 2:
+        alpha = float(np.clip(np.polyfit(lx, lt, 1)[0], 0.3, 1.5))
+    c = float(np.exp(np.mean(lt - alpha * lx)))
+    return c, alpha
+
+
+MODELS = ("power", "table", "roofline")  # preference order when the held-out scores tie
+
+
 def _compare_models(x: np.ndarray, t: np.ndarray) -> dict:
-    """Fit both candidates; leave-one-size-out MAPE for each; keep the lower."""
+    """Fit the three candidates; leave-one-size-out MAPE for each; keep the lowest.
+
+    With exactly two sizes the held-out scores coincide (each candidate predicts a size from the
+    other one alone, proportionally), and the tie goes to the power law: a kernel whose per-pair
+    cost falls with block size (fixed costs amortised, better reuse) is followed by ``c·x^alpha``,
+    alpha < 1, between and just beyond two sizes, where the affine line (overhead + slope) bends
+    the wrong way below the smaller size and the table is proportional outside its range."""
     xs = np.unique(x)
     a, b = fit_roofline(x, t)
+    c, al = fit_power(x, t)
     table = TableModel.fit(x, t)
     out = {"n_samples": int(len(t)), "n_sizes": int(len(xs)),
            "roofline": {"overhead_s": a, "seconds_per_pair": b},
+           "power": {"coefficient_s": c, "exponent": al},
            "table": {"pairs": table.xs.tolist(), "seconds": table.ts.tolist()}}
     if len(xs) >= 2:
-        pr, pt = np.empty_like(t), np.empty_like(t)
+        pr, pt, pp = np.empty_like(t), np.empty_like(t), np.empty_like(t)
         for v in xs:
             held = x == v
             aa, bb = fit_roofline(x[~held], t[~held])
             pr[held] = aa + bb * x[held]
             pt[held] = TableModel.fit(x[~held], t[~held])(x[held])
+            cc, aal = fit_power(x[~held], t[~held])
+            pp[held] = cc * x[held] ** aal
         out["roofline"]["mape_loo"] = _mape(pr, t)
         out["table"]["mape_loo"] = _mape(pt, t)
+        out["power"]["mape_loo"] = _mape(pp, t)
         out["validation"] = "leave-one-size-out"
+        out["chosen"] = min(MODELS, key=lambda m: (round(out[m]["mape_loo"], 9), MODELS.index(m)))
     else:  # one size: nothing to hold out; in-sample error, and the roofline is kept
         out["roofline"]["mape_loo"] = _mape(a + b * x, t)
         out["table"]["mape_loo"] = _mape(table(x), t) + 1e-12
+        out["power"]["mape_loo"] = _mape(c * x ** al, t) + 1e-12
         out["validation"] = "in-sample (one size only)"
+        out["chosen"] = "roofline"
     out["roofline"]["mape_fit"] = _mape(a + b * x, t)
     out["table"]["mape_fit"] = _mape(table(x), t)
-    out["chosen"] = "roofline" if out["roofline"]["mape_loo"] <= out["table"]["mape_loo"] else "table"
+    out["power"]["mape_fit"] = _mape(c * x ** al, t)
     out["mape"] = out[out["chosen"]]["mape_loo"]
     return out
 
@@ -454,6 +490,9 @@ def _compare_models(x: np.ndarray, t: np.ndarray) -> dict:
 def _predict(entry: dict, x: np.ndarray) -> np.ndarray:
     if entry["chosen"] == "table":
         return TableModel(entry["table"]["pairs"], entry["table"]["seconds"])(x)
+    if entry["chosen"] == "power":
+        p = entry["power"]
+        return p["coefficient_s"] * np.asarray(x, float) ** p["exponent"]
     r = entry["roofline"]
     return r["overhead_s"] + r["seconds_per_pair"] * np.asarray(x, float)
 
