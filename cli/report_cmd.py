@@ -1,24 +1,16 @@
 """`ringsim report [TRACES...] [--calibration calib.json] [--validation v.json] -o out.html`."""
 from __future__ import annotations
 
-import json
-import os
 
 import click
 
-from ringsim.units import InputError
+from ringsim.units import InputError, read_json
 
 from .calibrate_cmd import parse_kv
 
 
 def _read_json(path: str, what: str, hint: str) -> dict:
-    if not os.path.exists(path):
-        raise InputError(f"{what} file {path} does not exist; {hint}")
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path} is not a {what} JSON ({type(e).__name__}); {hint}") from None
+    doc = read_json(path, f"{what} file", hint)
     if not isinstance(doc, dict):
         raise InputError(f"{path} is not a {what} JSON document; {hint}")
     return doc

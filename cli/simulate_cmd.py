@@ -14,15 +14,21 @@ SUMMARY = ["schedule", "world_size", "seq_len", "phase", "engine", "makespan_s",
            "peak_memory_bytes", "bottleneck_hop"]
 
 
-def _spec(schedule, workload_kw, topo_kw, mask, phase, engine, overlap, rendezvous, double_buffer, calibration):
+_WORKLOAD_KEYS = ("model", "layers", "heads", "kv_heads", "head_dim", "hidden", "ffn", "seq_len", "batch", "dtype")
+_TOPOLOGY_KEYS = ("topology", "world_size", "link_scale", "straggler", "degrade_link", "placement")
+
+
+def _spec(schedule: str, opts: dict):
+    """The SimSpec the shared workload, topology and system options describe."""
     from ringsim.engine import Knobs
     from ringsim.simulate import SimSpec
 
-    wl = build_workload(**workload_kw)
-    topo = build_topology(**topo_kw)
-    return SimSpec(workload=wl, topology=topo, schedule=schedule, world_size=topo_kw["world_size"], mask=mask,
-                   phase=phase, engine=engine, knobs=Knobs(overlap, rendezvous, double_buffer),
-                   cost_model=build_cost_model(calibration))
+    wl = build_workload(**{k: opts[k] for k in _WORKLOAD_KEYS})
+    topo = build_topology(**{k: opts[k] for k in _TOPOLOGY_KEYS})
+    return SimSpec(workload=wl, topology=topo, schedule=schedule, world_size=opts["world_size"], mask=opts["mask"],
+                   phase=opts["phase"], engine=opts["engine"],
+                   knobs=Knobs(opts["overlap"], opts["rendezvous"], opts["double_buffer"]),
+                   cost_model=build_cost_model(opts["calibration"]))
 
 
 def _public(r: dict) -> dict:
@@ -78,9 +84,7 @@ def _write_trace(results: list[dict], trace: str | None) -> None:
 @click.option("--trace", type=click.Path(dir_okay=False), default=None,
               help="Write the simulated timeline as Chrome-trace JSON (opens in Perfetto).")
 @format_option
-def simulate(schedule, model, layers, heads, kv_heads, head_dim, hidden, ffn, seq_len, batch, dtype, topology,
-             world_size, link_scale, straggler, degrade_link, placement, mask, phase, engine, overlap, rendezvous,
-             double_buffer, calibration, trace, fmt, output):
+def simulate(schedule, trace, fmt, output, **opts):
     """Simulate one schedule on a topology: makespan, per-rank busy/idle, imbalance, overlap,
     efficiency, memory per GPU, and the hop that holds the ring back.
 
@@ -88,12 +92,7 @@ def simulate(schedule, model, layers, heads, kv_heads, head_dim, hidden, ffn, se
     """
     from ringsim.simulate import simulate_point
 
-    spec = _spec(schedule, dict(model=model, layers=layers, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
-                                hidden=hidden, ffn=ffn, seq_len=seq_len, batch=batch, dtype=dtype),
-                 dict(topology=topology, world_size=world_size, link_scale=link_scale, straggler=straggler,
-                      degrade_link=degrade_link, placement=placement),
-                 mask, phase, engine, overlap, rendezvous, double_buffer, calibration)
-    res = simulate_point(spec, keep_timeline=bool(trace))
+    res = simulate_point(_spec(schedule, opts), keep_timeline=bool(trace))
     _write_trace([res], trace)
     _render([res], fmt, output, speedups=False)
 
@@ -107,9 +106,7 @@ def simulate(schedule, model, layers, heads, kv_heads, head_dim, hidden, ffn, se
 @click.option("--trace", type=click.Path(dir_okay=False), default=None,
               help="Write each schedule's timeline to FILE with the schedule name before the extension.")
 @format_option
-def compare(schedules, model, layers, heads, kv_heads, head_dim, hidden, ffn, seq_len, batch, dtype, topology,
-            world_size, link_scale, straggler, degrade_link, placement, mask, phase, engine, overlap, rendezvous,
-            double_buffer, calibration, trace, fmt, output):
+def compare(schedules, trace, fmt, output, **opts):
     """Simulate several schedules on one configuration, sorted by makespan, with speedups."""
     from ringsim.simulate import compare_schedules
 
@@ -118,11 +115,6 @@ def compare(schedules, model, layers, heads, kv_heads, head_dim, hidden, ffn, se
     if bad or not names:
         raise InputError(f"unknown schedule(s) {', '.join(bad) or '(none)'} in --schedules; use a comma list of "
                          f"{', '.join(SCHEDULES)}")
-    spec = _spec(names[0], dict(model=model, layers=layers, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
-                                hidden=hidden, ffn=ffn, seq_len=seq_len, batch=batch, dtype=dtype),
-                 dict(topology=topology, world_size=world_size, link_scale=link_scale, straggler=straggler,
-                      degrade_link=degrade_link, placement=placement),
-                 mask, phase, engine, overlap, rendezvous, double_buffer, calibration)
-    results = compare_schedules(spec, list(dict.fromkeys(names)), keep_timeline=bool(trace))
+    results = compare_schedules(_spec(names[0], opts), list(dict.fromkeys(names)), keep_timeline=bool(trace))
     _write_trace(results, trace)
     _render(results, fmt, output, speedups=True)

@@ -29,14 +29,13 @@ is what calibration needs.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 
 import numpy as np
 
 from .timeline import Timeline
-from .units import InputError
+from .units import InputError, read_json
 
 __all__ = ["is_kineto_trace", "read_kineto_rank", "import_kineto", "attention_phase", "nccl_directions",
            "DTYPE_SIZES"]
@@ -99,13 +98,7 @@ def is_kineto_trace(data) -> bool:
 
 
 def _load(path: str) -> dict:
-    if not os.path.exists(path):
-        raise InputError(f"trace file {path} does not exist; check the path")
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path} is not JSON ({type(e).__name__}); give a PyTorch-profiler trace file") from None
+    data = read_json(path, "trace file", "give a PyTorch-profiler trace file")
     if not is_kineto_trace(data):
         raise InputError(f"{path} has no 'distributedInfo'; it is not a PyTorch-profiler (Kineto) trace of a "
                          "distributed run (export it with torch.profiler on every rank)")

@@ -27,6 +27,7 @@ __all__ = [
     "format_bytes",
     "format_seconds",
     "write_atomic",
+    "read_json",
 ]
 
 
@@ -183,3 +184,20 @@ def write_atomic(path: str | os.PathLike, data: str | bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def read_json(path: str | os.PathLike, what: str, hint: str):
+    """Load a JSON file given by a user; a missing or unreadable file is an InputError naming it.
+
+    ``what`` names the kind of file ("calibration", "trace file"), ``hint`` says how to get a good one.
+    """
+    import json
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise InputError(f"{what} {path} does not exist; {hint}")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is not JSON ({type(e).__name__}), so not a readable {what}; {hint}") from None
