@@ -74,6 +74,9 @@ class RingComm:
         self._sends: list[torch.Tensor] = []
         self._recvs: list[torch.Tensor] = []
         self._pending = None
+        # called with True before blocking on a transfer and False after: lets a watchdog tell a
+        # rank that waits on its peers from one stuck in its own work
+        self.wait_hook = None
         self.bytes_sent = 0
         self.bytes_received = 0
         if timed_completion is None:
@@ -108,6 +111,8 @@ class RingComm:
         step, phase, works, t_post, n_send, n_recv, stamps = self._pending
         self._pending = None
         t0 = self.rec.mark()
+        if self.wait_hook is not None:
+            self.wait_hook(True)
         if stamps is not None:
             ends = []
             for box, done in stamps:
@@ -120,6 +125,8 @@ class RingComm:
             for w in works:
                 w.wait()
             t_send_end = t_recv_end = None
+        if self.wait_hook is not None:
+            self.wait_hook(False)
         t1 = self.rec.mark()
         self.bytes_sent += n_send
         self.bytes_received += n_recv

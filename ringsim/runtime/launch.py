@@ -9,7 +9,8 @@ failed:
   named: ranks that died without reporting — killed, ``os._exit`` — before ranks whose
   communication failed because a peer vanished);
 - a rank that makes **no progress** (no ring-step heartbeat) for ``timeout_s`` fails the run; the
-  rank whose last heartbeat is oldest is named, since the others block only after it stops.
+  rank named is one not blocked on a transfer (the others wait on it), else the one whose last
+  heartbeat is oldest.
 
 On failure the parent terminates the other ranks and raises :class:`RankFailure` with one line
 that names the rank, its last known iteration, phase and step. The gloo group's own timeout is
@@ -65,7 +66,7 @@ def _context():
     return _CTX
 
 
-def _child(fn, args, rank, world_size, port, timeout_s, threads, result_dir, hb_time, hb_state):
+def _child(fn, args, rank, world_size, port, timeout_s, threads, result_dir, hb_time, hb_state, hb_wait):
     """Entry point of a local rank: set threads, join the gloo group, run ``fn``, save its result."""
     err_path = os.path.join(result_dir, f"rank{rank}.err")
     try:
@@ -80,6 +81,10 @@ def _child(fn, args, rank, world_size, port, timeout_s, threads, result_dir, hb_
             hb_state[3 * rank + 2] = step
             hb_time[rank] = time.time()
 
+        def waiting(flag: bool):
+            hb_wait[rank] = int(flag)
+
+        heartbeat.waiting = waiting
         hb_time[rank] = time.time()
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
                                 world_size=world_size,
@@ -123,12 +128,13 @@ def run_world(fn, args: tuple, world_size: int, timeout_s: float = 120.0, thread
     result_dir = tempfile.mkdtemp(prefix="ringsim-run-")
     hb_time = ctx.Array("d", world_size, lock=False)
     hb_state = ctx.Array("i", [-1, 0, 0] * world_size, lock=False)
+    hb_wait = ctx.Array("i", world_size, lock=False)  # 1 while a rank blocks on a transfer
     port = free_port()
     procs = []
     try:
         for r in range(world_size):
             p = ctx.Process(target=_child, args=(fn, args, r, world_size, port, timeout_s, threads, result_dir,
-                                                 hb_time, hb_state), daemon=True, name=f"ringsim-rank{r}")
+                                                 hb_time, hb_state, hb_wait), daemon=True, name=f"ringsim-rank{r}")
             p.start()
             procs.append(p)
         started = time.time()  # forkserver start() returns once the child is forked
@@ -157,7 +163,9 @@ def run_world(fn, args: tuple, world_size: int, timeout_s: float = 120.0, thread
                                   f"stopped the other ranks", culprit)
             stale = [r for r in range(world_size) if codes[r] is None and now - hb_time[r] > timeout_s]
             if stale:
-                culprit = min(stale, key=lambda r: (hb_time[r], r))
+                # a rank stuck in its own work, not one blocked on a transfer to or from it,
+                # is the culprit; among equals, the one whose last heartbeat is oldest
+                culprit = min(stale, key=lambda r: (hb_wait[r], hb_time[r], r))
                 raise RankFailure(f"rank {culprit} made no progress for {now - hb_time[culprit]:.1f} s "
                                   f"(timeout {timeout_s:g} s) at {_where(hb_state, culprit)}; stopped all ranks",
                                   culprit)

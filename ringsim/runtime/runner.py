@@ -22,12 +22,12 @@ import os
 import platform
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from ringsim.schedules import SCHEDULES, Plan, parse_mask
-from ringsim.timeline import COLUMNS, Timeline
+from ringsim.timeline import Timeline
 from ringsim.units import InputError
 
 __all__ = ["RunConfig", "run_rank", "assemble", "check_outputs", "make_inputs", "TOLERANCES"]
@@ -149,6 +149,7 @@ def run_rank(cfg: RunConfig, rank: int, device=None, heartbeat=None) -> dict:
 
     ring = RankRing.build(plan, rank, cfg.head_dim, cfg.kernel, progress)
     comm = RingComm(rank, G, rec)
+    comm.wait_hook = getattr(heartbeat, "waiting", None)
     origin = common_origin(rank, G)
     windows = []
     outputs = None
