@@ -27,8 +27,6 @@ import socket
 import statistics
 import sys
 
-import numpy as np
-
 
 def _parse_list(text, what):
     from ringsim.units import parse_int_list

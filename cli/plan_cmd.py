@@ -5,7 +5,7 @@ import click
 
 from ringsim.planreport import plan_report
 from ringsim.schedules import SCHEDULES, Plan
-from ringsim.units import InputError, format_bytes, parse_flops, parse_seq_len
+from ringsim.units import InputError, format_bytes, parse_flops
 
 from .common import build_workload, emit, format_option, render_csv, render_table, to_json, workload_options
 

@@ -1,9 +1,6 @@
 """`ringsim run`: a real ring-attention run with per-step traces (torch.distributed)."""
 from __future__ import annotations
 
-import json
-import sys
-
 import click
 
 from ringsim.schedules import SCHEDULES

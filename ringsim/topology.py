@@ -13,7 +13,6 @@ says otherwise.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 
 import networkx as nx
 

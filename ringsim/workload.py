@@ -18,7 +18,7 @@ per attention layer; everything "per layer" below is per *attention* layer.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from .units import InputError
 

@@ -6,7 +6,7 @@ import re
 import pytest
 
 from ringsim.calibrate import calibrate
-from ringsim.report import gantt_rows, render_report, write_report
+from ringsim.report import gantt_rows, write_report
 from ringsim.validate import validate_runs
 
 from test_validate import measured_like

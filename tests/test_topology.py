@@ -8,7 +8,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 
 from ringsim.cli import main
-from ringsim.topoload import build_topology, describe_topology, list_presets, load_topology, preset_names
+from ringsim.topoload import describe_topology, list_presets, load_topology, preset_names
 from ringsim.units import InputError
 
 PRESET_GPUS = {
