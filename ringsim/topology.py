@@ -78,8 +78,12 @@ class Topology:
 
     def check_world_size(self, world_size: int) -> None:
         if world_size > self.num_gpus:
-            raise InputError(f"topology {self.name} has {self.num_gpus} GPUs, fewer than world size "
-                             f"{world_size}; lower --world-size or pick a larger topology")
+            is_file = bool(self.source) and not self.source.startswith("preset:") and self.source != self.name
+            where = f" ({self.source})" if is_file else ""
+            fix = ("add GPUs (or a larger dimension) to the file" if is_file
+                   else "pick a larger topology (see `ringsim topology list`)")
+            raise InputError(f"topology {self.name}{where} has {self.num_gpus} GPUs, fewer than world size "
+                             f"{world_size}; lower --world-size or {fix}")
         if world_size <= 0:
             raise InputError(f"world size must be positive, got {world_size}")
 
