@@ -37,7 +37,15 @@ metadata: ``link_class`` if given, ``"loopback"`` for CPU/gloo runs, else ``"lin
 exceeds the cores, ranks time-share them. The base compute model is fitted on the runs that are
 not oversubscribed; the oversubscribed runs then give ``factor = load^gamma`` with
 ``load = world_size × threads_per_rank / cpu_cores`` (gamma is the median of
-log(measured/predicted)/log(load)), applied when the prediction is for such a host. Transfers
+log(measured/predicted)/log(load)), applied when the prediction is for such a host — unless
+the load level has runs of its own (``contention.by_load``, used up to ``SHARE_MAX_WORLD_SIZE``
+ranks): then each measured block is turned into *core-seconds* (:func:`core_time_s`: its time with
+the time-sharing taken out, from how many ranks were inside a block at each instant), the kind
+models are fitted on those, the mean off-core time before a block (:func:`block_gaps_s`: waits on
+a descheduled peer, the ranks' staggered start) is recorded, and a prediction runs the ring as
+processor sharing (:func:`share_cores`): ranks inside a block share the cores equally. That is what
+makes a balanced schedule gain little on an oversubscribed host: a rank that runs out of work
+hands its core to the others. Transfers
 are fitted on the runs that are not oversubscribed too, and the oversubscribed runs give the links
 their own ``load^gamma`` slowdown, applied when the ring size is known
 (:meth:`CalibratedCost.for_world_size`, which ``ringsim validate`` uses). *Transfer
@@ -289,7 +297,30 @@ def core_time_s(blocks: pd.DataFrame, slots: float) -> np.ndarray:
     return cum[np.searchsorted(edges, e)] - cum[np.searchsorted(edges, s)]
 
 
-def share_cores(work: list[np.ndarray], slots: float) -> list[np.ndarray]:
+def block_gaps_s(blocks: pd.DataFrame) -> np.ndarray:
+    """Per block, the time its rank spent outside blocks just before it: from the rank's previous
+    block end (for its first block of an iteration: from the iteration's earliest block start) to
+    this block's start — waits on a peer and being off the core, the time-sharing costs a
+    processor-sharing ring does not see."""
+    b = blocks
+    gap = np.zeros(len(b))
+    if not len(b):
+        return gap
+    it0 = b.groupby("iter")["start_s"].transform("min").to_numpy()
+    order = np.lexsort((b["start_s"].to_numpy(), b["rank"].to_numpy(), b["iter"].to_numpy()))
+    st, en = b["start_s"].to_numpy(), b["end_s"].to_numpy()
+    rk, it = b["rank"].to_numpy(), b["iter"].to_numpy()
+    prev = None
+    for i in order:
+        if prev is not None and rk[prev] == rk[i] and it[prev] == it[i]:
+            gap[i] = max(st[i] - en[prev], 0.0)
+        else:
+            gap[i] = max(st[i] - it0[i], 0.0)
+        prev = i
+    return gap
+
+
+def share_cores(work: list[np.ndarray], slots: float, delay: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """Block durations ``[rank, step]`` per phase when G single-thread ranks time-share ``slots``
     cores (the inverse of :func:`core_time_s`).
 
@@ -298,27 +329,37 @@ def share_cores(work: list[np.ndarray], slots: float) -> list[np.ndarray]:
     block s ≥ 1 of a phase starts once the rank's block s−1 is done and both ring neighbours have
     started their step s−1 (the rendezvous transfers of step s−1 need both posts; transfers take
     no time here — the engine adds them); the ranks inside a block share the cores equally, each
-    progressing at ``min(1, slots / n)`` core-seconds per second."""
+    progressing at ``min(1, slots / n)`` core-seconds per second. ``delay`` (optional, per phase,
+    seconds): off-core time at the start of each block (waiting to be scheduled) — part of the
+    block's duration, but it uses no core."""
     P = len(work)
     G = work[0].shape[0]
     W = np.concatenate([np.asarray(w, float) for w in work], axis=1)  # [G, P*G]
+    D = np.zeros_like(W) if delay is None else np.concatenate([np.asarray(d, float) for d in delay], axis=1)
     nb = W.shape[1]
     start = np.full((G, nb), np.nan)
     end = np.full((G, nb), np.nan)
     nxt = np.zeros(G, dtype=int)
     rem = np.zeros(G)
+    wake = np.full(G, np.inf)  # sleeping (off-core) until
     active = np.zeros(G, dtype=bool)
+    busy = np.zeros(G, dtype=bool)  # inside a block (sleeping or active)
     t = 0.0
+    tol = 1e-12 * max(float(W.max()) if W.size else 0.0, float(D.max()) if D.size else 0.0, 1e-30)
 
     def try_start(r):
         k = nxt[r]
-        if k >= nb or active[r]:
+        if k >= nb or busy[r]:
             return False
         if k % G and (np.isnan(start[(r - 1) % G, k - 1]) or np.isnan(start[(r + 1) % G, k - 1])):
             return False
         start[r, k] = t
         rem[r] = W[r, k]
-        active[r] = True
+        busy[r] = True
+        if D[r, k] > 0:
+            wake[r] = t + D[r, k]
+        else:
+            active[r] = True
         return True
 
     def start_all():
@@ -329,19 +370,25 @@ def share_cores(work: list[np.ndarray], slots: float) -> list[np.ndarray]:
                 changed |= try_start(r)
 
     start_all()
-    while active.any():
-        n = int(active.sum())
-        rate = min(1.0, slots / n)
+    while busy.any():
         idx = np.flatnonzero(active)
-        j = idx[np.argmin(rem[idx])]
-        dt = rem[j] / rate
-        t += dt
-        rem[idx] -= dt * rate
-        rem[j] = 0.0
-        tol = 1e-12 * max(float(W.max()), 1e-30)
+        n = len(idx)
+        rate = min(1.0, slots / n) if n else 0.0
+        t_done = t + float(rem[idx].min()) / rate if n else np.inf
+        t_wake = float(wake.min())
+        t_next = min(t_done, t_wake)
+        if n:
+            rem[idx] -= (t_next - t) * rate
+            if t_next == t_done:
+                rem[idx[np.argmin(rem[idx])]] = 0.0
+        t = t_next
+        for r in np.flatnonzero(wake <= t + tol):
+            wake[r] = np.inf
+            active[r] = True
         for r in idx[rem[idx] <= tol]:
             end[r, nxt[r]] = t
             active[r] = False
+            busy[r] = False
             nxt[r] += 1
         start_all()
     if np.isnan(end).any():  # cannot happen for a ring; keep the engine safe anyway
@@ -441,7 +488,21 @@ def fit_power(x: np.ndarray, t: np.ndarray) -> tuple[float, float]:
     return c, alpha
 
 
-MODELS = ("power", "table", "roofline")  # preference order when the held-out scores tie
+def fit_rows(x: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """``t ≈ a·√x + b·x`` with a, b ≥ 0 through the per-size medians (relative least squares):
+    a per-row cost (√work ∝ the block's query rows for a given kind: loads, softmax statistics, the
+    merge) plus a per-pair cost. Solved as the non-negative line ``t/√x = a + b·√x``, whose relative
+    error is that of t; one size: proportional (a = 0)."""
+    xs, ts = _medians(np.asarray(x, float), np.asarray(t, float))
+    ok = xs > 0
+    xs, ts = xs[ok], ts[ok]
+    if not len(xs):
+        return 0.0, 0.0
+    r = np.sqrt(xs)
+    return fit_line_nonneg(r, ts / r)
+
+
+MODELS = ("rows", "power", "table", "roofline")  # preference order when the held-out scores tie
 
 
 def _compare_models(x: np.ndarray, t: np.ndarray) -> dict:
@@ -455,13 +516,15 @@ def _compare_models(x: np.ndarray, t: np.ndarray) -> dict:
     xs = np.unique(x)
     a, b = fit_roofline(x, t)
     c, al = fit_power(x, t)
+    ra, rb = fit_rows(x, t)
     table = TableModel.fit(x, t)
     out = {"n_samples": int(len(t)), "n_sizes": int(len(xs)),
            "roofline": {"overhead_s": a, "seconds_per_pair": b},
+           "rows": {"seconds_per_sqrt_pair": ra, "seconds_per_pair": rb},
            "power": {"coefficient_s": c, "exponent": al},
            "table": {"pairs": table.xs.tolist(), "seconds": table.ts.tolist()}}
     if len(xs) >= 2:
-        pr, pt, pp = np.empty_like(t), np.empty_like(t), np.empty_like(t)
+        pr, pt, pp, pw = np.empty_like(t), np.empty_like(t), np.empty_like(t), np.empty_like(t)
         for v in xs:
             held = x == v
             aa, bb = fit_roofline(x[~held], t[~held])
@@ -469,20 +532,24 @@ def _compare_models(x: np.ndarray, t: np.ndarray) -> dict:
             pt[held] = TableModel.fit(x[~held], t[~held])(x[held])
             cc, aal = fit_power(x[~held], t[~held])
             pp[held] = cc * x[held] ** aal
+            wa, wb = fit_rows(x[~held], t[~held])
+            pw[held] = wa * np.sqrt(x[held]) + wb * x[held]
         out["roofline"]["mape_loo"] = _mape(pr, t)
         out["table"]["mape_loo"] = _mape(pt, t)
         out["power"]["mape_loo"] = _mape(pp, t)
+        out["rows"]["mape_loo"] = _mape(pw, t)
         out["validation"] = "leave-one-size-out"
         out["chosen"] = min(MODELS, key=lambda m: (round(out[m]["mape_loo"], 9), MODELS.index(m)))
     else:  # one size: nothing to hold out; in-sample error, and the roofline is kept
         out["roofline"]["mape_loo"] = _mape(a + b * x, t)
-        out["table"]["mape_loo"] = _mape(table(x), t) + 1e-12
-        out["power"]["mape_loo"] = _mape(c * x ** al, t) + 1e-12
+        for m, pred in (("table", table(x)), ("power", c * x ** al), ("rows", ra * np.sqrt(x) + rb * x)):
+            out[m]["mape_loo"] = _mape(pred, t) + 1e-12
         out["validation"] = "in-sample (one size only)"
         out["chosen"] = "roofline"
     out["roofline"]["mape_fit"] = _mape(a + b * x, t)
     out["table"]["mape_fit"] = _mape(table(x), t)
     out["power"]["mape_fit"] = _mape(c * x ** al, t)
+    out["rows"]["mape_fit"] = _mape(ra * np.sqrt(x) + rb * x, t)
     out["mape"] = out[out["chosen"]]["mape_loo"]
     return out
 
@@ -490,6 +557,10 @@ def _compare_models(x: np.ndarray, t: np.ndarray) -> dict:
 def _predict(entry: dict, x: np.ndarray) -> np.ndarray:
     if entry["chosen"] == "table":
         return TableModel(entry["table"]["pairs"], entry["table"]["seconds"])(x)
+    if entry["chosen"] == "rows":
+        w = entry["rows"]
+        x = np.asarray(x, float)
+        return w["seconds_per_sqrt_pair"] * np.sqrt(np.maximum(x, 0.0)) + w["seconds_per_pair"] * x
     if entry["chosen"] == "power":
         p = entry["power"]
         return p["coefficient_s"] * np.asarray(x, float) ** p["exponent"]
@@ -525,6 +596,7 @@ def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
         b["load"] = trace_load(meta)
         slots = _slots(meta)
         b["core_time_s"] = core_time_s(b, slots) if b["load"].iloc[0] > 1.0 + 1e-9 else b["time_s"]
+        b["gap_s"] = block_gaps_s(b)
         b["trace"] = label
         blocks.append(b)
         tr = transfer_samples(tl)
@@ -577,6 +649,12 @@ def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
         D = B[B["load"] == L]
         fit = _fit_compute(D.assign(time_s=D["core_time_s"]))
         if fit:
+            # off-core time before a block (mean: the tail of the scheduler is what costs)
+            first = (D["step"] == 0) & (D["phase"] == "fwd")
+            fit["gap_s"] = {"first": float(D.loc[first, "gap_s"].mean()) if first.any() else 0.0}
+            for ph in ("fwd", "bwd"):
+                m = ~first & (D["phase"] == ph)
+                fit["gap_s"][ph] = float(D.loc[m, "gap_s"].mean()) if m.any() else 0.0
             by_load[f"{L:g}"] = fit
     if by_load:
         cont["by_load"] = by_load
@@ -794,7 +872,14 @@ class CalibratedCost(CostModel):
         work = [self._core_s(batch if p == batch.phase else BlockBatch.build(batch.plan, batch.workload,
                                                                              batch.topology, p), fits)
                 for p in phases]
-        return share_cores(work, slots)[phases.index(batch.phase)]
+        gaps = fits.get("gap_s") or {}
+        delay = []
+        for p, w in zip(phases, work):
+            d = np.full(w.shape, float(gaps.get(p, 0.0)))
+            if p == "fwd":
+                d[:, 0] = float(gaps.get("first", 0.0))
+            delay.append(d)
+        return share_cores(work, slots, delay)[phases.index(batch.phase)]
 
     def apply_to_topology(self, topology: Topology) -> Topology:
         if not self.links:

@@ -16,7 +16,14 @@ order in which each (rank, phase, kind, step) occurs — see :func:`ringsim.cali
   transfer (each send's rendezvous-corrected duration) and wait totals, measured (mean per
   iteration) vs predicted, with signed relative errors.
 - **per step** (phase, step): mean block time over ranks, mean transfer time, mean wait per rank,
-  and when the step's last block ends (from the iteration start) — measured vs predicted.
+  and when the step's last block ends (from the iteration start) — measured vs predicted. The
+  backward protocols differ: the runtime (``ringsim.runtime.ring``) sends K/V alone at step 0, the
+  dK/dV one step behind, dK/dV alone at step G−1, and returns every shard's dK/dV at an extra
+  step G; the simulator sends K/V + dK/dV (2×) at steps < G−1 and the final dK/dV after the block
+  of step G−1. Each step therefore also carries its mean message bytes on both sides, the
+  per-byte transfer error (``transfer_per_byte_error``: the link model, free of the protocol
+  difference) and a ``protocol_note`` where the bytes differ. Neither the return (step G) nor the
+  simulator's final send is part of the makespan (both come after the last block).
 - **schedule ranking**: with several traces of one configuration (same world size, length,
   mask, phase) and different schedules, whether the predicted order by makespan is the measured
   one, and each schedule's speedup over contiguous measured and predicted.
@@ -114,7 +121,9 @@ def _side(tl: Timeline) -> dict:
                                     "end_s": float(d.groupby("iter")["rel_end"].max().median())}
     if len(xfers):
         for (ph, st), d in xfers.groupby(["phase", "step"]):
-            steps.setdefault((ph, int(st)), {})["transfer_s"] = float(d["time_s"].mean())
+            e = steps.setdefault((ph, int(st)), {})
+            e["transfer_s"] = float(d["time_s"].mean())
+            e["bytes"] = float(d["bytes"].mean())
     if len(waits):
         w = waits.assign(d=waits["end_s"] - waits["start_s"])
         for (ph, st), d in w.groupby(["phase", "step"]):
@@ -172,6 +181,13 @@ def validate_timeline(tl: Timeline, cost_model: CostModel | None = None, topolog
             row[f"measured_{k}"] = ms.get(k)
             row[f"predicted_{k}"] = ps.get(k)
             row[f"{k[:-2]}_error"] = rel_error(ps.get(k), ms.get(k))
+        row["measured_bytes"], row["predicted_bytes"] = ms.get("bytes"), ps.get("bytes")
+        # the backward protocols differ in what a step moves (module docstring): where the bytes
+        # differ, compare seconds per byte instead (the link model, not the protocol)
+        row["transfer_per_byte_error"] = None
+        if ms.get("bytes") and ps.get("bytes") and ms.get("transfer_s") and ps.get("transfer_s"):
+            row["transfer_per_byte_error"] = rel_error(ps["transfer_s"] / ps["bytes"], ms["transfer_s"] / ms["bytes"])
+        row["protocol_note"] = _protocol_note(key[0], key[1], G, ms.get("bytes"), ps.get("bytes"))
         per_step.append(row)
     out = {
         "trace": label, "schedule": cfg["schedule"], "world_size": G, "seq_len": cfg["seq_len"],
@@ -182,6 +198,21 @@ def validate_timeline(tl: Timeline, cost_model: CostModel | None = None, topolog
         "per_rank": per_rank, "per_step": per_step,
     }
     return out, pred_tl
+
+
+def _protocol_note(phase: str, step: int, G: int, meas_bytes, pred_bytes) -> str | None:
+    """Why a backward step's transfer differs between the runtime and the simulator (or None)."""
+    if phase != "bwd":
+        return None
+    if step == G and meas_bytes and not pred_bytes:
+        return "runtime: the return of every shard's dK/dV to its owner (the simulator sends it after step G-1)"
+    if step == G - 1 and G > 1 and (meas_bytes or pred_bytes):
+        return "runtime: dK/dV of step G-2 only, posted before the block; simulator: final dK/dV after the block"
+    if meas_bytes and pred_bytes and abs(meas_bytes - pred_bytes) > 0.01 * max(meas_bytes, pred_bytes):
+        if step == 0:
+            return "runtime: K/V only at step 0 (dK/dV travel one step behind); simulator: K/V + dK/dV"
+        return "bytes differ between the runtime's and the simulator's backward protocol"
+    return None
 
 
 def schedule_ranking(cases: list[dict]) -> list[dict]:

@@ -337,31 +337,51 @@ def test_oversubscribed_ring_uses_processor_sharing():
     for sched in ("contiguous", "zigzag"):
         plan = Plan(sched, 4, 4096, "causal")
         batch = BlockBatch.build(plan, wl, load_topology("localhost-cpu"), "fwd")
-        core = cost._core_s(batch, doc["contention"]["by_load"]["2"])
-        (want,) = share_cores([core], 2.0)
+        level = doc["contention"]["by_load"]["2"]
+        core = cost._core_s(batch, level)
+        delay = np.full(core.shape, level["gap_s"]["fwd"])
+        delay[:, 0] = level["gap_s"]["first"]
+        (want,) = share_cores([core], 2.0, [delay])
         assert cost.compute_s(batch) == pytest.approx(want, rel=1e-12)
     # contiguous: rank 0 computes one block, so later steps of the others run faster than 2×
     plan = Plan("contiguous", 4, 4096, "causal")
     got = cost.compute_s(BlockBatch.build(plan, wl, load_topology("localhost-cpu"), "fwd"))
     core = cost._core_s(BlockBatch.build(plan, wl, load_topology("localhost-cpu"), "fwd"),
                         doc["contention"]["by_load"]["2"])
-    assert got[3, 3] == pytest.approx(core[3, 3], rel=1e-9)  # alone at the end: a core of its own
+    gap = doc["contention"]["by_load"]["2"]["gap_s"]["fwd"]
+    assert got[3, 3] == pytest.approx(core[3, 3] + gap, rel=1e-9)  # alone at the end: a core of its own
     assert got[3, 0] > 1.5 * core[3, 0]  # step 0: four ranks on two cores
 
 
-def test_power_law_fit_and_two_size_tie_break():
-    from ringsim.calibrate import _compare_models, fit_power
+def test_power_and_rows_fits_and_two_size_tie_break():
+    from ringsim.calibrate import _compare_models, _predict, fit_power, fit_rows
 
     x = np.array([1e5, 1e5, 4e5, 1.6e6])
     t = 2e-6 * x ** 0.75
     c, al = fit_power(x, t)
     assert al == pytest.approx(0.75, rel=1e-9) and c == pytest.approx(2e-6, rel=1e-9)
     assert fit_power(np.array([10.0]), np.array([5.0])) == (pytest.approx(0.5), 1.0)  # one size: ∝
+    # per-row + per-pair: t = a·√x + b·x recovered exactly
+    t = 3e-6 * np.sqrt(x) + 2e-8 * x
+    a, b = fit_rows(x, t)
+    assert a == pytest.approx(3e-6, rel=1e-9) and b == pytest.approx(2e-8, rel=1e-9)
     # two sizes: every candidate predicts one size from the other alone (proportionally), so the
-    # scores tie and the power law is kept; it then reproduces both sizes and the curve between
-    e = _compare_models(np.array([1e5, 1.6e6]), 2e-6 * np.array([1e5, 1.6e6]) ** 0.75)
-    assert e["chosen"] == "power"
-    assert e["power"]["mape_loo"] == pytest.approx(e["table"]["mape_loo"], rel=1e-9)
-    from ringsim.calibrate import _predict
+    # scores tie and the rows model is kept; it then passes through both sizes
+    xs = np.array([1e5, 1.6e6])
+    e = _compare_models(xs, 3e-6 * np.sqrt(xs) + 2e-8 * xs)
+    assert e["chosen"] == "rows"
+    assert e["rows"]["mape_loo"] == pytest.approx(e["power"]["mape_loo"], rel=1e-9)
+    assert _predict(e, np.array([4e5]))[0] == pytest.approx(3e-6 * np.sqrt(4e5) + 2e-8 * 4e5, rel=1e-9)
 
-    assert _predict(e, np.array([4e5]))[0] == pytest.approx(2e-6 * 4e5 ** 0.75, rel=1e-9)
+
+def test_share_cores_delay_is_off_core():
+    from ringsim.calibrate import share_cores
+
+    # one core; rank 0 waits 1 s to be scheduled before its first block: rank 1 has the core alone
+    W = np.array([[1.0, 0.0], [1.0, 0.0]])
+    delay = np.array([[1.0, 0.0], [0.0, 0.0]])
+    (d,) = share_cores([W], 1.0, [delay])
+    assert d == pytest.approx(np.array([[2.0, 0.0], [1.0, 0.0]]), rel=1e-12)
+    # a core per rank: duration = delay + work
+    (d,) = share_cores([W], 2.0, [delay + 0.5])
+    assert d == pytest.approx(W + delay + 0.5, rel=1e-12)

@@ -169,3 +169,10 @@ def test_committed_trace_against_committed_calibration(name, tol):
     v, _ = validate_timeline(tl, cost, label=name)
     assert abs(v["makespan_error"]) <= tol, v["makespan_error"]
     assert v["iterations"] >= 3 and v["world_size"] == tl.meta["world_size"]
+    # the backward protocol difference is named per step: K/V alone at step 0, the return at step G
+    G = v["world_size"]
+    notes = {(s["phase"], s["step"]): s for s in v["per_step"]}
+    assert notes[("bwd", 0)]["measured_bytes"] * 2 == notes[("bwd", 0)]["predicted_bytes"]
+    assert "step 0" in notes[("bwd", 0)]["protocol_note"]
+    assert notes[("bwd", G)]["predicted_transfer_s"] is None and "return" in notes[("bwd", G)]["protocol_note"]
+    assert notes[("fwd", 0)]["protocol_note"] is None
