@@ -4,6 +4,7 @@
 # Held-out splits are by sequence length: a calibration never sees the lengths it is validated on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+command -v ringsim > /dev/null || export PATH="/work/venv/bin:$PATH"   # this machine's venv when not activated
 R=reports
 T=traces/cpu-gloo
 fit_and_check () {  # NAME "CALIBRATION TRACES" "VALIDATION TRACES"
@@ -21,10 +22,10 @@ fit_and_check -T3072-T4096 "$(ls ${T}_*_T3072.json ${T}_*_T4096.json)" "$(ls ${T
 fit_and_check "" "$(ls ${T}_*.json)" "$(ls ${T}_*.json)"
 # 5. the markdown tables (into reports/README.md between the tables markers, and reports/tables.md)
 python reports/tables.py $R/README.md \
-  "interp=Held out (interpolation): calibrated on T = 1024, 4096; validated on T = 2048, 3072=$R/validation-T1024-T4096.json" \
-  "up=Held out (extrapolation up): calibrated on T = 1024, 2048; validated on T = 3072, 4096=$R/validation-T1024-T2048.json" \
-  "down=Held out (extrapolation down): calibrated on T = 3072, 4096; validated on T = 1024, 2048=$R/validation-T3072-T4096.json" \
-  "insample=In-sample: calibrated and validated on all runs=$R/validation.json"
+  "interp|Held out (interpolation): calibrated on T = 1024, 4096; validated on T = 2048, 3072|$R/validation-T1024-T4096.json" \
+  "up|Held out (extrapolation up): calibrated on T = 1024, 2048; validated on T = 3072, 4096|$R/validation-T1024-T2048.json" \
+  "down|Held out (extrapolation down): calibrated on T = 3072, 4096; validated on T = 1024, 2048|$R/validation-T3072-T4096.json" \
+  "insample|In-sample: calibrated and validated on all runs|$R/validation.json"
 # 6. the example report (fwd+bwd T=4096 timelines first; plotly.js inline, opens offline)
 first="${T}_w2_contiguous_causal_fwdbwd_T4096.json ${T}_w2_zigzag_causal_fwdbwd_T4096.json
        ${T}_w4_contiguous_causal_fwdbwd_T4096.json ${T}_w4_zigzag_causal_fwdbwd_T4096.json"

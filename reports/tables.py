@@ -1,6 +1,6 @@
 """Markdown tables from `ringsim validate --format json` outputs (used by reports/regenerate.sh).
 
-    python reports/tables.py reports/README.md NAME=TITLE=validation.json ...
+    python reports/tables.py reports/README.md "NAME|TITLE|validation.json" ...
 
 For every validation file: one row per case (G, schedule, phase, T, measured, predicted, error),
 the zigzag-over-contiguous speedup per configuration (measured, predicted, difference), and a
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> None:
     readme, specs = argv[0], argv[1:]
     parts = []
     for spec in specs:
-        name, title, path = spec.split("=", 2)
+        name, title, path = spec.split("|", 2)
         with open(path) as f:
             text, summ = section(title, json.load(f))
         parts.append(text)
