@@ -34,14 +34,16 @@ rows are identical in columns and order.
 from __future__ import annotations
 
 import gc
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 import simpy
+from simpy.events import NORMAL
 
 from .costs import BWD_FLOPS_FACTOR, BlockBatch, CostModel, RooflineCost
-from .network import FlowNetwork
+from .network import FlowNetwork, delay_to
 from .schedules import Plan
 from .timeline import COLUMNS, Timeline
 from .topology import Topology
@@ -206,11 +208,19 @@ class RingDES:
         self._gate: list[simpy.Event | None] = [None] * G  # the event a blocked rank waits on
         self._gate_step = [-1] * G   # (phase_index·G + step)·G of the step a rank is blocked in, else -1
         self._missing = [0] * G      # transfers a blocked rank still waits for (1 or 2)
+        self._deadline = [0.0] * G   # the blocked rank's compute end, if it has not passed yet
         self._bytes = [[problem.message_bytes(pi, s) for s in range(G)] for pi in range(P)]
         self._has_xfer = [[b is not None for b in row] for row in self._bytes]
         self._late_post = [[problem.posts_after_compute(pi, s, knobs) for s in range(G)] for pi in range(P)]
         self._routes = [tuple(rt) for rt in problem.hop_routes]
         self._route_info = [self.network.route_info(rt) for rt in self._routes]
+        # a hop is private when no other hop crosses any of its links: its flows never share a link
+        # (a hop's transfers are sequential: the next is posted only after the previous completed)
+        users: dict[int, int] = {}
+        for rt in self._routes:
+            for lid in set(rt):
+                users[lid] = users.get(lid, 0) + 1
+        self._private = [all(users[lid] == 1 for lid in rt) for rt in self._routes]
 
     # ---- channels ---------------------------------------------------------------------------
     def _satisfy(self, k: int) -> None:
@@ -223,7 +233,7 @@ class RingDES:
             src = k % G
             step_key = k // G
             self.network.start_flow(self._routes[src], self._bytes[step_key // G][step_key % G],
-                                    self._on_transfer_done, k, self._route_info[src])
+                                    self._on_transfer_done, k, self._route_info[src], self._private[src])
 
     def _on_transfer_done(self, k: int, now: float) -> None:
         """Channel ``k``'s last byte arrived: wake its sender and its receiver if they wait for it."""
@@ -238,7 +248,13 @@ class RingDES:
                 missing[rank] -= 1
                 if missing[rank] == 0:
                     gate_step[rank] = -1
-                    self._gate[rank].succeed()
+                    ev = self._gate[rank]
+                    end = self._deadline[rank]
+                    if now >= end:
+                        ev.succeed()
+                    else:  # transfers done before the compute: the gate fires at the compute end
+                        ev._ok, ev._value = True, None
+                        self.env.schedule(ev, NORMAL, delay_to(now, end))
 
     def post(self, rank: int, phase_index: int, step: int) -> None:
         """The batched post of rank's send to rank+1 and receive from rank−1 for this step."""
@@ -261,7 +277,8 @@ class RingDES:
         left = (r - 1) % G
         post, buffer_free = self.post, self.buffer_free
         single_buffer = not self.knobs.double_buffer
-        done, gate, gate_step, missing = self._done, self._gate, self._gate_step, self._missing
+        done, gate, gate_step, missing, deadline = (self._done, self._gate, self._gate_step, self._missing,
+                                                    self._deadline)
         for pi in range(len(prob.phases)):
             comp = prob.compute_s[pi][r].tolist()  # Python floats: simpy time stays a float
             Tr, Er = self._T[pi][r], self._E[pi][r]
@@ -270,6 +287,24 @@ class RingDES:
             for s in range(G):
                 xfer = has_xfer[s]
                 late = xfer and late_post[s]
+                if xfer and not late and not single_buffer:
+                    # nothing happens at the compute end: the step ends at max(compute end, send
+                    # done, receive done), which one event marks (the gate, given the compute end
+                    # as a deadline), or the compute timeout if both transfers are already done
+                    now = env.now
+                    post(r, pi, s)
+                    c = comp[s]
+                    Er[s] = end = now + c  # the time a timeout of c set now would fire at
+                    base = (pi * G + s) * G
+                    n_missing = 2 - done[base + r] - done[base + left]
+                    if n_missing:
+                        ev = gate[r] = env.event()
+                        gate_step[r], missing[r], deadline[r] = base, n_missing, end
+                        yield ev
+                    elif c > 0:
+                        yield env.timeout(c)
+                    Tr[s + 1] = env.now
+                    continue
                 if xfer and not late:
                     post(r, pi, s)
                 if comp[s] > 0:
@@ -284,7 +319,7 @@ class RingDES:
                     n_missing = 2 - done[base + r] - done[base + left]
                     if n_missing:  # wait for the send and the receive: one event for both
                         ev = gate[r] = env.event()
-                        gate_step[r], missing[r] = base, n_missing
+                        gate_step[r], missing[r], deadline[r] = base, n_missing, -math.inf
                         yield ev
                 Tr[s + 1] = env.now
 
