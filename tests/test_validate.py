@@ -149,15 +149,20 @@ def test_cli_json(tmp_path, capsys):
     assert doc["makespan_error"] == pytest.approx(1 / 0.8 - 1, rel=1e-9)
 
 
-COMMITTED = [("cpu-gloo_w2_zigzag_causal_fwdbwd_T4096.json", 0.15), ("cpu-gloo_w4_zigzag_causal_fwdbwd_T4096.json", 0.15),
-             ("cpu-gloo_w2_contiguous_causal_fwdbwd_T4096.json", 0.15)]
+# tolerances: issue 5's targets (10 % at world size 2, 15 % at 4). reports/calib-cpu-gloo.json is fitted
+# on every committed run; calib-cpu-gloo-T1024-T4096.json never saw T = 3072 (a held-out check)
+COMMITTED = [("cpu-gloo_w2_zigzag_causal_fwdbwd_T4096.json", "calib-cpu-gloo.json", 0.10),
+             ("cpu-gloo_w4_zigzag_causal_fwdbwd_T4096.json", "calib-cpu-gloo.json", 0.15),
+             ("cpu-gloo_w2_contiguous_causal_fwdbwd_T4096.json", "calib-cpu-gloo.json", 0.10),
+             ("cpu-gloo_w2_zigzag_causal_fwdbwd_T3072.json", "calib-cpu-gloo-T1024-T4096.json", 0.10),
+             ("cpu-gloo_w4_contiguous_causal_fwdbwd_T3072.json", "calib-cpu-gloo-T1024-T4096.json", 0.15)]
 
 
-@pytest.mark.parametrize("name,tol", COMMITTED)
-def test_committed_trace_against_committed_calibration(name, tol):
-    """Regression guard for the measured reference data and the calibration fitted from it
-    (reports/calib-cpu-gloo.json, from all traces/ runs): the simulator with that calibration
-    predicts these runs' makespan within the stated tolerance."""
+@pytest.mark.parametrize("name,calib,tol", COMMITTED)
+def test_committed_trace_against_committed_calibration(name, calib, tol):
+    """Regression guard for the measured reference data and the calibrations fitted from it
+    (reports/, see reports/README.md): the simulator with the calibration predicts these runs'
+    makespan within the stated tolerance."""
     import os
 
     from ringsim.calibrate import load_calibration
@@ -165,7 +170,7 @@ def test_committed_trace_against_committed_calibration(name, tol):
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     tl = read_timeline(os.path.join(root, "traces", name))
-    cost = load_calibration(os.path.join(root, "reports", "calib-cpu-gloo.json"))
+    cost = load_calibration(os.path.join(root, "reports", calib))
     v, _ = validate_timeline(tl, cost, label=name)
     assert abs(v["makespan_error"]) <= tol, v["makespan_error"]
     assert v["iterations"] >= 3 and v["world_size"] == tl.meta["world_size"]
