@@ -288,17 +288,16 @@ class FlowNetwork:
         """Streaming flows connected to ``seed_link`` through shared links, and their links."""
         streaming = self._streaming
         flows: dict[int, _Flow] = {}
-        links: set = set()
+        links = {seed_link}
         stack = [seed_link]
         while stack:
-            lid = stack.pop()
-            if lid in links:
-                continue
-            links.add(lid)
-            for fid, f in streaming[lid].items():
+            for fid, f in streaming[stack.pop()].items():
                 if fid not in flows:
                     flows[fid] = f
-                    stack.extend(f.route)
+                    for lid in f.route:
+                        if lid not in links:
+                            links.add(lid)
+                            stack.append(lid)
         return [flows[k] for k in sorted(flows)], links
 
     def _rates(self, comp: list[_Flow]) -> list[float]:
@@ -329,6 +328,9 @@ class FlowNetwork:
         now = env.now
         comp, links = self._component(seed_link)
         new_rates = self._rates(comp)
+        # new completion timers; flows due at the same instant share one event (they would have
+        # been consecutive events anyway: same time, scheduled one after the other, here)
+        timers: dict[float, tuple[float, list]] = {}
         for f, rate in zip(comp, new_rates):
             if f.rate == rate:
                 continue  # unchanged: its completion timer still holds
@@ -337,7 +339,15 @@ class FlowNetwork:
             f.last_s = now
             f.rate = rate
             f.version += 1
-            env.schedule(_Wake(env, self._on_timer, f, f.version), NORMAL, max(f.remaining, 0.0) / rate)
+            delay = max(f.remaining, 0.0) / rate
+            due = now + delay
+            group = timers.get(due)
+            if group is None:
+                timers[due] = (delay, [(f, f.version)])
+            else:
+                group[1].append((f, f.version))
+        for delay, group in timers.values():
+            env.schedule(_Wake(env, self._on_timers, group), NORMAL, delay)
         if self.record:
             for lid in sorted(links):
                 total = sum(f.rate for f in self._streaming[lid].values())
@@ -358,6 +368,11 @@ class FlowNetwork:
                 self._used.append(lid)
         self.active_flows -= 1
         flow.on_done(flow.token, now)
+
+    def _on_timers(self, ev) -> None:
+        for flow, version in ev.flow:
+            if version == flow.version:  # else the rate changed since this timer was set
+                self._finish(flow, streaming=True)
 
     def _on_timer(self, ev) -> None:
         if ev.version != ev.flow.version:
