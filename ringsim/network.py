@@ -174,6 +174,7 @@ class FlowNetwork:
         self._next_id = 0
         self._dirty: set = set()
         self._flush_pending = False
+        self._starting: dict[float, _Wake] = {}  # pending latency-end events by their time
         self._route_info: dict[tuple, tuple[float, float]] = {}  # route → (latency_s, bottleneck_Bps)
         self.active_flows = 0
 
@@ -227,13 +228,23 @@ class FlowNetwork:
             env.schedule(_Wake(env, self._on_private_done, flow), NORMAL, delay_to(now, end))
             return
         if info[0] > 0:
-            self.env.schedule(_Wake(self.env, self._on_latency, flow), NORMAL, info[0])
+            # flows whose latency ends at the same instant start streaming in one event, in the
+            # order they were started (their rates are settled together by one flush anyway)
+            due = env.now + info[0]
+            ev = self._starting.get(due)
+            if ev is None:
+                ev = self._starting[due] = _Wake(env, self._on_latency, [flow])
+                env.schedule(ev, NORMAL, info[0])
+            else:
+                ev.flow.append(flow)
         else:
             self._start_streaming(flow)
 
     # ---- internals ----------------------------------------------------------------------------
     def _on_latency(self, ev) -> None:
-        self._start_streaming(ev.flow)
+        del self._starting[self.env.now]  # keyed by the time it fires at
+        for flow in ev.flow:
+            self._start_streaming(flow)
 
     def _start_streaming(self, flow: _Flow) -> None:
         now = self.env.now
