@@ -53,6 +53,12 @@ overlap*: the slope of the compute residual against the fraction of the block ov
 rank's own transfers is measured and recorded (not applied: the engine fixes compute time before
 it knows the overlap).
 
+*Block-to-block dispersion*: on the runs with a core per rank, the quantiles of measured / fitted
+block time per phase (``dispersion``). A makespan is a maximum over ranks, so the median over
+iterations of measured makespans lies above the makespan of median blocks whenever the ranks are
+balanced; :meth:`CalibratedCost.with_dispersion` draws every block's factor from these quantiles
+(seeded), and ``ringsim validate`` predicts the median makespan over such draws.
+
 Every component records its fit error (MAPE), and the JSON names the traces and their hardware.
 """
 from __future__ import annotations
@@ -624,6 +630,8 @@ def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
         raise InputError("no compute rows with pairs > 0 in the given traces; nothing to calibrate")
     doc["compute"] = compute
     doc["compute_mape"] = _mape(_predict_blocks(compute, base), base["time_s"].to_numpy())
+    doc["dispersion"] = {"model": "measured / fitted block time, quantiles 0, 5, …, 100 % per phase (ranks "
+                                  "with a core of their own)", **_dispersion(base, compute, "time_s")}
 
     # (c1) core sharing: oversubscribed runs against the base model
     over = B[(B["load"] > 1.0 + 1e-9) & (B["pairs"] > 0)]
@@ -704,6 +712,28 @@ def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
     doc["links"] = links
     doc["trace_link_class"] = traces[0]["link_class"]
     return doc
+
+
+DISPERSION_Q = np.linspace(0.0, 1.0, 21)
+
+
+def _dispersion(D: pd.DataFrame, compute: dict, col: str) -> dict:
+    """Per phase, the quantiles (0, 5, …, 100 %) of measured / fitted block time: how much one
+    block varies around its kind's fit from block to block (rank to rank, iteration to iteration).
+    Used to predict the *median over iterations* of a makespan that is a maximum over ranks
+    (:meth:`CalibratedCost.with_dispersion`). Fitted on the runs with a core per rank and applied
+    to them only: on an oversubscribed host the processor-sharing ring carries the variability as
+    the measured off-core gaps."""
+    out = {}
+    for phase in ("fwd", "bwd"):
+        P = D[(D["phase"] == phase) & (D["pairs"] > 0)]
+        if not len(P) or phase not in compute:
+            continue
+        ratio = P[col].to_numpy() / _predict_blocks(compute, P)
+        ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+        if len(ratio) >= 10:
+            out[phase] = np.quantile(ratio, DISPERSION_Q).tolist()
+    return out
 
 
 def _fit_compute(B: pd.DataFrame) -> dict:
@@ -803,7 +833,8 @@ class CalibratedCost(CostModel):
     name = "calibrated"
 
     def __init__(self, doc: dict, path: str | None = None, world_size: int | None = None,
-                 run_phase: str | None = None):
+                 run_phase: str | None = None, sample_seed: int | None = None):
+        self.sample_seed = sample_seed  # when set: every block × a factor drawn from the dispersion
         self.doc = doc
         self.path = path
         self.world_size = world_size  # ring size, when known: enables the transfer core-sharing factor
@@ -819,7 +850,24 @@ class CalibratedCost(CostModel):
         core-sharing slowdown too (``apply_to_topology`` cannot see the ring size), and optionally
         the simulated phase (``"fwd+bwd"``: the forward blocks share the cores with the backward
         blocks of ranks that finished their forward ring early)."""
-        return CalibratedCost(self.doc, self.path, world_size, run_phase)
+        return CalibratedCost(self.doc, self.path, world_size, run_phase, self.sample_seed)
+
+    def with_dispersion(self, seed: int) -> "CalibratedCost":
+        """The same model drawing every block's time from its fitted value × a factor sampled
+        (seeded, per phase) from the measured block-to-block dispersion. One draw is one plausible
+        iteration; the median makespan over draws predicts the median over measured iterations,
+        which is a maximum over ranks and so lies above the makespan of median blocks."""
+        return CalibratedCost(self.doc, self.path, self.world_size, self.run_phase, seed)
+
+    def has_dispersion(self) -> bool:
+        return any(p in (self.doc.get("dispersion") or {}) for p in ("fwd", "bwd"))
+
+    def _draw(self, phase: str, shape) -> np.ndarray:
+        q = (self.doc.get("dispersion") or {}).get(phase)
+        if self.sample_seed is None or not q:
+            return np.ones(shape)
+        rng = np.random.default_rng([int(self.sample_seed), 0 if phase == "fwd" else 1])
+        return np.interp(rng.random(shape), DISPERSION_Q, np.asarray(q, float))
 
     def _load(self, world_size: int) -> float:
         c = self.contention
@@ -850,6 +898,8 @@ class CalibratedCost(CostModel):
                 out[m] = _entry_predict(level, batch.phase, k, work[m])  # measured at this load
             else:
                 out[m] = _entry_predict(self.compute, batch.phase, k, work[m]) * self.load_factor(G)
+        if level is None:  # a core per rank (an oversubscribed ring's variability is in its gaps)
+            out = out * self._draw(batch.phase, out.shape)
         return out / batch.speed_factors()
 
     def _core_s(self, batch: BlockBatch, fits: dict) -> np.ndarray:

@@ -385,3 +385,24 @@ def test_share_cores_delay_is_off_core():
     # a core per rank: duration = delay + work
     (d,) = share_cores([W], 2.0, [delay + 0.5])
     assert d == pytest.approx(W + delay + 0.5, rel=1e-12)
+
+
+def test_dispersion_draws_are_seeded_and_centred():
+    runs = _runs([(s, 2, T, "fwd") for s in ("contiguous", "zigzag") for T in (1024, 2048, 4096)])
+    doc = calibrate(runs)
+    q = np.asarray(doc["dispersion"]["fwd"])
+    assert len(q) == 21 and np.all(np.diff(q) >= 0)
+    assert q[10] == pytest.approx(1.0, abs=0.02)  # the fit passes through the per-size medians
+    assert q[0] < 1.0 < q[-1]  # the synthetic runs carry ±3 % noise
+    cost = CalibratedCost(doc)
+    plan = Plan("zigzag", 2, 4096, "causal")
+    wl = Workload(ModelSpec("m", 1, 4, 4, 64), 4096, 1, "fp32")
+    batch = BlockBatch.build(plan, wl, load_topology("localhost-cpu"), "fwd")
+    nominal = cost.compute_s(batch)
+    a, b = cost.with_dispersion(1).compute_s(batch), cost.with_dispersion(1).compute_s(batch)
+    assert np.array_equal(a, b)  # seeded
+    assert not np.array_equal(a, cost.with_dispersion(2).compute_s(batch))
+    ratio = a / nominal
+    assert np.all((ratio >= q[0] - 1e-12) & (ratio <= q[-1] + 1e-12))  # drawn from the quantiles
+    # telling the ring size keeps the seed
+    assert cost.for_world_size(2).with_dispersion(3).sample_seed == 3
