@@ -8,6 +8,20 @@ from ringsim.units import InputError
 from .common import emit, render_table, to_json
 
 
+def _describe_fit(e: dict) -> str:
+    """The chosen compute model of one block kind, in a few words."""
+    chosen, m = e["chosen"], e.get(e["chosen"], {})
+    if chosen == "roofline":
+        return f"{m['overhead_s'] * 1e6:.4g} us + {m['seconds_per_pair'] * 1e9:.4g} ns/pair"
+    if chosen == "rows":
+        return f"{m['seconds_per_sqrt_pair'] * 1e9:.4g} ns x sqrt(pairs) + {m['seconds_per_pair'] * 1e9:.4g} ns/pair"
+    if chosen == "power":
+        return f"{m['coefficient_s']:.4g} s x pairs^{m['exponent']:.3f}"
+    if chosen == "table":
+        return f"table of {len(m['pairs'])} sizes"
+    return chosen
+
+
 def parse_kv(items) -> dict:
     """``KEY=VALUE`` pairs (integers become ints) for runs whose traces lack their configuration."""
     out = {}
@@ -29,12 +43,9 @@ def summary_rows(doc: dict) -> list[dict]:
                 rows.append({"component": f"compute {phase} {kind}", "model": "constant",
                              "fit": f"{e['seconds'] * 1e6:.4g} us", "mape": e.get("mape"), "n": e["n_samples"]})
                 continue
-            r = e["roofline"]
-            fit = (f"{r['overhead_s'] * 1e6:.4g} us + {r['seconds_per_pair'] * 1e9:.4g} ns/pair"
-                   if e["chosen"] == "roofline" else f"table of {len(e['table']['pairs'])} sizes")
-            rows.append({"component": f"compute {phase} {kind}", "model": e["chosen"], "fit": fit,
-                         "mape": e["mape"], "roofline_mape": r["mape_loo"], "table_mape": e["table"]["mape_loo"],
-                         "n": e["n_samples"]})
+            rows.append({"component": f"compute {phase} {kind}", "model": e["chosen"], "fit": _describe_fit(e),
+                         "mape": e["mape"], "roofline_mape": e["roofline"]["mape_loo"],
+                         "table_mape": e["table"]["mape_loo"], "n": e["n_samples"]})
     for cls, l in doc.get("links", {}).items():
         bw = float(l["bandwidth_Bps"])
         rows.append({"component": f"link {cls}", "model": "latency + bytes/bandwidth",
