@@ -34,6 +34,7 @@ rows are identical in columns and order.
 from __future__ import annotations
 
 import gc
+from array import array
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -200,11 +201,14 @@ class RingDES:
         need = 1 + (1 if knobs.rendezvous else 0) + (0 if knobs.double_buffer else 1)
         self._need = bytearray([need]) * n       # conditions missing, per channel
         self._done = bytearray(n)                # 1 once the channel's transfer completed
-        self._xs: list[float] = [np.nan] * n     # transfer start, per channel
-        self._xe: list[float] = [np.nan] * n     # transfer end, per channel
-        # per rank: step starts (G + 1 per phase) and compute ends (G per phase), in order
-        self._T = [[[0.0] * (G + 1) for _ in range(G)] for _ in range(P)]
-        self._E = [[[0.0] * G for _ in range(G)] for _ in range(P)]
+        # times as raw doubles (array.array: cheap item stores, no float objects kept alive, which
+        # keeps the working set small on large rings); numpy views of them at the end
+        nan_row = array("d", [np.nan])
+        self._xs = nan_row * n     # transfer start, per channel
+        self._xe = nan_row * n     # transfer end, per channel
+        # per rank: step starts (G + 1 per phase) and compute ends (G per phase)
+        self._T = [[array("d", bytes(8 * (G + 1))) for _ in range(G)] for _ in range(P)]
+        self._E = [[array("d", bytes(8 * G)) for _ in range(G)] for _ in range(P)]
         self._gate: list[simpy.Event | None] = [None] * G  # the event a blocked rank waits on
         self._gate_step = [-1] * G   # (phase_index·G + step)·G of the step a rank is blocked in, else -1
         self._missing = [0] * G      # transfers a blocked rank still waits for (1 or 2)
@@ -356,11 +360,12 @@ class RingDES:
         if stuck:
             raise ProtocolStuck(self._stuck_message(stuck))
         # channel arrays are [phase, step, src]; RingArrays wants [rank, step] per phase
-        xs = np.array(self._xs, dtype=np.float64).reshape(P, G, G)
-        xe = np.array(self._xe, dtype=np.float64).reshape(P, G, G)
+        xs = np.frombuffer(self._xs, dtype=np.float64).reshape(P, G, G)
+        xe = np.frombuffer(self._xe, dtype=np.float64).reshape(P, G, G)
+        rows = lambda per_rank, width: np.frombuffer(b"".join(per_rank), dtype=np.float64).reshape(G, width).copy()
         arrays = RingArrays(
-            step_start_s=[np.array(self._T[pi], dtype=np.float64).reshape(G, G + 1) for pi in range(P)],
-            compute_end_s=[np.array(self._E[pi], dtype=np.float64).reshape(G, G) for pi in range(P)],
+            step_start_s=[rows(self._T[pi], G + 1) for pi in range(P)],
+            compute_end_s=[rows(self._E[pi], G) for pi in range(P)],
             xfer_start_s=[xs[pi].T for pi in range(P)],
             xfer_end_s=[xe[pi].T for pi in range(P)],
             link_bytes=dict(sorted(self.network.link_bytes.items())),
