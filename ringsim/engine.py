@@ -41,10 +41,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 import simpy
-from simpy.events import NORMAL
 
 from .costs import BWD_FLOPS_FACTOR, BlockBatch, CostModel, RooflineCost
-from .network import FlowNetwork, delay_to
+from .network import FlowNetwork, schedule_at
 from .schedules import Plan
 from .timeline import COLUMNS, Timeline
 from .topology import Topology
@@ -257,8 +256,8 @@ class RingDES:
                     if now >= end:
                         ev.succeed()
                     else:  # transfers done before the compute: the gate fires at the compute end
-                        ev._ok, ev._value = True, None
-                        self.env.schedule(ev, NORMAL, delay_to(now, end))
+                        ev._ok, ev._value = True, None  # what succeed() sets, without scheduling now
+                        schedule_at(self.env, ev, end)
 
     def post(self, rank: int, phase_index: int, step: int) -> None:
         """The batched post of rank's send to rank+1 and receive from rank−1 for this step."""

@@ -20,7 +20,7 @@ simpy environment.
 """
 from __future__ import annotations
 
-import math
+from heapq import heappush
 from typing import Sequence
 
 import numpy as np
@@ -119,17 +119,21 @@ class _Flow:
         self.bottleneck = bottleneck
 
 
-def delay_to(now: float, t: float) -> float:
-    """A delay ``d`` with ``now + d == t`` in floating point (``t >= now``), so that an event
-    scheduled with :meth:`simpy.Environment.schedule` (which computes ``now + delay``) lands on the
-    absolute time ``t`` bit for bit. ``t - now`` almost always is that delay; the loops nudge it by
-    an ulp in the rare case it is not."""
+def schedule_at(env: simpy.Environment, event: simpy.Event, t: float) -> None:
+    """Schedule ``event`` (NORMAL priority) at the absolute time ``t >= env.now``, bit for bit.
+
+    :meth:`simpy.Environment.schedule` takes a delay and computes ``now + delay``; for most times
+    ``now + (t - now) == t`` and that public call is used. Not always: when ``now`` has a finer ulp
+    than ``t`` (now's last bit is set), every ``now + d`` is a rounding tie and some ``t`` can never
+    be hit. Then the event is pushed onto simpy's queue with the same entry ``schedule`` would make,
+    ``(time, priority, event id, event)``, but the exact time.
+    """
+    now = env.now
     d = t - now
-    while now + d < t:
-        d = math.nextafter(d, math.inf)
-    while now + d > t:
-        d = math.nextafter(d, -math.inf)
-    return d
+    if now + d == t:
+        env.schedule(event, NORMAL, d)
+    else:
+        heappush(env._queue, (t, NORMAL, next(env._eid), event))
 
 
 def _succeed_event(event: simpy.Event, now: float) -> None:
@@ -225,7 +229,7 @@ class FlowNetwork:
             now = env.now
             flow.stream_start_s = now + info[0]  # what simpy's clock reads when the latency ends
             end = flow.stream_start_s + nbytes / flow.bottleneck
-            env.schedule(_Wake(env, self._on_private_done, flow), NORMAL, delay_to(now, end))
+            schedule_at(env, _Wake(env, self._on_private_done, flow), end)
             return
         if info[0] > 0:
             # flows whose latency ends at the same instant start streaming in one event, in the
