@@ -181,12 +181,18 @@ class RingDES:
     Each hand-over (hop src → src+1 at one step of one phase) is a *channel*, numbered
     ``k = (phase_index·G + step)·G + src``, with a count of the conditions still missing before the
     transfer may start (the sender's post, the receiver's post under rendezvous, the receiver's free
-    buffer without double buffering) and a done flag. Events per rank-step: the compute timeout the
-    rank's process waits on; the transfer's flow events inside the network (latency end,
-    completion); and, only when the transfers of the step outlast the compute, one *gate* event that
-    the transfer completions trigger to wake the rank (a single event for "the send and the receive
-    are both done", rather than one per transfer). Per-channel state lives in flat preallocated
-    arrays, so the work per event does not grow with the ring.
+    buffer without double buffering) and a done flag, in flat preallocated arrays (the work per
+    event does not grow with the ring).
+
+    Events: each rank is one simpy process. When nothing happens at its compute end (overlap and
+    double buffering on, not the last backward step) a step costs the rank ONE event: its *gate*,
+    which fires at max(compute end, send done, receive done); the transfer completions trigger it,
+    at the compute end if they came first (or a plain compute timeout when both transfers were
+    already done). Otherwise the rank waits for its compute timeout, does what the knobs ask at the
+    compute end, and then waits for the gate of its two transfers. Transfers are flows of the
+    :class:`FlowNetwork` reporting completion through a callback; a hop whose links no other hop
+    crosses is a *private* flow (one event). Every time is the same floating-point expression as in
+    the straightforward one-event-per-action model, so results are bit for bit the same.
     """
 
     def __init__(self, problem: RingProblem, knobs: Knobs = Knobs(), record: bool = False):

@@ -157,7 +157,12 @@ class FlowNetwork:
     Events per transfer: one for the end of its latency (when it starts streaming and may change
     other flows' rates), one completion timer per rate it streams at (a timer made stale by a rate
     change is recognised by its version and ignored: simpy events cannot be cancelled), and one
-    flush per instant at which shared links changed.
+    flush per instant at which shared links changed. Flows whose latency ends at the same instant
+    share one event, and so do the flows that one recomputation makes due at the same instant (n
+    hops synchronised on an uplink cost about two events between them, not 2n). A ``private`` flow
+    (see :meth:`start_flow`) costs one event. None of this changes a result: rates are settled once
+    per instant after every start and end at that instant, and every time is computed with the same
+    floating-point operations as one event per flow and phase would (see :func:`schedule_at`).
     """
 
     def __init__(self, env: simpy.Environment, topology: Topology, record: bool = False):
