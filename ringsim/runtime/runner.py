@@ -149,6 +149,7 @@ def run_rank(cfg: RunConfig, rank: int, device=None, heartbeat=None) -> dict:
 
     ring = RankRing.build(plan, rank, cfg.head_dim, cfg.kernel, progress)
     comm = RingComm(rank, G, rec)
+    waiting = getattr(heartbeat, "waiting", None) or (lambda flag: None)
     comm.wait_hook = getattr(heartbeat, "waiting", None)
     origin = common_origin(rank, G)
     windows = []
@@ -157,7 +158,9 @@ def run_rank(cfg: RunConfig, rank: int, device=None, heartbeat=None) -> dict:
         for it in range(cfg.warmup + cfg.repeat):
             state["iter"] = it
             rec.iteration = it
+            waiting(True)  # blocked on the other ranks, not on its own work
             dist.barrier()
+            waiting(False)
             t_start = time.perf_counter_ns()
             if cfg.phase == "fwd":
                 with torch.no_grad():
@@ -177,6 +180,7 @@ def run_rank(cfg: RunConfig, rank: int, device=None, heartbeat=None) -> dict:
                     outputs.update(dq=grads[0].float().cpu(), dk=grads[1].float().cpu(), dv=grads[2].float().cpu())
         if heartbeat is not None:
             heartbeat(cfg.warmup + cfg.repeat, "done", 0)
+        waiting(True)  # finished: from here on it only waits for its peers
     finally:
         comm.close()
     o = origin["origin_ns"]
