@@ -237,12 +237,14 @@ class RingDES:
         need = self._need
         need[k] -= 1
         if need[k] == 0:
-            self._xs[k] = self.env.now
             G = self._G
-            src = k % G
             step_key = k // G
-            self.network.start_flow(self._routes[src], self._bytes[step_key // G][step_key % G],
-                                    self._on_transfer_done, k, self._route_info[src], self._private[src])
+            self._start(k, step_key // G, step_key % G, k % G)
+
+    def _start(self, k: int, phase_index: int, step: int, src: int) -> None:
+        self._xs[k] = self.env.now
+        self.network.start_flow(self._routes[src], self._bytes[phase_index][step], self._on_transfer_done, k,
+                                self._route_info[src], self._private[src])
 
     def _on_transfer_done(self, k: int, now: float) -> None:
         """Channel ``k``'s last byte arrived: wake its sender and its receiver if they wait for it."""
@@ -268,10 +270,17 @@ class RingDES:
     def post(self, rank: int, phase_index: int, step: int) -> None:
         """The batched post of rank's send to rank+1 and receive from rank−1 for this step."""
         G = self._G
-        base = (phase_index * G + step) * G
-        self._satisfy(base + rank)  # the send
-        if self.knobs.rendezvous:
-            self._satisfy(base + (rank - 1) % G)  # the receive
+        need = self._need
+        k = (phase_index * G + step) * G + rank  # the send
+        need[k] -= 1
+        if need[k] == 0:
+            self._start(k, phase_index, step, rank)
+        if self.knobs.rendezvous:  # the receive
+            src = (rank - 1) % G
+            k += src - rank
+            need[k] -= 1
+            if need[k] == 0:
+                self._start(k, phase_index, step, src)
 
     def buffer_free(self, rank: int, phase_index: int, step: int) -> None:
         """Rank's compute of this step ended: its single receive buffer may be overwritten."""
