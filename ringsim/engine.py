@@ -211,9 +211,11 @@ class RingDES:
         nan_row = array("d", [np.nan])
         self._xs = nan_row * n     # transfer start, per channel
         self._xe = nan_row * n     # transfer end, per channel
-        # per rank: step starts (G + 1 per phase) and compute ends (G per phase)
-        self._T = [[array("d", bytes(8 * (G + 1))) for _ in range(G)] for _ in range(P)]
-        self._E = [[array("d", bytes(8 * G)) for _ in range(G)] for _ in range(P)]
+        # per phase, step-major [step·G + rank]: step starts (G + 1 steps), compute ends, compute
+        # times (Python floats: simpy time stays a float)
+        self._T = [array("d", bytes(8 * (G + 1) * G)) for _ in range(P)]
+        self._E = [array("d", bytes(8 * G * G)) for _ in range(P)]
+        self._comp = [np.ascontiguousarray(c.T).ravel().tolist() for c in problem.compute_s]
         self._gate: list[simpy.Event | None] = [None] * G  # the event a blocked rank waits on
         self._gate_step = [-1] * G   # (phase_index·G + step)·G of the step a rank is blocked in, else -1
         self._missing = [0] * G      # transfers a blocked rank still waits for (1 or 2)
@@ -298,11 +300,13 @@ class RingDES:
         done, gate, gate_step, missing, deadline = (self._done, self._gate, self._gate_step, self._missing,
                                                     self._deadline)
         for pi in range(len(prob.phases)):
-            comp = prob.compute_s[pi][r].tolist()  # Python floats: simpy time stays a float
-            Tr, Er = self._T[pi][r], self._E[pi][r]
+            # step-major [step·G + rank]: the ranks of one step read and write neighbouring slots
+            comp, T, E = self._comp[pi], self._T[pi], self._E[pi]
             has_xfer, late_post = self._has_xfer[pi], self._late_post[pi]
-            Tr[0] = env.now
+            T[r] = env.now
+            i = r - G
             for s in range(G):
+                i += G  # s·G + r
                 xfer = has_xfer[s]
                 late = xfer and late_post[s]
                 if xfer and not late and not single_buffer:
@@ -311,8 +315,8 @@ class RingDES:
                     # as a deadline), or the compute timeout if both transfers are already done
                     now = env.now
                     post(r, pi, s)
-                    c = comp[s]
-                    Er[s] = end = now + c  # the time a timeout of c set now would fire at
+                    c = comp[i]
+                    E[i] = end = now + c  # the time a timeout of c set now would fire at
                     base = (pi * G + s) * G
                     n_missing = 2 - done[base + r] - done[base + left]
                     if n_missing:
@@ -321,13 +325,13 @@ class RingDES:
                         yield ev
                     elif c > 0:
                         yield env.timeout(c)
-                    Tr[s + 1] = env.now
+                    T[i + G] = env.now
                     continue
                 if xfer and not late:
                     post(r, pi, s)
-                if comp[s] > 0:
-                    yield env.timeout(comp[s])
-                Er[s] = env.now
+                if comp[i] > 0:
+                    yield env.timeout(comp[i])
+                E[i] = env.now
                 if xfer:
                     if single_buffer:
                         buffer_free(r, pi, s)
@@ -339,7 +343,7 @@ class RingDES:
                         ev = gate[r] = env.event()
                         gate_step[r], missing[r], deadline[r] = base, n_missing, -math.inf
                         yield ev
-                Tr[s + 1] = env.now
+                T[i + G] = env.now
 
     def _stuck_message(self, stuck: list[int]) -> str:
         G = self._G
@@ -376,10 +380,9 @@ class RingDES:
         # channel arrays are [phase, step, src]; RingArrays wants [rank, step] per phase
         xs = np.frombuffer(self._xs, dtype=np.float64).reshape(P, G, G)
         xe = np.frombuffer(self._xe, dtype=np.float64).reshape(P, G, G)
-        rows = lambda per_rank, width: np.frombuffer(b"".join(per_rank), dtype=np.float64).reshape(G, width).copy()
         arrays = RingArrays(
-            step_start_s=[rows(self._T[pi], G + 1) for pi in range(P)],
-            compute_end_s=[rows(self._E[pi], G) for pi in range(P)],
+            step_start_s=[np.frombuffer(self._T[pi], dtype=np.float64).reshape(G + 1, G).T for pi in range(P)],
+            compute_end_s=[np.frombuffer(self._E[pi], dtype=np.float64).reshape(G, G).T for pi in range(P)],
             xfer_start_s=[xs[pi].T for pi in range(P)],
             xfer_end_s=[xe[pi].T for pi in range(P)],
             link_bytes=dict(sorted(self.network.link_bytes.items())),
