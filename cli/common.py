@@ -153,7 +153,8 @@ def _split(text: str, n_min: int, n_max: int, what: str, example: str) -> list[s
     return parts
 
 
-def _float(text: str, what: str) -> float:
+def positive_float(text: str, what: str) -> float:
+    """A number that must be > 0, or an InputError naming the option."""
     try:
         v = float(text)
     except ValueError:
@@ -175,15 +176,15 @@ def build_topology(topology, world_size=None, link_scale=(), straggler=(), degra
         parts = item.split(":")
         if len(parts) not in (2, 3):
             raise InputError(f"--link-scale {item!r} is malformed; write CLASS:BW or CLASS:BW:LAT, e.g. ib:0.5")
-        topo = topo.scale_link_class(parts[0], _float(parts[1], "--link-scale bandwidth factor"),
-                                     _float(parts[2], "--link-scale latency factor") if len(parts) == 3 else 1.0)
+        topo = topo.scale_link_class(parts[0], positive_float(parts[1], "--link-scale bandwidth factor"),
+                                     positive_float(parts[2], "--link-scale latency factor") if len(parts) == 3 else 1.0)
     for item in degrade_link:
         parts = item.split(",")
         if len(parts) != 3:
             raise InputError(f"--degrade-link {item!r} is malformed; write A,B,FACTOR with two vertex names "
                              "from `ringsim topology show`, e.g. 'n0.g7,sw1:n*.g7,0.25'")
         a, b, fac = (p.strip() for p in parts)
-        topo = topo.degrade_link(a, b, _float(fac, "--degrade-link factor"))
+        topo = topo.degrade_link(a, b, positive_float(fac, "--degrade-link factor"))
     for item in straggler:
         rank, fac = _split(item, 2, 2, "--straggler", "3:0.5")
         try:
@@ -192,7 +193,7 @@ def build_topology(topology, world_size=None, link_scale=(), straggler=(), degra
             raise InputError(f"--straggler rank {rank!r} is not an integer") from None
         if not 0 <= r < (world_size or topo.num_gpus):
             raise InputError(f"--straggler rank {r} is outside 0..{(world_size or topo.num_gpus) - 1}")
-        topo = topo.with_slow_rank(r, _float(fac, "--straggler speed factor"))
+        topo = topo.with_slow_rank(r, positive_float(fac, "--straggler speed factor"))
     if world_size is not None:
         topo.check_world_size(world_size)
     return topo

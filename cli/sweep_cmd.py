@@ -9,22 +9,11 @@ import click
 
 from ringsim.units import InputError, parse_int_list, write_atomic
 
-from .common import render_csv, to_json
+from .common import positive_float, render_csv, to_json
 
 
 def _floats(text: str, what: str) -> list[float]:
-    out = []
-    for p in str(text).split(","):
-        p = p.strip()
-        if not p:
-            continue
-        try:
-            v = float(p)
-        except ValueError:
-            raise InputError(f"{what} value {p!r} is not a number; give a comma list such as 0.5,1,2") from None
-        if not v > 0:
-            raise InputError(f"{what} values must be positive, got {p}")
-        out.append(v)
+    out = [positive_float(p.strip(), f"{what} value") for p in str(text).split(",") if p.strip()]
     if not out:
         raise InputError(f"{what} is empty; give a comma list such as 0.5,1,2")
     return out

@@ -75,7 +75,7 @@ import pandas as pd
 from .costs import BLOCK_KINDS, BWD_FLOPS_FACTOR, BlockBatch, CostModel, classify_blocks
 from .timeline import Timeline, read_timeline
 from .topology import Topology
-from .units import InputError, write_atomic
+from .units import InputError, read_json, write_atomic
 
 __all__ = ["calibrate", "load_calibration", "CalibratedCost", "load_measured", "block_samples", "core_time_s",
            "share_cores",
@@ -969,13 +969,7 @@ class CalibratedCost(CostModel):
 
 def load_calibration(path: str | os.PathLike) -> CalibratedCost:
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputError(f"calibration file {path} does not exist; create it with `ringsim calibrate TRACE... -o {path}`")
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path} is not a calibration file ({type(e).__name__}); create one with `ringsim calibrate`") from None
+    doc = read_json(path, "calibration file", f"create it with `ringsim calibrate TRACE... -o {path}`")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or "compute" not in doc:
         raise InputError(f"{path} is not a ringsim calibration (format {FORMAT!r}); create one with `ringsim calibrate`")
     return CalibratedCost(doc, path)
