@@ -8,7 +8,7 @@ import math
 
 import click
 
-from ringsim.units import InputError, parse_seq_len, write_atomic
+from ringsim.units import InputError, jsonable, parse_seq_len, write_atomic
 from ringsim.workload import Workload, build_model
 
 
@@ -101,21 +101,7 @@ def render_csv(rows: list[dict], columns: list[str] | None = None) -> str:
 
 
 def to_json(doc) -> str:
-    return json.dumps(doc, indent=2, default=_json_default) + "\n"
-
-
-def _json_default(o):
-    import numpy as np
-
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.bool_):
-        return bool(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    return json.dumps(jsonable(doc), indent=2) + "\n"
 
 
 def emit(text: str, output: str | None) -> None:

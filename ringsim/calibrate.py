@@ -75,7 +75,7 @@ import pandas as pd
 from .costs import BLOCK_KINDS, BWD_FLOPS_FACTOR, BlockBatch, CostModel, classify_blocks
 from .timeline import Timeline, read_timeline
 from .topology import Topology
-from .units import InputError, read_json, write_atomic
+from .units import InputError, jsonable, read_json, write_atomic
 
 __all__ = ["calibrate", "load_calibration", "CalibratedCost", "load_measured", "block_samples", "core_time_s",
            "share_cores",
@@ -976,17 +976,6 @@ def load_calibration(path: str | os.PathLike) -> CalibratedCost:
 
 
 def write_calibration(doc: dict, path: str) -> None:
-    write_atomic(path, json.dumps(_clean(doc), indent=2) + "\n")
+    write_atomic(path, json.dumps(jsonable(doc), indent=2) + "\n")
 
 
-def _clean(o):
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating, float)):
-        v = float(o)
-        return v if math.isfinite(v) else None if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    return o

@@ -19,7 +19,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .units import InputError, write_atomic
+from .units import InputError, jsonable, write_atomic
 
 __all__ = ["COLUMNS", "Timeline", "read_timeline", "STREAMS"]
 
@@ -121,14 +121,14 @@ class Timeline:
                          "pairs": float(cols["pairs"][i]), "flops": float(cols["flops"][i]),
                          "start_s": start, "end_s": end},
             })
-        return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": _jsonable(self.meta)}
+        return {"traceEvents": events, "displayTimeUnit": "ms", "otherData": jsonable(self.meta)}
 
     def write(self, path: str | os.PathLike) -> None:
         """Write atomically; ``.csv`` → CSV (metadata as a ``# {json}`` first line), ``.parquet``
         → Parquet, anything else → Chrome-trace JSON."""
         path = os.fspath(path)
         if path.endswith(".csv"):
-            body = "# " + json.dumps(_jsonable(self.meta)) + "\n" + self.df.to_csv(index=False)
+            body = "# " + json.dumps(jsonable(self.meta)) + "\n" + self.df.to_csv(index=False)
             write_atomic(path, body)
         elif path.endswith(".parquet"):
             import io
@@ -182,17 +182,3 @@ def read_timeline(path: str | os.PathLike) -> Timeline:
         raise InputError(f"{path} is not a readable trace ({type(e).__name__}: {str(e).splitlines()[0]}); "
                          "give a ringsim Chrome-trace JSON or CSV") from None
     return Timeline.from_chrome_trace(data, origin=path)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj

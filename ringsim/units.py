@@ -28,6 +28,7 @@ __all__ = [
     "format_seconds",
     "write_atomic",
     "read_json",
+    "jsonable",
 ]
 
 
@@ -201,3 +202,27 @@ def read_json(path: str | os.PathLike, what: str, hint: str):
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path} is not JSON ({type(e).__name__}), so not a readable {what}; {hint}") from None
+
+
+def jsonable(obj):
+    """A copy of ``obj`` that strict JSON can hold: numpy scalars and arrays become Python values,
+    keys become strings, NaN becomes null and ±inf the strings "inf"/"-inf" (JSON has no such
+    numbers, and Perfetto and most parsers reject them)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    return obj
