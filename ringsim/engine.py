@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 import simpy
+from heapq import heappop, heappush
+from simpy.events import PENDING
 
 from .costs import BWD_FLOPS_FACTOR, BlockBatch, CostModel, RooflineCost
 from .network import FlowNetwork, schedule_at
@@ -170,6 +172,33 @@ def build_problem(plan: Plan, workload: Workload, topology: Topology, cost_model
     )
 
 
+class _RankEvent(simpy.Event):
+    """The one event a blocked rank waits on (its gate, or its compute timeout): one callback,
+    which resumes the rank."""
+
+    __slots__ = ("rank",)
+
+    def __init__(self, env: simpy.Environment, callback, rank: int):  # noqa: D107
+        self.env = env
+        self.callbacks = [callback]
+        self._value = PENDING
+        self.rank = rank
+
+
+def _dispatch(env: simpy.Environment) -> None:
+    """Process ``env``'s events until none is left: :meth:`simpy.Environment.run` without a stop
+    condition, as one loop (the ring's events always succeed and never stop the run, so neither
+    check of ``step`` is needed per event; a failed event still raises)."""
+    queue = env._queue
+    while queue:
+        env._now, _, _, event = heappop(queue)
+        callbacks, event.callbacks = event.callbacks, None
+        for callback in callbacks:
+            callback(event)
+        if not event._ok:
+            raise event._value
+
+
 # ---- the discrete-event engine ------------------------------------------------------------------------
 class RingDES:
     """The ring protocol as a simpy discrete-event simulation: one process per rank.
@@ -244,7 +273,7 @@ class RingDES:
             self._start(k, step_key // G, step_key % G, k % G)
 
     def _start(self, k: int, phase_index: int, step: int, src: int) -> None:
-        self._xs[k] = self.env.now
+        self._xs[k] = self.env._now
         self.network.start_flow(self._routes[src], self._bytes[phase_index][step], self._on_transfer_done, k,
                                 self._route_info[src], self._private[src])
 
@@ -263,10 +292,11 @@ class RingDES:
                     gate_step[rank] = -1
                     ev = self._gate[rank]
                     end = self._deadline[rank]
-                    if now >= end:
-                        ev.succeed()
+                    ev._ok, ev._value = True, None
+                    if now >= end:  # what ev.succeed() does: due now, behind the events already due
+                        env = self.env
+                        heappush(env._queue, (now, 1, next(env._eid), ev))
                     else:  # transfers done before the compute: the gate fires at the compute end
-                        ev._ok, ev._value = True, None  # what succeed() sets, without scheduling now
                         schedule_at(self.env, ev, end)
 
     def post(self, rank: int, phase_index: int, step: int) -> None:
@@ -290,60 +320,121 @@ class RingDES:
             G = self._G
             self._satisfy((phase_index * G + step) * G + (rank - 1) % G)
 
-    # ---- processes ----------------------------------------------------------------------------
-    def rank_process(self, r: int):
+    # ---- ranks ------------------------------------------------------------------------------
+    def _rank_machine(self):
+        """The ranks as callback-driven state machines (what a simpy process per rank would do,
+        without a generator per rank: a rank blocks on exactly one event at a time, and that event's
+        callback resumes it where it stopped).
+
+        A rank's program, per phase and step s (``i = s·G + r`` indexes the step-major arrays):
+
+        - *fast case* (a transfer at this step, posted at step start, double buffering): post the
+          send/receive, note the compute end ``now + c``, and block until max(compute end, send
+          done, receive done) — the gate (or a plain timeout of c when both transfers are done);
+        - *otherwise*: post if due at step start, block for the compute timeout (if c > 0), then
+          at the compute end free the buffer / post late as the knobs ask and block on the gate
+          of the step's two transfers if either is still in flight.
+
+        Resume points per rank (``where[r]``): 1 = the step's end was reached, 2 = the compute of
+        the step ended (the second case). Every time is the same floating-point expression a
+        process per rank computes (``now + c`` for a timeout of c), and every event is scheduled
+        in the same order, so results are bit for bit those of the process-per-rank model.
+        Returns ``(start, finished)``: ``start(r)`` runs rank r from time 0 until it first blocks.
+        """
         env, prob = self.env, self.problem
-        G = self._G
-        left = (r - 1) % G
+        G, P = self._G, len(prob.phases)
+        queue = env._queue
+        eid = env._eid
         post, buffer_free = self.post, self.buffer_free
         single_buffer = not self.knobs.double_buffer
         done, gate, gate_step, missing, deadline = (self._done, self._gate, self._gate_step, self._missing,
                                                     self._deadline)
-        for pi in range(len(prob.phases)):
-            # step-major [step·G + rank]: the ranks of one step read and write neighbouring slots
-            comp, T, E = self._comp[pi], self._T[pi], self._E[pi]
-            has_xfer, late_post = self._has_xfer[pi], self._late_post[pi]
-            T[r] = env.now
-            i = r - G
-            for s in range(G):
-                i += G  # s·G + r
-                xfer = has_xfer[s]
-                late = xfer and late_post[s]
-                if xfer and not late and not single_buffer:
-                    # nothing happens at the compute end: the step ends at max(compute end, send
-                    # done, receive done), which one event marks (the gate, given the compute end
-                    # as a deadline), or the compute timeout if both transfers are already done
-                    now = env.now
-                    post(r, pi, s)
-                    c = comp[i]
-                    E[i] = end = now + c  # the time a timeout of c set now would fire at
-                    base = (pi * G + s) * G
-                    n_missing = 2 - done[base + r] - done[base + left]
-                    if n_missing:
-                        ev = gate[r] = env.event()
-                        gate_step[r], missing[r], deadline[r] = base, n_missing, end
-                        yield ev
-                    elif c > 0:
-                        yield env.timeout(c)
-                    T[i + G] = env.now
-                    continue
-                if xfer and not late:
-                    post(r, pi, s)
-                if comp[i] > 0:
-                    yield env.timeout(comp[i])
-                E[i] = env.now
-                if xfer:
+        comps, Ts, Es = self._comp, self._T, self._E
+        has_xfers, late_posts = self._has_xfer, self._late_post
+        # a plain step (transfer posted at step start, double buffering) needs no compute-end event
+        plain = [[h and not l and not single_buffer for h, l in zip(has_xfers[pi], late_posts[pi])]
+                 for pi in range(P)]
+        where = [0] * G          # resume point: 1 step end, 2 compute end
+        at_phase = [0] * G
+        at_step = [0] * G
+        finished = bytearray(G)
+        NORMAL_ = 1
+
+        def block(r, resume_at, delay=None):
+            """Rank r waits: on its gate (delay None; the transfers trigger it) or for ``delay``."""
+            where[r] = resume_at
+            ev = _RankEvent(env, resume, r)
+            if delay is None:
+                gate[r] = ev
+            else:
+                ev._ok, ev._value = True, None
+                heappush(queue, (env._now + delay, NORMAL_, next(eid), ev))  # = env.schedule(ev, NORMAL, delay)
+
+        def run(r, pi, s, resume_at):
+            left = r - 1 if r else G - 1
+            comp, T, E = comps[pi], Ts[pi], Es[pi]
+            has_xfer, late_post, plain_p = has_xfers[pi], late_posts[pi], plain[pi]
+            while True:
+                if resume_at == 1:  # the end of step s: on to the next
+                    T[(s + 1) * G + r] = env._now
+                    s += 1
+                    if s == G:
+                        pi += 1
+                        if pi == P:
+                            finished[r] = 1
+                            return
+                        s = 0
+                        comp, T, E = comps[pi], Ts[pi], Es[pi]
+                        has_xfer, late_post, plain_p = has_xfers[pi], late_posts[pi], plain[pi]
+                        T[r] = env._now
+                i = s * G + r
+                if resume_at != 2:  # the start of step s
+                    at_phase[r], at_step[r] = pi, s
+                    if plain_p[s]:
+                        now = env._now
+                        post(r, pi, s)
+                        c = comp[i]
+                        E[i] = end = now + c  # the time a timeout of c set now would fire at
+                        base = (pi * G + s) * G
+                        n_missing = 2 - done[base + r] - done[base + left]
+                        if n_missing:
+                            gate_step[r], missing[r], deadline[r] = base, n_missing, end
+                            block(r, 1)
+                            return
+                        if c > 0:
+                            block(r, 1, c)
+                            return
+                        resume_at = 1
+                        continue
+                    if has_xfer[s] and not late_post[s]:
+                        post(r, pi, s)
+                    if comp[i] > 0:
+                        block(r, 2, comp[i])
+                        return
+                # the compute of step s has ended
+                E[i] = env._now
+                resume_at = 1
+                if has_xfer[s]:
                     if single_buffer:
                         buffer_free(r, pi, s)
-                    if late:
+                    if late_post[s]:
                         post(r, pi, s)
                     base = (pi * G + s) * G
                     n_missing = 2 - done[base + r] - done[base + left]
                     if n_missing:  # wait for the send and the receive: one event for both
-                        ev = gate[r] = env.event()
                         gate_step[r], missing[r], deadline[r] = base, n_missing, -math.inf
-                        yield ev
-                T[i + G] = env.now
+                        block(r, 1)
+                        return
+
+        def resume(ev):
+            r = ev.rank
+            run(r, at_phase[r], at_step[r], where[r])
+
+        def start(r):
+            Ts[0][r] = env._now
+            run(r, 0, 0, 0)
+
+        return start, finished
 
     def _stuck_message(self, stuck: list[int]) -> str:
         G = self._G
@@ -362,7 +453,7 @@ class RingDES:
 
     def run(self) -> RingArrays:
         G, P = self._G, len(self.problem.phases)
-        procs = [self.env.process(self.rank_process(r)) for r in range(G)]
+        start, finished = self._rank_machine()
         # The run allocates millions of short-lived objects (events, queue entries) and creates no
         # garbage cycles while it runs (each event's callbacks are dropped when it fires), so the
         # cyclic collector would only re-scan the long-lived state over and over, a cost that grows
@@ -370,11 +461,13 @@ class RingDES:
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            self.env.run()
+            for r in range(G):
+                start(r)
+            _dispatch(self.env)
         finally:
             if gc_was_enabled:
                 gc.enable()
-        stuck = [r for r in range(G) if not procs[r].triggered]
+        stuck = [r for r in range(G) if not finished[r]]
         if stuck:
             raise ProtocolStuck(self._stuck_message(stuck))
         # channel arrays are [phase, step, src]; RingArrays wants [rank, step] per phase

@@ -103,11 +103,12 @@ class _Wake(Event):
 
 class _Flow:
     __slots__ = ("id", "route", "nbytes", "remaining", "rate", "last_s", "version", "on_done", "token",
-                 "stream_start_s", "bottleneck")
+                 "stream_start_s", "bottleneck", "rid")
 
-    def __init__(self, fid, route, nbytes, on_done, token, bottleneck):
+    def __init__(self, fid, route, nbytes, on_done, token, bottleneck, rid):
         self.id = fid
         self.route = route
+        self.rid = rid  # the route's number (see FlowNetwork.route_info)
         self.nbytes = nbytes
         self.remaining = nbytes
         self.rate = 0.0
@@ -184,7 +185,10 @@ class FlowNetwork:
         self._dirty: set = set()
         self._flush_pending = False
         self._starting: dict[float, _Wake] = {}  # pending latency-end events by their time
-        self._route_info: dict[tuple, tuple[float, float]] = {}  # route → (latency_s, bottleneck_Bps)
+        self._route_info: dict[tuple, tuple[float, float, int]] = {}  # route → (latency_s, bottleneck_Bps, number)
+        # max-min rates of a component, keyed by its flows' route numbers in flow-id order: a ring
+        # meets the same few components step after step (the rates are a pure function of the routes)
+        self._rates_cache: dict[tuple, list[float]] = {}
         self.active_flows = 0
 
     @property
@@ -198,12 +202,13 @@ class FlowNetwork:
         return {l: self._busy[l] for l in self._used}
 
     # ---- public -----------------------------------------------------------------------------
-    def route_info(self, route: tuple) -> tuple[float, float]:
-        """``(latency_s, bottleneck_Bps)`` of a route (cached)."""
+    def route_info(self, route: tuple) -> tuple[float, float, int]:
+        """``(latency_s, bottleneck_Bps, number)`` of a route (cached; the number names the route)."""
         info = self._route_info.get(route)
         if info is None:
             info = self._route_info[route] = (self.topology.route_latency_s(route),
-                                              min((self.capacity[l] for l in route), default=float("inf")))
+                                              min((self.capacity[l] for l in route), default=float("inf")),
+                                              len(self._route_info))
         return info
 
     def transfer(self, route: Sequence[int], nbytes: float, done: simpy.Event | None = None) -> simpy.Event:
@@ -214,7 +219,7 @@ class FlowNetwork:
         self.start_flow(tuple(route), float(nbytes), _succeed_event, done)
         return done
 
-    def start_flow(self, route: tuple, nbytes: float, on_done, token, info: tuple[float, float] | None = None,
+    def start_flow(self, route: tuple, nbytes: float, on_done, token, info: tuple[float, float, int] | None = None,
                    private: bool = False) -> None:
         """Start a flow of ``nbytes`` (a float) along ``route`` (a tuple) now; at completion call
         ``on_done(token, completion_time_s)``. ``info`` is ``route_info(route)`` if the caller has it.
@@ -226,12 +231,12 @@ class FlowNetwork:
         costs one event (its completion) instead of two. Ignored while recording the rate log."""
         if info is None:
             info = self.route_info(route)
-        flow = _Flow(self._next_id, route, nbytes, on_done, token, info[1])
+        flow = _Flow(self._next_id, route, nbytes, on_done, token, info[1], info[2])
         self._next_id += 1
         self.active_flows += 1
         env = self.env
         if private and route and nbytes > 0 and not self.record:
-            now = env.now
+            now = env._now
             flow.stream_start_s = now + info[0]  # what simpy's clock reads when the latency ends
             end = flow.stream_start_s + nbytes / flow.bottleneck
             schedule_at(env, _Wake(env, self._on_private_done, flow), end)
@@ -239,7 +244,7 @@ class FlowNetwork:
         if info[0] > 0:
             # flows whose latency ends at the same instant start streaming in one event, in the
             # order they were started (their rates are settled together by one flush anyway)
-            due = env.now + info[0]
+            due = env._now + info[0]
             ev = self._starting.get(due)
             if ev is None:
                 ev = self._starting[due] = _Wake(env, self._on_latency, [flow])
@@ -251,12 +256,12 @@ class FlowNetwork:
 
     # ---- internals ----------------------------------------------------------------------------
     def _on_latency(self, ev) -> None:
-        del self._starting[self.env.now]  # keyed by the time it fires at
+        del self._starting[self.env._now]  # keyed by the time it fires at
         for flow in ev.flow:
             self._start_streaming(flow)
 
     def _start_streaming(self, flow: _Flow) -> None:
-        now = self.env.now
+        now = self.env._now
         flow.stream_start_s = now
         flow.last_s = now
         route = flow.route
@@ -326,6 +331,15 @@ class FlowNetwork:
         one uplink): all get that round's level, exactly what :func:`_progressive_filling` returns."""
         if len(comp) == 1:
             return [comp[0].bottleneck]
+        key = tuple([f.rid for f in comp])
+        rates = self._rates_cache.get(key)
+        if rates is None:
+            if len(self._rates_cache) >= 4096:  # bounded: irregular flow patterns never repeat
+                self._rates_cache.clear()
+            rates = self._rates_cache[key] = self._solve(comp)
+        return rates
+
+    def _solve(self, comp: list[_Flow]) -> list[float]:
         capacity = self.capacity
         count: dict[int, int] = {}
         for f in comp:
@@ -345,7 +359,7 @@ class FlowNetwork:
     def _recompute(self, seed_link: int) -> set:
         """New max-min rates for the component reached from ``seed_link``; returns its links."""
         env = self.env
-        now = env.now
+        now = env._now
         comp, links = self._component(seed_link)
         new_rates = self._rates(comp)
         # new completion timers; flows due at the same instant share one event (they would have
@@ -376,7 +390,7 @@ class FlowNetwork:
 
     def _on_private_done(self, ev) -> None:
         flow = ev.flow
-        now = self.env.now
+        now = self.env._now
         flow.remaining = 0.0
         nbytes = flow.nbytes
         bytes_, busy, used_flag = self._bytes, self._busy, self._used_flag
@@ -400,7 +414,7 @@ class FlowNetwork:
         self._finish(ev.flow, streaming=True)
 
     def _finish(self, flow: _Flow, streaming: bool) -> None:
-        now = self.env.now
+        now = self.env._now
         flow.remaining = 0.0
         nbytes = flow.nbytes
         route = flow.route
