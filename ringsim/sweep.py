@@ -140,13 +140,18 @@ def run_study(points: list[dict], jobs: int = 1, on_done=None, executor: str = "
             from dask.distributed import Client, as_completed
         except ImportError:
             raise InputError("--executor dask needs dask.distributed; pip install 'dask[distributed]'") from None
-        client = Client(scheduler) if scheduler else Client(processes=True, n_workers=max(jobs, 1))
+        # a scheduler address: that cluster; none: a local one, one single-threaded worker process
+        # per job (the simulator is pure Python: threads would share one interpreter lock)
+        client = (Client(scheduler) if scheduler
+                  else Client(processes=True, n_workers=max(jobs, 1), threads_per_worker=1))
         try:
             futs = {client.submit(run_point, p, pure=False): i for i, p in enumerate(points)}
             for fut in as_completed(futs):
                 results[futs[fut]] = fut.result()
                 if on_done:
                     on_done(results[futs[fut]], len(results))
+        except KeyboardInterrupt:
+            raise Interrupted([results[i] for i in sorted(results)]) from None
         finally:
             client.close()
     elif executor != "local":

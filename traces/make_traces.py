@@ -9,7 +9,7 @@ cores differently from run to run. ``--speedup`` therefore alternates contiguous
 of the same configuration for several rounds and compares the medians of all their iterations.
 
 Grid: world sizes 2 and 4 × contiguous/striped/zigzag × causal × fwd and fwd+bwd × T = 1024, 2048,
-3072, 4096; heads 4, head_dim 64, fp32, 1 warm-up + 7 timed iterations (only the timed ones are
+3072, 4096 (``--seq-lens 1024,1536,...`` for others: each a multiple of 2 × the world size); heads 4, head_dim 64, fp32, 1 warm-up + 7 timed iterations (only the timed ones are
 recorded). The three schedules of one configuration run back to back (innermost loop), so slow
 drift in the machine's load hits them alike.
 Threads per rank: max(1, cores // world size) — on a 2-core machine 4 ranks are oversubscribed.
@@ -150,7 +150,11 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="runs per configuration; the least disturbed is kept")
     ap.add_argument("--speedup", type=int, default=0, metavar="ROUNDS",
                     help="only measure zigzag over contiguous in ROUNDS interleaved rounds")
+    ap.add_argument("--seq-lens", default=None, metavar="T,T,...",
+                    help="comma list of sequence lengths (each a multiple of 2 × the world size); default: the grid")
     a = ap.parse_args()
+    if a.seq_lens:
+        GRID["seq_lens"] = tuple(int(t) for t in a.seq_lens.split(","))
     if a.speedup:
         speedup(a.speedup)
         return
