@@ -51,7 +51,7 @@ def _serialise(rows, fmt, output):
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise InputError("--format parquet needs pyarrow; pip install pyarrow (or use csv/json)") from None
+            raise InputError("--format parquet needs pyarrow; pip install 'ringsim[parquet]' (or use csv/json)") from None
         if not output:
             raise InputError("--format parquet writes binary; give --output FILE.parquet")
         import io
@@ -85,7 +85,7 @@ def _serialise(rows, fmt, output):
               help="calib.json from `ringsim calibrate`, replacing the roofline defaults.")
 @click.option("--jobs", "-j", type=int, default=None, help="Parallel local processes (default: all cores).")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
-              help="dask: run points on a dask.distributed cluster (pip install 'dask[distributed]').")
+              help="dask: run points on a dask.distributed cluster (pip install 'ringsim[dask]').")
 @click.option("--scheduler", default=None, help="Dask scheduler address (default: a local cluster).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "parquet"]), default="csv", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,

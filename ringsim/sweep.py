@@ -139,7 +139,7 @@ def run_study(points: list[dict], jobs: int = 1, on_done=None, executor: str = "
         try:
             from dask.distributed import Client, as_completed
         except ImportError:
-            raise InputError("--executor dask needs dask.distributed; pip install 'dask[distributed]'") from None
+            raise InputError("--executor dask needs dask.distributed; pip install 'ringsim[dask]'") from None
         # a scheduler address: that cluster; none: a local one, one single-threaded worker process
         # per job (the simulator is pure Python: threads would share one interpreter lock)
         client = (Client(scheduler) if scheduler
