@@ -131,11 +131,14 @@ class Timeline:
             body = "# " + json.dumps(jsonable(self.meta)) + "\n" + self.df.to_csv(index=False)
             write_atomic(path, body)
         elif path.endswith(".parquet"):
-            import io
-
-            buf = io.BytesIO()
-            self.df.to_parquet(buf, index=False)
-            write_atomic(path, buf.getvalue())
+            pa, pq = _pyarrow()
+            table = pa.Table.from_pandas(self.df, preserve_index=False)
+            # the run metadata rides in the file's key-value metadata, as the CSV's first line does
+            kv = dict(table.schema.metadata or {})
+            kv[_PARQUET_META_KEY] = json.dumps(jsonable(self.meta)).encode()
+            buf = pa.BufferOutputStream()
+            pq.write_table(table.replace_schema_metadata(kv), buf)
+            write_atomic(path, buf.getvalue().to_pybytes())
         else:
             write_atomic(path, json.dumps(self.to_chrome_trace(), separators=(",", ":")))
 
@@ -162,6 +165,19 @@ class Timeline:
         return cls.from_records(rows, meta)
 
 
+_PARQUET_META_KEY = b"ringsim.meta"
+
+
+def _pyarrow():
+    """``(pyarrow, pyarrow.parquet)``, or one line saying how to get them."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError("Parquet timelines need pyarrow; pip install 'ringsim[parquet]', or write .json/.csv") from None
+    return pa, pq
+
+
 def read_timeline(path: str | os.PathLike) -> Timeline:
     """Load a timeline written by :meth:`Timeline.write` (Chrome JSON, CSV or Parquet)."""
     path = os.fspath(path)
@@ -175,10 +191,15 @@ def read_timeline(path: str | os.PathLike) -> Timeline:
             df = pd.read_csv(path, comment=None, skiprows=1 if meta else 0)
             return Timeline(df, meta)
         if path.endswith(".parquet"):
-            return Timeline(pd.read_parquet(path), {})
+            _, pq = _pyarrow()
+            table = pq.read_table(path)
+            raw = (table.schema.metadata or {}).get(_PARQUET_META_KEY)
+            return Timeline(table.to_pandas(), json.loads(raw) if raw else {})
         with open(path) as f:
             data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError, pd.errors.ParserError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, pd.errors.ParserError, OSError, ValueError) as e:
+        if isinstance(e, InputError):
+            raise
         raise InputError(f"{path} is not a readable trace ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                         "give a ringsim Chrome-trace JSON or CSV") from None
+                         "give a ringsim Chrome-trace JSON, CSV or Parquet file") from None
     return Timeline.from_chrome_trace(data, origin=path)
