@@ -42,7 +42,6 @@ import numpy as np
 import pandas as pd
 import simpy
 from heapq import heappop, heappush
-from simpy.events import PENDING
 
 from .costs import BWD_FLOPS_FACTOR, BlockBatch, CostModel, RooflineCost
 from .network import FlowNetwork, schedule_at
@@ -173,15 +172,17 @@ def build_problem(plan: Plan, workload: Workload, topology: Topology, cost_model
 
 
 class _RankEvent(simpy.Event):
-    """The one event a blocked rank waits on (its gate, or its compute timeout): one callback,
-    which resumes the rank."""
+    """The one event a blocked rank waits on (its gate, or its compute timeout), one per rank and
+    reused: a rank waits on one thing at a time, and re-arms its event (sets its callbacks, which
+    resume the rank) only from that callback, after the event was taken off the queue. It always
+    succeeds with no value."""
 
     __slots__ = ("rank",)
 
-    def __init__(self, env: simpy.Environment, callback, rank: int):  # noqa: D107
+    def __init__(self, env: simpy.Environment, rank: int):  # noqa: D107
         self.env = env
-        self.callbacks = [callback]
-        self._value = PENDING
+        self.callbacks = None
+        self._ok, self._value = True, None
         self.rank = rank
 
 
@@ -245,7 +246,7 @@ class RingDES:
         self._T = [array("d", bytes(8 * (G + 1) * G)) for _ in range(P)]
         self._E = [array("d", bytes(8 * G * G)) for _ in range(P)]
         self._comp = [np.ascontiguousarray(c.T).ravel().tolist() for c in problem.compute_s]
-        self._gate: list[simpy.Event | None] = [None] * G  # the event a blocked rank waits on
+        self._gate: list[simpy.Event | None] = [None] * G  # the event a blocked rank waits on (one per rank)
         self._gate_step = [-1] * G   # (phase_index·G + step)·G of the step a rank is blocked in, else -1
         self._missing = [0] * G      # transfers a blocked rank still waits for (1 or 2)
         self._deadline = [0.0] * G   # the blocked rank's compute end, if it has not passed yet
@@ -261,6 +262,12 @@ class RingDES:
             for lid in set(rt):
                 users[lid] = users.get(lid, 0) + 1
         self._private = [all(users[lid] == 1 for lid in rt) for rt in self._routes]
+        # per hop src → src+1: the arguments of its flows (route, route info, private), and the
+        # bound methods and flags the per-transfer path uses
+        self._hop = list(zip(self._routes, self._route_info, self._private))
+        self._start_flow = self.network.start_flow
+        self._transfer_done = self._on_transfer_done
+        self._rendezvous = knobs.rendezvous
 
     # ---- channels ---------------------------------------------------------------------------
     def _satisfy(self, k: int) -> None:
@@ -274,25 +281,25 @@ class RingDES:
 
     def _start(self, k: int, phase_index: int, step: int, src: int) -> None:
         self._xs[k] = self.env._now
-        self.network.start_flow(self._routes[src], self._bytes[phase_index][step], self._on_transfer_done, k,
-                                self._route_info[src], self._private[src])
+        route, info, private = self._hop[src]
+        self._start_flow(route, self._bytes[phase_index][step], self._transfer_done, k, info, private)
 
     def _on_transfer_done(self, k: int, now: float) -> None:
-        """Channel ``k``'s last byte arrived: wake its sender and its receiver if they wait for it."""
+        """Channel ``k``'s last byte arrived: wake its sender and its receiver if they wait for it
+        (the last transfer a blocked rank waits for triggers its gate)."""
         self._xe[k] = now
         self._done[k] = 1
         G = self._G
         src = k % G
         base = k - src
         gate_step, missing = self._gate_step, self._missing
-        for rank in (src, (src + 1) % G):
+        for rank in (src, src + 1 if src + 1 < G else 0):
             if gate_step[rank] == base:
                 missing[rank] -= 1
                 if missing[rank] == 0:
                     gate_step[rank] = -1
                     ev = self._gate[rank]
                     end = self._deadline[rank]
-                    ev._ok, ev._value = True, None
                     if now >= end:  # what ev.succeed() does: due now, behind the events already due
                         env = self.env
                         heappush(env._queue, (now, 1, next(env._eid), ev))
@@ -306,13 +313,17 @@ class RingDES:
         k = (phase_index * G + step) * G + rank  # the send
         need[k] -= 1
         if need[k] == 0:
-            self._start(k, phase_index, step, rank)
-        if self.knobs.rendezvous:  # the receive
-            src = (rank - 1) % G
+            self._xs[k] = self.env._now
+            route, info, private = self._hop[rank]
+            self._start_flow(route, self._bytes[phase_index][step], self._transfer_done, k, info, private)
+        if self._rendezvous:  # the receive
+            src = rank - 1 if rank else G - 1
             k += src - rank
             need[k] -= 1
             if need[k] == 0:
-                self._start(k, phase_index, step, src)
+                self._xs[k] = self.env._now
+                route, info, private = self._hop[src]
+                self._start_flow(route, self._bytes[phase_index][step], self._transfer_done, k, info, private)
 
     def buffer_free(self, rank: int, phase_index: int, step: int) -> None:
         """Rank's compute of this step ended: its single receive buffer may be overwritten."""
@@ -354,23 +365,20 @@ class RingDES:
         # a plain step (transfer posted at step start, double buffering) needs no compute-end event
         plain = [[h and not l and not single_buffer for h, l in zip(has_xfers[pi], late_posts[pi])]
                  for pi in range(P)]
-        where = [0] * G          # resume point: 1 step end, 2 compute end
+        where = [0] * G          # resume point: 0 start, 1 step end, 2 compute end
         at_phase = [0] * G
         at_step = [0] * G
         finished = bytearray(G)
         NORMAL_ = 1
 
-        def block(r, resume_at, delay=None):
-            """Rank r waits: on its gate (delay None; the transfers trigger it) or for ``delay``."""
-            where[r] = resume_at
-            ev = _RankEvent(env, resume, r)
-            if delay is None:
-                gate[r] = ev
-            else:
-                ev._ok, ev._value = True, None
-                heappush(queue, (env._now + delay, NORMAL_, next(eid), ev))  # = env.schedule(ev, NORMAL, delay)
+        def run(ev):
+            """Rank ``ev.rank`` resumes (its event fired) and runs until it blocks again.
 
-        def run(r, pi, s, resume_at):
+            A rank blocks on its own event (``gate[r]``, reused: it is re-armed only after it has
+            fired), either as the gate its transfers trigger, or queued as a timeout of ``delay``
+            (``queue`` entry = what ``env.schedule(ev, NORMAL, delay)`` makes)."""
+            r = ev.rank
+            pi, s, resume_at = at_phase[r], at_step[r], where[r]
             left = r - 1 if r else G - 1
             comp, T, E = comps[pi], Ts[pi], Es[pi]
             has_xfer, late_post, plain_p = has_xfers[pi], late_posts[pi], plain[pi]
@@ -397,19 +405,25 @@ class RingDES:
                         E[i] = end = now + c  # the time a timeout of c set now would fire at
                         base = (pi * G + s) * G
                         n_missing = 2 - done[base + r] - done[base + left]
-                        if n_missing:
+                        if n_missing:  # block on the gate
                             gate_step[r], missing[r], deadline[r] = base, n_missing, end
-                            block(r, 1)
+                            where[r] = 1
+                            ev.callbacks = callbacks
                             return
-                        if c > 0:
-                            block(r, 1, c)
+                        if c > 0:  # block for the compute
+                            where[r] = 1
+                            ev.callbacks = callbacks
+                            heappush(queue, (now + c, NORMAL_, next(eid), ev))
                             return
                         resume_at = 1
                         continue
                     if has_xfer[s] and not late_post[s]:
                         post(r, pi, s)
-                    if comp[i] > 0:
-                        block(r, 2, comp[i])
+                    c = comp[i]
+                    if c > 0:  # block for the compute
+                        where[r] = 2
+                        ev.callbacks = callbacks
+                        heappush(queue, (env._now + c, NORMAL_, next(eid), ev))
                         return
                 # the compute of step s has ended
                 E[i] = env._now
@@ -421,18 +435,19 @@ class RingDES:
                         post(r, pi, s)
                     base = (pi * G + s) * G
                     n_missing = 2 - done[base + r] - done[base + left]
-                    if n_missing:  # wait for the send and the receive: one event for both
+                    if n_missing:  # wait for the send and the receive on the gate: one event for both
                         gate_step[r], missing[r], deadline[r] = base, n_missing, -math.inf
-                        block(r, 1)
+                        where[r] = 1
+                        ev.callbacks = callbacks
                         return
 
-        def resume(ev):
-            r = ev.rank
-            run(r, at_phase[r], at_step[r], where[r])
+        callbacks = [run]  # every rank event's callback list (dispatching reads it, never changes it)
+        for r in range(G):
+            gate[r] = _RankEvent(env, r)
 
         def start(r):
             Ts[0][r] = env._now
-            run(r, 0, 0, 0)
+            run(gate[r])
 
         return start, finished
 

@@ -103,7 +103,7 @@ class _Wake(Event):
 
 class _Flow:
     __slots__ = ("id", "route", "nbytes", "remaining", "rate", "last_s", "version", "on_done", "token",
-                 "stream_start_s", "bottleneck", "rid")
+                 "stream_start_s", "bottleneck", "rid", "held")
 
     def __init__(self, fid, route, nbytes, on_done, token, bottleneck, rid):
         self.id = fid
@@ -118,6 +118,7 @@ class _Flow:
         self.token = token
         self.stream_start_s = 0.0
         self.bottleneck = bottleneck
+        self.held = None  # (due time, event id) of a completion timer not yet queued (see _stream)
 
 
 def schedule_at(env: simpy.Environment, event: simpy.Event, t: float) -> None:
@@ -160,10 +161,14 @@ class FlowNetwork:
     change is recognised by its version and ignored: simpy events cannot be cancelled), and one
     flush per instant at which shared links changed. Flows whose latency ends at the same instant
     share one event, and so do the flows that one recomputation makes due at the same instant (n
-    hops synchronised on an uplink cost about two events between them, not 2n). A ``private`` flow
-    (see :meth:`start_flow`) costs one event. None of this changes a result: rates are settled once
-    per instant after every start and end at that instant, and every time is computed with the same
-    floating-point operations as one event per flow and phase would (see :func:`schedule_at`).
+    hops synchronised on an uplink cost about two events between them, not 2n). A flow that starts
+    alone on its links but is joined by a flow of the same latency-end event does not queue the
+    timer it would hold alone until the recomputation shows whether it stays valid (it is queued
+    then, under the event id it was given at the start, so the queue's order is unchanged). A
+    ``private`` flow (see :meth:`start_flow`) costs one event. None of this changes a result: rates
+    are settled once per instant after every start and end at that instant, every event is
+    dispatched in the same order, and every time is computed with the same floating-point
+    operations as one event per flow and phase would (see :func:`schedule_at`).
     """
 
     def __init__(self, env: simpy.Environment, topology: Topology, record: bool = False):
@@ -186,6 +191,13 @@ class FlowNetwork:
         self._flush_pending = False
         self._starting: dict[float, _Wake] = {}  # pending latency-end events by their time
         self._route_info: dict[tuple, tuple[float, float, int]] = {}  # route → (latency_s, bottleneck_Bps, number)
+        # per route number: the route, whether a flow on it has finished (its links are in _used),
+        # and its links that another route also crosses (the only links a component can grow through)
+        self._route_by_rid: list[tuple] = []
+        self._route_finished = bytearray()
+        self._route_shared: list[list[int]] = []
+        self._link_first_rid: dict[int, int] = {}  # link id → the first route crossing it
+        self._link_shared = bytearray(n)           # 1 once two routes cross the link
         # max-min rates of a component, keyed by its flows' route numbers in flow-id order: a ring
         # meets the same few components step after step (the rates are a pure function of the routes)
         self._rates_cache: dict[tuple, list[float]] = {}
@@ -206,9 +218,21 @@ class FlowNetwork:
         """``(latency_s, bottleneck_Bps, number)`` of a route (cached; the number names the route)."""
         info = self._route_info.get(route)
         if info is None:
+            rid = len(self._route_info)
             info = self._route_info[route] = (self.topology.route_latency_s(route),
                                               min((self.capacity[l] for l in route), default=float("inf")),
-                                              len(self._route_info))
+                                              rid)
+            self._route_by_rid.append(route)
+            self._route_finished.append(0)
+            shared = []
+            for lid in dict.fromkeys(route):
+                first = self._link_first_rid.setdefault(lid, rid)
+                if first != rid:
+                    shared.append(lid)
+                    if not self._link_shared[lid]:  # the first route crossing it now shares it
+                        self._link_shared[lid] = 1
+                        self._route_shared[first].append(lid)
+            self._route_shared.append(shared)
         return info
 
     def transfer(self, route: Sequence[int], nbytes: float, done: simpy.Event | None = None) -> simpy.Event:
@@ -231,70 +255,98 @@ class FlowNetwork:
         costs one event (its completion) instead of two. Ignored while recording the rate log."""
         if info is None:
             info = self.route_info(route)
-        flow = _Flow(self._next_id, route, nbytes, on_done, token, info[1], info[2])
-        self._next_id += 1
+        latency_s, bottleneck, rid = info
+        fid = self._next_id
+        self._next_id = fid + 1
+        flow = _Flow(fid, route, nbytes, on_done, token, bottleneck, rid)
         self.active_flows += 1
         env = self.env
         if private and route and nbytes > 0 and not self.record:
             now = env._now
-            flow.stream_start_s = now + info[0]  # what simpy's clock reads when the latency ends
-            end = flow.stream_start_s + nbytes / flow.bottleneck
+            flow.stream_start_s = now + latency_s  # what simpy's clock reads when the latency ends
+            end = flow.stream_start_s + nbytes / bottleneck
             schedule_at(env, _Wake(env, self._on_private_done, flow), end)
             return
-        if info[0] > 0:
+        if latency_s > 0:
             # flows whose latency ends at the same instant start streaming in one event, in the
             # order they were started (their rates are settled together by one flush anyway)
-            due = env._now + info[0]
+            due = env._now + latency_s
             ev = self._starting.get(due)
             if ev is None:
                 ev = self._starting[due] = _Wake(env, self._on_latency, [flow])
-                env.schedule(ev, NORMAL, info[0])
+                heappush(env._queue, (due, NORMAL, next(env._eid), ev))  # = env.schedule(ev, NORMAL, latency_s)
             else:
                 ev.flow.append(flow)
         else:
-            self._start_streaming(flow)
+            self._stream((flow,))
 
     # ---- internals ----------------------------------------------------------------------------
     def _on_latency(self, ev) -> None:
         del self._starting[self.env._now]  # keyed by the time it fires at
-        for flow in ev.flow:
-            self._start_streaming(flow)
+        self._stream(ev.flow)
 
-    def _start_streaming(self, flow: _Flow) -> None:
-        now = self.env._now
-        flow.stream_start_s = now
-        flow.last_s = now
-        route = flow.route
-        if not route or flow.remaining <= 0:
-            self._finish(flow, streaming=False)
-            return
-        solo = True
-        streaming = self._streaming
-        fid = flow.id
-        for lid in route:
-            s = streaming[lid]
-            if s:
-                solo = False
+    def _stream(self, flows) -> None:
+        """These flows start streaming now, in order.
+
+        A flow alone on every link of its route streams at its bottleneck rate and nothing else
+        changes; otherwise its links are marked for the end-of-instant recomputation. A flow alone
+        at its turn but joined by a later flow of the same batch would see its completion timer
+        made stale or confirmed by that recomputation: the timer takes its event id now (its place
+        in simpy's queue) but is queued only when it still holds: at the end of the batch if the
+        flow is still alone, else by :meth:`_recompute` if the rate is unchanged."""
+        env = self.env
+        now = env._now
+        streaming, busy_since = self._streaming, self._busy_since
+        held = None
+        for flow in flows:
+            flow.stream_start_s = now
+            flow.last_s = now
+            route = flow.route
+            if not route or flow.remaining <= 0:
+                self._finish(flow, streaming=False)
+                continue
+            solo = True
+            fid = flow.id
+            for lid in route:
+                s = streaming[lid]
+                if s:
+                    solo = False
+                else:
+                    busy_since[lid] = now
+                s[fid] = flow
+            if solo:  # alone on every link of its route: the bottleneck rate, nothing else changes
+                rate = flow.rate = flow.bottleneck
+                flow.version += 1
+                due = now + flow.remaining / rate  # = env.schedule(timer, NORMAL, remaining / rate)
+                if due > now:
+                    flow.held = (due, next(env._eid))
+                    if held is None:
+                        held = [flow]
+                    else:
+                        held.append(flow)
+                else:
+                    heappush(env._queue, (due, NORMAL, next(env._eid), _Wake(env, self._on_timer, flow, flow.version)))
+                if self.record:
+                    for lid in sorted(route):
+                        self.rate_log.append((now, lid, rate))
             else:
-                self._busy_since[lid] = now
-            s[fid] = flow
-        if solo:  # alone on every link of its route: the bottleneck rate, nothing else changes
-            rate = flow.rate = flow.bottleneck
-            flow.version += 1
-            self.env.schedule(_Wake(self.env, self._on_timer, flow, flow.version), NORMAL, flow.remaining / rate)
-            if self.record:
-                for lid in sorted(route):
-                    self.rate_log.append((now, lid, rate))
-        else:
-            self._mark_dirty(route)
-
-    def _mark_dirty(self, links) -> None:
-        """Rates on these links must be recomputed; done once per instant, after every flow that
-        starts or ends at this instant has done so (simultaneous starts cost one recomputation)."""
-        self._dirty.update(links)
-        if not self._flush_pending:
-            self._flush_pending = True
-            self.env.schedule(_Wake(self.env, self._flush), NORMAL, 0)  # behind the events already due now
+                # rates on these links must be recomputed; done once per instant, after every
+                # flow that starts or ends at this instant has done so
+                self._dirty.update(route)
+                if not self._flush_pending:
+                    self._flush_pending = True
+                    # behind the events already due now (= env.schedule(flush, NORMAL, 0))
+                    heappush(env._queue, (now, NORMAL, next(env._eid), _Wake(env, self._flush)))
+        if held is not None:
+            queue = env._queue
+            for flow in held:
+                for lid in flow.route:
+                    if len(streaming[lid]) > 1:
+                        break  # joined at this instant: _recompute queues the timer or drops it
+                else:
+                    due, eid = flow.held
+                    flow.held = None
+                    heappush(queue, (due, NORMAL, eid, _Wake(env, self._on_timer, flow, flow.version)))
 
     def _flush(self, _ev) -> None:
         self._flush_pending = False
@@ -305,30 +357,34 @@ class FlowNetwork:
             if lid not in seen and streaming[lid]:
                 seen |= self._recompute(lid)
 
-    def _set_timer(self, f: _Flow) -> None:
-        f.version += 1
-        self.env.schedule(_Wake(self.env, self._on_timer, f, f.version), NORMAL, max(f.remaining, 0.0) / f.rate)
-
     def _component(self, seed_link: int) -> tuple[list[_Flow], set]:
-        """Streaming flows connected to ``seed_link`` through shared links, and their links."""
-        streaming = self._streaming
+        """Streaming flows connected to ``seed_link`` through shared links, and their links.
+
+        Every flow on a route crosses all of its links, so the search enters each route once and
+        continues only through the route's links that other routes also cross: a link only one
+        route crosses carries that route's flows and nothing else."""
+        streaming, route_shared, routes = self._streaming, self._route_shared, self._route_by_rid
         flows: dict[int, _Flow] = {}
+        rids: set = set()
         links = {seed_link}
         stack = [seed_link]
         while stack:
             for fid, f in streaming[stack.pop()].items():
                 if fid not in flows:
                     flows[fid] = f
-                    for lid in f.route:
-                        if lid not in links:
-                            links.add(lid)
-                            stack.append(lid)
+                    rid = f.rid
+                    if rid not in rids:
+                        rids.add(rid)
+                        for lid in route_shared[rid]:
+                            if lid not in links:
+                                links.add(lid)
+                                stack.append(lid)
+        for rid in rids:
+            links.update(routes[rid])
         return [flows[k] for k in sorted(flows)], links
 
     def _rates(self, comp: list[_Flow]) -> list[float]:
-        """Max-min rates of a component's flows. Shortcut for the common case where every flow
-        crosses a link that fills in the first round of progressive filling (e.g. n flows sharing
-        one uplink): all get that round's level, exactly what :func:`_progressive_filling` returns."""
+        """Max-min rates of a component's flows (see :meth:`_solve`), cached by its routes."""
         if len(comp) == 1:
             return [comp[0].bottleneck]
         key = tuple([f.rid for f in comp])
@@ -340,6 +396,9 @@ class FlowNetwork:
         return rates
 
     def _solve(self, comp: list[_Flow]) -> list[float]:
+        """Max-min rates. Shortcut for the common case where every flow crosses a link that fills
+        in the first round of progressive filling (e.g. n flows sharing one uplink): all get that
+        round's level, exactly what :func:`_progressive_filling` returns."""
         capacity = self.capacity
         count: dict[int, int] = {}
         for f in comp:
@@ -360,14 +419,20 @@ class FlowNetwork:
         """New max-min rates for the component reached from ``seed_link``; returns its links."""
         env = self.env
         now = env._now
+        queue = env._queue
         comp, links = self._component(seed_link)
         new_rates = self._rates(comp)
         # new completion timers; flows due at the same instant share one event (they would have
         # been consecutive events anyway: same time, scheduled one after the other, here)
         timers: dict[float, tuple[float, list]] = {}
         for f, rate in zip(comp, new_rates):
-            if f.rate == rate:
-                continue  # unchanged: its completion timer still holds
+            if f.rate == rate:  # unchanged: its completion timer still holds
+                if f.held is not None:  # queued now, in the place it was given (see _stream)
+                    due, eid = f.held
+                    f.held = None
+                    heappush(queue, (due, NORMAL, eid, _Wake(env, self._on_timer, f, f.version)))
+                continue
+            f.held = None  # the timer it held alone would have been stale
             # bytes sent since the last rate change
             f.remaining -= f.rate * (now - f.last_s)
             f.last_s = now
@@ -393,15 +458,23 @@ class FlowNetwork:
         now = self.env._now
         flow.remaining = 0.0
         nbytes = flow.nbytes
-        bytes_, busy, used_flag = self._bytes, self._busy, self._used_flag
+        bytes_, busy = self._bytes, self._busy
         for lid in flow.route:
             bytes_[lid] += nbytes
             busy[lid] += now - flow.stream_start_s
+        if not self._route_finished[flow.rid]:
+            self._register_used(flow)
+        self.active_flows -= 1
+        flow.on_done(flow.token, now)
+
+    def _register_used(self, flow: _Flow) -> None:
+        """The first finished flow of its route: its links join ``link_bytes`` / ``link_busy_s``."""
+        self._route_finished[flow.rid] = 1
+        used_flag = self._used_flag
+        for lid in flow.route:
             if not used_flag[lid]:
                 used_flag[lid] = 1
                 self._used.append(lid)
-        self.active_flows -= 1
-        flow.on_done(flow.token, now)
 
     def _on_timers(self, ev) -> None:
         for flow, version in ev.flow:
@@ -414,33 +487,36 @@ class FlowNetwork:
         self._finish(ev.flow, streaming=True)
 
     def _finish(self, flow: _Flow, streaming: bool) -> None:
+        """The flow's last byte arrived now: count its bytes, free its links (a link left empty
+        ends a busy period; one still shared is marked for recomputation), call its ``on_done``."""
         now = self.env._now
         flow.remaining = 0.0
         nbytes = flow.nbytes
         route = flow.route
-        bytes_, used_flag = self._bytes, self._used_flag
-        for lid in route:
-            bytes_[lid] += nbytes
-            if not used_flag[lid]:
-                used_flag[lid] = 1
-                self._used.append(lid)
+        bytes_ = self._bytes
         if streaming:
             streaming_ = self._streaming
             fid = flow.id
-            dirty = None
+            dirty = False
             for lid in route:
+                bytes_[lid] += nbytes
                 s = streaming_[lid]
                 del s[fid]
                 if s:
-                    if dirty is None:
-                        dirty = [lid]
-                    else:
-                        dirty.append(lid)
+                    dirty = True
+                    self._dirty.add(lid)
                 else:
                     self._busy[lid] += now - self._busy_since[lid]
                     if self.record:
                         self.rate_log.append((now, lid, 0.0))
-            if dirty is not None:
-                self._mark_dirty(dirty)
+            if dirty and not self._flush_pending:
+                self._flush_pending = True
+                env = self.env
+                heappush(env._queue, (now, NORMAL, next(env._eid), _Wake(env, self._flush)))
+        else:
+            for lid in route:
+                bytes_[lid] += nbytes
+        if not self._route_finished[flow.rid]:
+            self._register_used(flow)
         self.active_flows -= 1
         flow.on_done(flow.token, now)
