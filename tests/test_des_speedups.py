@@ -3,7 +3,9 @@
 - ``schedule_at``: an event scheduled with it lands exactly on the absolute time asked for;
 - private flows (one completion event, no latency event) versus the general streaming path;
 - the ring DES with and without ``record`` (recording turns the private-flow shortcut off);
-- the number of simpy events per rank-step stays small on a contended, synchronised ring.
+- the number of simpy events per rank-step stays small on a contended, synchronised ring;
+- contended rings (fwd+bwd, every knob, with and without the rate log) and random flow sets give
+  bit for bit the results of the engine before its speed-ups (digests of every time).
 """
 from __future__ import annotations
 
@@ -153,3 +155,102 @@ def test_few_events_per_rank_step_on_a_contended_ring():
     events = next(des.env._eid)  # simpy numbers every scheduled event
     assert events / (G * G) < 2.0
     assert des.network.active_flows == 0
+
+
+# ---- bit-for-bit against the straightforward DES --------------------------------------------------------
+# Digests of every time the DES produced on contended rings and raw flow sets, computed with the
+# engine as it was before its event-count and call-count optimisations (commit 47bdd8c: process-level
+# rank machine, component search over every link, one completion timer per flow starting alone).
+# An optimisation that changes any bit of any time, byte count, busy time or rate-log entry, or the
+# order in which links first appear, fails here.
+_GOLDEN_DIGESTS = {
+    "ring": "7300bff88ba6d96204f0077f830d9d1965ed1ad2feea60c37d1f2cc749a8fe2f",
+    "flows": "d73a592b58b1e8a9534118d40ba95e8123cf8927681b9a6be8fa47b3f7974dee",
+}
+
+
+def _ring_digest() -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    rng = np.random.default_rng(2024)
+    for G, per_node, layout in ((8, 4, "striped"), (16, 4, "striped uneven"), (24, 8, "striped"), (16, 4, "blocked")):
+        wl = Workload(ModelSpec("toy", 1, 1, 1, 50), 4 * G, dtype="fp32")
+        plan = Plan("zigzag", G, 4 * G, "causal")
+        topo = _nodes(G, per_node, layout)
+        for jitter in (0.0, 0.5):
+            base = 5e-6
+            fwd = base * (1 + jitter * rng.standard_normal((G, G))).clip(0) * (rng.random((G, G)) > 0.2 * jitter)
+            bwd = 2 * base * (1 + jitter * rng.random((G, G)))
+            problem = build_problem(plan, wl, topo, _ArrayCost(fwd, bwd), "fwd+bwd")
+            for kb in itertools.product([True, False], repeat=3):
+                for record in (False, True):
+                    des = RingDES(problem, Knobs(*kb), record=record)
+                    a = des.run()
+                    for x in a.step_start_s + a.compute_end_s + a.xfer_start_s + a.xfer_end_s:
+                        h.update(np.ascontiguousarray(x).tobytes())
+                    h.update(repr((list(a.link_bytes.items()), list(a.link_busy_s.items()), des.network.rate_log,
+                                   list(des.network.link_bytes.items()))).encode())
+    return h.hexdigest()
+
+
+def _nodes(G, per_node, layout):
+    """Nodes of ``per_node`` GPUs behind one uplink each. ``striped``: as :func:`_striped`;
+    ``striped uneven``: with uneven NVLink and uplink bandwidths (flows that do not all freeze in
+    the first round of progressive filling); ``blocked``: consecutive ranks on a node, so only the
+    hop leaving each node crosses its uplinks (private flows next to shared ones)."""
+    bw_mix = layout == "striped uneven"
+    n_nodes = G // per_node
+    links = []
+
+    def cable(a, b, bw, lat):
+        links.append(Link(len(links), a, b, bw, lat))
+        links.append(Link(len(links), b, a, bw, lat))
+
+    for n in range(n_nodes):
+        for k in range(per_node):
+            cable(f"n{n}g{k}", f"nsw{n}", 450e9 / (1 + k % 3) if bw_mix else 450e9, 1e-6)
+        cable(f"nsw{n}", "ib", 50e9 * (1 + n % 2) if bw_mix else 50e9, 2e-6)
+    if layout == "blocked":
+        gpus = [f"n{r // per_node}g{r % per_node}" for r in range(G)]
+    else:
+        gpus = [f"n{r % n_nodes}g{r // n_nodes}" for r in range(G)]
+    return Topology(f"{layout}-{G}", Device("h100", 989e12, 0.5, 80e9), gpus, links)
+
+
+def _flows_digest() -> str:
+    import hashlib
+    import random
+
+    h = hashlib.sha256()
+    for seed in range(120):
+        r = random.Random(seed)
+        nl = r.randint(1, 6)
+        links = [Link(i, f"a{i}", f"b{i}", r.choice([1e9, 2e9, 3e9, 7.5e9]), r.choice([0.0, 1e-6, 1.3e-6]))
+                 for i in range(nl)]
+        topo = Topology("t", Device("d", 1.0, 1.0, 1.0), ["x"], links)
+        env = simpy.Environment()
+        net = FlowNetwork(env, topo, record=bool(seed % 2))
+        ends = []
+        routes = [tuple(r.sample(range(nl), r.randint(0, min(3, nl)))) for _ in range(r.randint(1, 4))]
+
+        def proc(i):
+            for _ in range(r.randint(1, 6)):
+                yield env.timeout(r.choice([0.0, 0.0, 1e-6, 3e-7, r.random() * 1e-5]))
+                t = yield net.transfer(r.choice(routes), r.choice([0.0, 1e3, 4096.0, r.random() * 1e5]))
+                ends.append((i, t))
+
+        for i in range(r.randint(1, 5)):
+            env.process(proc(i))
+        env.run()
+        h.update(repr((ends, list(net.link_bytes.items()), list(net.link_busy_s.items()), net.rate_log,
+                       net.active_flows)).encode())
+    return h.hexdigest()
+
+
+def test_contended_rings_bit_for_bit_as_before():
+    assert _ring_digest() == _GOLDEN_DIGESTS["ring"], "a DES optimisation changed some result bit"
+
+
+def test_flow_sets_bit_for_bit_as_before():
+    assert _flows_digest() == _GOLDEN_DIGESTS["flows"], "a FlowNetwork optimisation changed some result bit"
