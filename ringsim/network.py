@@ -196,6 +196,7 @@ class FlowNetwork:
         self._route_by_rid: list[tuple] = []
         self._route_finished = bytearray()
         self._route_shared: list[list[int]] = []
+        self._route_min: list[int] = []  # the smallest link id of each route (-1: empty route)
         self._link_first_rid: dict[int, int] = {}  # link id → the first route crossing it
         self._link_shared = bytearray(n)           # 1 once two routes cross the link
         # max-min rates of a component, keyed by its flows' route numbers in flow-id order: a ring
@@ -223,6 +224,7 @@ class FlowNetwork:
                                               min((self.capacity[l] for l in route), default=float("inf")),
                                               rid)
             self._route_by_rid.append(route)
+            self._route_min.append(min(route, default=-1))
             self._route_finished.append(0)
             shared = []
             for lid in dict.fromkeys(route):
@@ -296,7 +298,7 @@ class FlowNetwork:
         flow is still alone, else by :meth:`_recompute` if the rate is unchanged."""
         env = self.env
         now = env._now
-        streaming, busy_since = self._streaming, self._busy_since
+        streaming, busy_since, route_min = self._streaming, self._busy_since, self._route_min
         held = None
         for flow in flows:
             flow.stream_start_s = now
@@ -330,9 +332,10 @@ class FlowNetwork:
                     for lid in sorted(route):
                         self.rate_log.append((now, lid, rate))
             else:
-                # rates on these links must be recomputed; done once per instant, after every
-                # flow that starts or ends at this instant has done so
-                self._dirty.update(route)
+                # rates on its links must be recomputed; done once per instant, after every flow
+                # that starts or ends at this instant has done so (see _flush: its smallest link
+                # stands for the route)
+                self._dirty.add(route_min[flow.rid])
                 if not self._flush_pending:
                     self._flush_pending = True
                     # behind the events already due now (= env.schedule(flush, NORMAL, 0))
@@ -349,6 +352,11 @@ class FlowNetwork:
                     heappush(queue, (due, NORMAL, eid, _Wake(env, self._on_timer, flow, flow.version)))
 
     def _flush(self, _ev) -> None:
+        """Recompute the rates of every component with a marked link, in the order of their
+        smallest marked link. A flow that started sharing a link marks only its route's smallest
+        link: it still streams now (its first timer comes from this flush), so its whole route lies
+        in one component and that link is the smallest its route would add: the same components,
+        seeded from the same links in the same order, as marking the whole route."""
         self._flush_pending = False
         dirty, self._dirty = self._dirty, set()
         streaming = self._streaming
@@ -424,7 +432,7 @@ class FlowNetwork:
         new_rates = self._rates(comp)
         # new completion timers; flows due at the same instant share one event (they would have
         # been consecutive events anyway: same time, scheduled one after the other, here)
-        timers: dict[float, tuple[float, list]] = {}
+        timers: dict[float, list] = {}
         for f, rate in zip(comp, new_rates):
             if f.rate == rate:  # unchanged: its completion timer still holds
                 if f.held is not None:  # queued now, in the place it was given (see _stream)
@@ -438,15 +446,15 @@ class FlowNetwork:
             f.last_s = now
             f.rate = rate
             f.version += 1
-            delay = max(f.remaining, 0.0) / rate
-            due = now + delay
+            remaining = f.remaining
+            due = now + (remaining if remaining >= 0.0 else 0.0) / rate  # max(remaining, 0.0) / rate
             group = timers.get(due)
             if group is None:
-                timers[due] = (delay, [(f, f.version)])
+                timers[due] = [(f, f.version)]
             else:
-                group[1].append((f, f.version))
-        for delay, group in timers.values():
-            env.schedule(_Wake(env, self._on_timers, group), NORMAL, delay)
+                group.append((f, f.version))
+        for due, group in timers.items():  # = env.schedule(timer, NORMAL, delay): due = now + delay
+            heappush(queue, (due, NORMAL, next(env._eid), _Wake(env, self._on_timers, group)))
         if self.record:
             for lid in sorted(links):
                 total = sum(f.rate for f in self._streaming[lid].values())
@@ -477,9 +485,37 @@ class FlowNetwork:
                 self._used.append(lid)
 
     def _on_timers(self, ev) -> None:
+        """Completion timers of flows due at this instant: :meth:`_finish` for each in turn."""
+        env = self.env
+        now = env._now
+        bytes_, streaming_, busy, busy_since = self._bytes, self._streaming, self._busy, self._busy_since
+        route_finished, record, dirty_links = self._route_finished, self.record, self._dirty
         for flow, version in ev.flow:
-            if version == flow.version:  # else the rate changed since this timer was set
-                self._finish(flow, streaming=True)
+            if version != flow.version:
+                continue  # the rate changed since this timer was set
+            # = self._finish(flow, streaming=True)
+            flow.remaining = 0.0
+            nbytes = flow.nbytes
+            fid = flow.id
+            dirty = False
+            for lid in flow.route:
+                bytes_[lid] += nbytes
+                s = streaming_[lid]
+                del s[fid]
+                if s:
+                    dirty = True
+                    dirty_links.add(lid)  # (no flush runs inside this call: the set stays current)
+                else:
+                    busy[lid] += now - busy_since[lid]
+                    if record:
+                        self.rate_log.append((now, lid, 0.0))
+            if dirty and not self._flush_pending:
+                self._flush_pending = True
+                heappush(env._queue, (now, NORMAL, next(env._eid), _Wake(env, self._flush)))
+            if not route_finished[flow.rid]:
+                self._register_used(flow)
+            self.active_flows -= 1
+            flow.on_done(flow.token, now)
 
     def _on_timer(self, ev) -> None:
         if ev.version != ev.flow.version:
