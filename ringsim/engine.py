@@ -242,10 +242,11 @@ class RingDES:
         self._xs = nan_row * n     # transfer start, per channel
         self._xe = nan_row * n     # transfer end, per channel
         # per phase, step-major [step·G + rank]: step starts (G + 1 steps), compute ends, compute
-        # times (Python floats: simpy time stays a float)
+        # times (raw doubles too: 8 bytes per block instead of a float object and a list slot,
+        # 24 MB less at 1024 ranks; an item read is a Python float, so simpy time stays a float)
         self._T = [array("d", bytes(8 * (G + 1) * G)) for _ in range(P)]
         self._E = [array("d", bytes(8 * G * G)) for _ in range(P)]
-        self._comp = [np.ascontiguousarray(c.T).ravel().tolist() for c in problem.compute_s]
+        self._comp = [array("d", np.ascontiguousarray(c.T).ravel().tobytes()) for c in problem.compute_s]
         self._gate: list[simpy.Event | None] = [None] * G  # the event a blocked rank waits on (one per rank)
         self._gate_step = [-1] * G   # (phase_index·G + step)·G of the step a rank is blocked in, else -1
         self._missing = [0] * G      # transfers a blocked rank still waits for (1 or 2)
