@@ -202,7 +202,8 @@ def _dispatch(env: simpy.Environment) -> None:
 
 # ---- the discrete-event engine ------------------------------------------------------------------------
 class RingDES:
-    """The ring protocol as a simpy discrete-event simulation: one process per rank.
+    """The ring protocol as a simpy discrete-event simulation: each rank a state machine driven by
+    its events on simpy's event queue.
 
     Think of G people passing folders round a table: each reads the folder in hand (compute) while
     handing it to the right and taking the next one from the left (a transfer through the
@@ -214,8 +215,10 @@ class RingDES:
     buffer without double buffering) and a done flag, in flat preallocated arrays (the work per
     event does not grow with the ring).
 
-    Events: each rank is one simpy process. When nothing happens at its compute end (overlap and
-    double buffering on, not the last backward step) a step costs the rank ONE event: its *gate*,
+    Events: each rank blocks on one event at a time (see :meth:`_rank_machine`; it behaves as a
+    simpy process per rank would, without a generator per rank). When nothing happens at its
+    compute end (overlap and double buffering on, not the last backward step) a step costs the
+    rank ONE event: its *gate*,
     which fires at max(compute end, send done, receive done); the transfer completions trigger it,
     at the compute end if they came first (or a plain compute timeout when both transfers were
     already done). Otherwise the rank waits for its compute timeout, does what the knobs ask at the

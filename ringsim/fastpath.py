@@ -18,7 +18,7 @@ with ⊕ = max. The backward ring starts at each rank's forward end, carries twi
 steps s < G−1 and a final dK/dV message (1× bytes) after the compute of its last step.
 
 The discrete-event engine (:mod:`ringsim.engine`) implements the same protocol independently with
-simpy processes and :class:`ringsim.network.FlowNetwork`; on rings without shared links the two
+simpy events and :class:`ringsim.network.FlowNetwork`; on rings without shared links the two
 agree to 1e-9 relative (tests check it on many random cases).
 """
 from __future__ import annotations
