@@ -180,14 +180,19 @@ def test_empty_blocks_and_unknown_kind_fallback(doc):
         np.testing.assert_allclose(got[k], r["overhead_s"] + r["seconds_per_pair"] * plan.pairs[k])
 
 
-def test_core_sharing_factor_is_fitted_and_applied():
+def _oversubscribed_calibration() -> dict:
+    """Calibrated on G=2 runs (a core each) plus two G=4 runs on 2 cores whose blocks take 2× their
+    core time."""
     base = _runs([(s, 2, T, "fwd") for s in ("contiguous", "zigzag") for T in (1024, 2048, 4096)])
-    # 4 ranks on 2 cores run every block 2× slower: load 2 → gamma 1
     over = [(f"over-{i}", synth_run(s, 4, T, "fwd", seed=10 + i, cores=2, slow=2.0))
             for i, (s, T) in enumerate([("contiguous", 2048), ("zigzag", 4096)])]
     for _, tl in base:
         tl.meta["cpu_cores"] = 2
-    doc = calibrate(base + over)
+    return calibrate(base + over)
+
+
+def test_core_sharing_factor_is_fitted_and_applied():
+    doc = _oversubscribed_calibration()  # 4 ranks on 2 cores, every block 2× slower: load 2 → gamma 1
     c = doc["contention"]
     assert c["applied"] and c["gamma"] == pytest.approx(1.0, abs=0.1)
     assert c["ratio_by_load"]["2"] == pytest.approx(2.0, rel=0.1)
@@ -325,12 +330,7 @@ def test_oversubscribed_ring_uses_processor_sharing():
     zigzag blocks each take 2× their core time, contiguous rank 3 speeds up once others are done."""
     from ringsim.calibrate import share_cores
 
-    base = _runs([(s, 2, T, "fwd") for s in ("contiguous", "zigzag") for T in (1024, 2048, 4096)])
-    over = [(f"over-{i}", synth_run(s, 4, T, "fwd", seed=10 + i, cores=2, slow=2.0))
-            for i, (s, T) in enumerate([("contiguous", 2048), ("zigzag", 4096)])]
-    for _, tl in base:
-        tl.meta["cpu_cores"] = 2
-    doc = calibrate(base + over)
+    doc = _oversubscribed_calibration()
     assert doc["contention"]["sharing"]["slots"] == 2.0
     cost = CalibratedCost(doc).for_world_size(4, run_phase="fwd")
     wl = Workload(ModelSpec("m", 1, 4, 4, 64), 4096, 1, "fp32")

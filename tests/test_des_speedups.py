@@ -105,19 +105,7 @@ def _switch(G):
 def _striped(G, per_node=4):
     """Nodes of ``per_node`` GPUs behind one uplink each, ranks striped over nodes: every uplink
     carries ``per_node`` hops at once (the benchmark's contended ring, small)."""
-    n_nodes = G // per_node
-    links = []
-
-    def cable(a, b, bw, lat):
-        links.append(Link(len(links), a, b, bw, lat))
-        links.append(Link(len(links), b, a, bw, lat))
-
-    for n in range(n_nodes):
-        for k in range(per_node):
-            cable(f"n{n}g{k}", f"nsw{n}", 450e9, 1e-6)
-        cable(f"nsw{n}", "ib", 50e9, 2e-6)
-    gpus = [f"n{r % n_nodes}g{r // n_nodes}" for r in range(G)]
-    return Topology(f"striped-{G}", Device("h100", 989e12, 0.5, 80e9), gpus, links)
+    return _nodes(G, per_node, "striped")
 
 
 def _arrays(des):
@@ -195,7 +183,7 @@ def _ring_digest() -> str:
 
 
 def _nodes(G, per_node, layout):
-    """Nodes of ``per_node`` GPUs behind one uplink each. ``striped``: as :func:`_striped`;
+    """Nodes of ``per_node`` GPUs behind one uplink each. ``striped``: ranks striped over nodes;
     ``striped uneven``: with uneven NVLink and uplink bandwidths (flows that do not all freeze in
     the first round of progressive filling); ``blocked``: consecutive ranks on a node, so only the
     hop leaving each node crosses its uplinks (private flows next to shared ones)."""
