@@ -218,10 +218,9 @@ class RingDES:
     Events: each rank blocks on one event at a time (see :meth:`_rank_machine`; it behaves as a
     simpy process per rank would, without a generator per rank). When nothing happens at its
     compute end (overlap and double buffering on, not the last backward step) a step costs the
-    rank ONE event: its *gate*,
-    which fires at max(compute end, send done, receive done); the transfer completions trigger it,
-    at the compute end if they came first (or a plain compute timeout when both transfers were
-    already done). Otherwise the rank waits for its compute timeout, does what the knobs ask at the
+    rank ONE event: its *gate*, which fires at max(compute end, send done, receive done); the
+    transfer completions trigger it, at the compute end if they came first (or a plain compute
+    timeout when both transfers were already done). Otherwise the rank waits for its compute timeout, does what the knobs ask at the
     compute end, and then waits for the gate of its two transfers. Transfers are flows of the
     :class:`FlowNetwork` reporting completion through a callback; a hop whose links no other hop
     crosses is a *private* flow (one event). Every time is the same floating-point expression as in
@@ -311,7 +310,10 @@ class RingDES:
                         schedule_at(self.env, ev, end)
 
     def post(self, rank: int, phase_index: int, step: int) -> None:
-        """The batched post of rank's send to rank+1 and receive from rank−1 for this step."""
+        """The batched post of rank's send to rank+1 and receive from rank−1 for this step.
+
+        (Once per rank-step on the hot path: :meth:`_satisfy` and :meth:`_start` are written out
+        here for the send and the receive rather than called.)"""
         G = self._G
         need = self._need
         k = (phase_index * G + step) * G + rank  # the send

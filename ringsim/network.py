@@ -486,36 +486,10 @@ class FlowNetwork:
 
     def _on_timers(self, ev) -> None:
         """Completion timers of flows due at this instant: :meth:`_finish` for each in turn."""
-        env = self.env
-        now = env._now
-        bytes_, streaming_, busy, busy_since = self._bytes, self._streaming, self._busy, self._busy_since
-        route_finished, record, dirty_links = self._route_finished, self.record, self._dirty
+        finish = self._finish
         for flow, version in ev.flow:
-            if version != flow.version:
-                continue  # the rate changed since this timer was set
-            # = self._finish(flow, streaming=True)
-            flow.remaining = 0.0
-            nbytes = flow.nbytes
-            fid = flow.id
-            dirty = False
-            for lid in flow.route:
-                bytes_[lid] += nbytes
-                s = streaming_[lid]
-                del s[fid]
-                if s:
-                    dirty = True
-                    dirty_links.add(lid)  # (no flush runs inside this call: the set stays current)
-                else:
-                    busy[lid] += now - busy_since[lid]
-                    if record:
-                        self.rate_log.append((now, lid, 0.0))
-            if dirty and not self._flush_pending:
-                self._flush_pending = True
-                heappush(env._queue, (now, NORMAL, next(env._eid), _Wake(env, self._flush)))
-            if not route_finished[flow.rid]:
-                self._register_used(flow)
-            self.active_flows -= 1
-            flow.on_done(flow.token, now)
+            if version == flow.version:  # else the rate changed since this timer was set
+                finish(flow, True)
 
     def _on_timer(self, ev) -> None:
         if ev.version != ev.flow.version:
