@@ -39,15 +39,22 @@ not oversubscribed; the oversubscribed runs then give ``factor = load^gamma`` wi
 ``load = world_size × threads_per_rank / cpu_cores`` (gamma is the median of
 log(measured/predicted)/log(load)), applied when the prediction is for such a host — unless
 the load level has runs of its own (``contention.by_load``, used up to ``SHARE_MAX_WORLD_SIZE``
-ranks): then each measured block is turned into *core-seconds* (:func:`core_time_s`: its time with
-the time-sharing taken out, from how many ranks were inside a block at each instant), the kind
-models are fitted on those, the mean off-core time before a block (:func:`block_gaps_s`: waits on
-a descheduled peer, the ranks' staggered start) is recorded, and a prediction runs the ring as
-processor sharing (:func:`share_cores`): ranks inside a block share the cores equally. That is what
-makes a balanced schedule gain little on an oversubscribed host: a rank that runs out of work
-hands its core to the others. Transfers
-are fitted on the runs that are not oversubscribed too, and the oversubscribed runs give the links
-their own ``load^gamma`` slowdown, applied when the ring size is known
+ranks). Then a prediction runs the ring as *processor sharing* (:func:`share_cores`): every
+runnable thing — a rank inside a block, a transfer in flight (a loopback transfer is memory copies
+made by the same cores) — gets an equal share of the cores; a rank that runs out of work hands its
+core to the others, which is what makes a balanced schedule gain little on an oversubscribed host.
+The calibration inverts that model on the measured runs: each block and each transfer becomes
+*core-seconds* (:func:`core_time_s`, :func:`transfer_core_time_s`: its time with the time-sharing
+taken out, from how many blocks and transfers were running at each instant). A core-second is a
+core-second, so the runs with a core per rank join the kind fits (they add block sizes the level's
+runs lack); the fits follow the per-size *mean* (time-sharing ranks finish when the total work is
+done), and each (phase, kind) fit is then scaled so that over the level's own block sizes it
+matches the level's runs on average (``level_scale``: the level sets the level, the pooled sizes
+the shape). A transfer's core-seconds are fitted as latency + bytes / bandwidth (``transfer``), and
+the mean off-core time before a block that the ring's transfers do not explain
+(:func:`block_gaps_s`: a descheduled rank, the ranks' staggered start) is added as time that uses
+no core. The links the engine sends over are fitted on the runs that are not oversubscribed too,
+and the oversubscribed runs give them their own ``load^gamma`` slowdown, applied when the ring size is known
 (:meth:`CalibratedCost.for_world_size`, which ``ringsim validate`` uses). *Transfer
 overlap*: the slope of the compute residual against the fraction of the block overlapped by the
 rank's own transfers is measured and recorded (not applied: the engine fixes compute time before
@@ -280,69 +287,95 @@ def transfer_samples(tl: Timeline) -> pd.DataFrame:
 
 
 # ---- core sharing (processor sharing on an oversubscribed CPU host) ----------------------------------
-def core_time_s(blocks: pd.DataFrame, slots: float) -> np.ndarray:
-    """Core-seconds of every measured block of one run: ``∫ min(1, slots / n(t)) dt`` over the
-    block's interval, ``n(t)`` = the number of ranks inside a block (step start → end of compute +
-    merge) at time t and ``slots`` = cores / threads per rank. When more ranks compute than there are
-    cores, each gets a ``slots / n`` share of a core (egalitarian time-sharing), so this is the time
-    the block would take on a core of its own; with ``n ≤ slots`` it is the block time itself."""
-    s = blocks["start_s"].to_numpy(float)
-    e = blocks["end_s"].to_numpy(float)
-    if not len(s):
-        return np.zeros(0)
+def _sharing_integral(s: np.ndarray, e: np.ndarray, slots: float):
+    """For the runnable intervals ``[s, e)`` of one run, a function mapping intervals to their
+    core-seconds ``∫ min(1, slots / n(t)) dt``, ``n(t)`` = how many of the intervals hold t."""
     edges = np.unique(np.concatenate([s, e]))
-    if len(edges) < 2:
-        return np.maximum(e - s, 0.0)
-    # n on each elementary segment [edges[j], edges[j+1])
     delta = np.zeros(len(edges))
     np.add.at(delta, np.searchsorted(edges, s), 1.0)
     np.add.at(delta, np.searchsorted(edges, e), -1.0)
     n = np.cumsum(delta)[:-1]
     seg = np.diff(edges) * np.minimum(1.0, slots / np.maximum(n, 1.0))
     cum = np.concatenate([[0.0], np.cumsum(seg)])
-    return cum[np.searchsorted(edges, e)] - cum[np.searchsorted(edges, s)]
+
+    def core(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.interp(b, edges, cum) - np.interp(a, edges, cum)
+    return core
 
 
-def block_gaps_s(blocks: pd.DataFrame) -> np.ndarray:
+def core_time_s(blocks: pd.DataFrame, slots: float, transfers: pd.DataFrame | None = None) -> np.ndarray:
+    """Core-seconds of every measured block of one run: ``∫ min(1, slots / n(t)) dt`` over the
+    block's interval, ``n(t)`` = the number of ranks inside a block (step start → end of compute +
+    merge) at time t — plus, when ``transfers`` (:func:`transfer_samples`) are given, the transfers
+    in flight, which on a CPU host are copies made by the same cores — and ``slots`` = cores /
+    threads per rank. When more things run than there are cores, each gets a ``slots / n`` share
+    of a core (egalitarian time-sharing), so this is the time the block would take on a core of its
+    own; with ``n ≤ slots`` it is the block time itself."""
+    s = blocks["start_s"].to_numpy(float)
+    e = blocks["end_s"].to_numpy(float)
+    if not len(s):
+        return np.zeros(0)
+    if len(np.unique(np.concatenate([s, e]))) < 2:
+        return np.maximum(e - s, 0.0)
+    S, E = s, e
+    if transfers is not None and len(transfers):
+        S = np.concatenate([s, transfers["start_s"].to_numpy(float)])
+        E = np.concatenate([e, transfers["end_s"].to_numpy(float)])
+    return _sharing_integral(S, E, slots)(s, e)
+
+
+def transfer_core_time_s(transfers: pd.DataFrame, blocks: pd.DataFrame, slots: float) -> np.ndarray:
+    """Core-seconds of every measured transfer of one run, as :func:`core_time_s` counts them
+    (blocks and transfers in flight share the cores equally)."""
+    if not len(transfers):
+        return np.zeros(0)
+    S = np.concatenate([blocks["start_s"].to_numpy(float), transfers["start_s"].to_numpy(float)])
+    E = np.concatenate([blocks["end_s"].to_numpy(float), transfers["end_s"].to_numpy(float)])
+    return _sharing_integral(S, E, slots)(transfers["start_s"].to_numpy(float), transfers["end_s"].to_numpy(float))
+
+
+def block_gaps_s(blocks: pd.DataFrame, transfers: pd.DataFrame | None = None) -> np.ndarray:
     """Per block, the time its rank spent outside blocks just before it: from the rank's previous
     block end (for its first block of an iteration: from the iteration's earliest block start) to
     this block's start — waits on a peer and being off the core, the time-sharing costs a
-    processor-sharing ring does not see."""
+    processor-sharing ring does not see. With ``transfers`` (:func:`transfer_samples`), only what
+    the step's transfers do not explain: the gap counts from the later of the previous block's end
+    and the completion of the transfers this rank took part in at the previous step (the wait on
+    them is the ring's, which :func:`share_cores` models)."""
     b = blocks
     gap = np.zeros(len(b))
     if not len(b):
         return gap
+    done: dict = {}
+    if transfers is not None and len(transfers):
+        for r, p, ph, s, it, e in zip(transfers["rank"], transfers["peer"], transfers["phase"], transfers["step"],
+                                      transfers["iter"], transfers["end_s"]):
+            for who in (int(r), int(p)):
+                k = (who, str(ph), int(s), int(it))
+                done[k] = max(done.get(k, -np.inf), float(e))
     it0 = b.groupby("iter")["start_s"].transform("min").to_numpy()
     order = np.lexsort((b["start_s"].to_numpy(), b["rank"].to_numpy(), b["iter"].to_numpy()))
     st, en = b["start_s"].to_numpy(), b["end_s"].to_numpy()
     rk, it = b["rank"].to_numpy(), b["iter"].to_numpy()
+    ph, sp = b["phase"].to_numpy(), b["step"].to_numpy()
     prev = None
     for i in order:
         if prev is not None and rk[prev] == rk[i] and it[prev] == it[i]:
-            gap[i] = max(st[i] - en[prev], 0.0)
+            ref = en[prev]
+            if ph[prev] == ph[i]:
+                ref = max(ref, done.get((int(rk[i]), str(ph[i]), int(sp[prev]), int(it[i])), -np.inf))
+            gap[i] = max(st[i] - ref, 0.0)
         else:
             gap[i] = max(st[i] - it0[i], 0.0)
         prev = i
     return gap
 
 
-def share_cores(work: list[np.ndarray], slots: float, delay: list[np.ndarray] | None = None) -> list[np.ndarray]:
-    """Block durations ``[rank, step]`` per phase when G single-thread ranks time-share ``slots``
-    cores (the inverse of :func:`core_time_s`).
-
-    ``work``: per phase (forward, then backward if any) the core-seconds of every block. A fluid
-    model of the ring: every rank runs its blocks in order (forward steps, then backward steps);
-    block s ≥ 1 of a phase starts once the rank's block s−1 is done and both ring neighbours have
-    started their step s−1 (the rendezvous transfers of step s−1 need both posts; transfers take
-    no time here — the engine adds them); the ranks inside a block share the cores equally, each
-    progressing at ``min(1, slots / n)`` core-seconds per second. ``delay`` (optional, per phase,
-    seconds): off-core time at the start of each block (waiting to be scheduled) — part of the
-    block's duration, but it uses no core."""
-    P = len(work)
-    G = work[0].shape[0]
-    W = np.concatenate([np.asarray(w, float) for w in work], axis=1)  # [G, P*G]
-    D = np.zeros_like(W) if delay is None else np.concatenate([np.asarray(d, float) for d in delay], axis=1)
-    nb = W.shape[1]
+def _fluid_ring(W: np.ndarray, D: np.ndarray, X: np.ndarray, slots: float):
+    """The processor-sharing ring of :func:`share_cores` on ``[rank, block]`` arrays (every phase's
+    G blocks side by side): returns the blocks' start and end times and the transfers' (rank →
+    rank + 1, posted at that block's step) start and end times, NaN where there is none."""
+    G, nb = W.shape
     start = np.full((G, nb), np.nan)
     end = np.full((G, nb), np.nan)
     nxt = np.zeros(G, dtype=int)
@@ -350,14 +383,19 @@ def share_cores(work: list[np.ndarray], slots: float, delay: list[np.ndarray] | 
     wake = np.full(G, np.inf)  # sleeping (off-core) until
     active = np.zeros(G, dtype=bool)
     busy = np.zeros(G, dtype=bool)  # inside a block (sleeping or active)
+    xrem = X.copy()
+    xstate = np.zeros((G, nb), dtype=np.int8)  # 0 not posted by both, 1 in flight, 2 done
+    xstart = np.full((G, nb), np.nan)
+    xend = np.full((G, nb), np.nan)
     t = 0.0
-    tol = 1e-12 * max(float(W.max()) if W.size else 0.0, float(D.max()) if D.size else 0.0, 1e-30)
+    tol = 1e-12 * max(float(W.max()) if W.size else 0.0, float(D.max()) if D.size else 0.0,
+                      float(X.max()) if X.size else 0.0, 1e-30)
 
     def try_start(r):
         k = nxt[r]
         if k >= nb or busy[r]:
             return False
-        if k % G and (np.isnan(start[(r - 1) % G, k - 1]) or np.isnan(start[(r + 1) % G, k - 1])):
+        if k % G and (xstate[(r - 1) % G, k - 1] != 2 or xstate[r, k - 1] != 2):
             return False
         start[r, k] = t
         rem[r] = W[r, k]
@@ -366,6 +404,13 @@ def share_cores(work: list[np.ndarray], slots: float, delay: list[np.ndarray] | 
             wake[r] = t + D[r, k]
         else:
             active[r] = True
+        for a in ((r - 1) % G, r):  # the transfers of this step this rank takes part in
+            if xstate[a, k] == 0 and k % G < G - 1 and not np.isnan(start[(a + 1) % G, k]) \
+                    and not np.isnan(start[a, k]):
+                xstate[a, k] = 1 if xrem[a, k] > tol else 2
+                xstart[a, k] = t
+                if xstate[a, k] == 2:
+                    xend[a, k] = t
         return True
 
     def start_all():
@@ -376,27 +421,68 @@ def share_cores(work: list[np.ndarray], slots: float, delay: list[np.ndarray] | 
                 changed |= try_start(r)
 
     start_all()
-    while busy.any():
+    while busy.any() or (xstate == 1).any():
         idx = np.flatnonzero(active)
-        n = len(idx)
+        xi = np.flatnonzero(xstate.ravel() == 1)
+        n = len(idx) + len(xi)
         rate = min(1.0, slots / n) if n else 0.0
-        t_done = t + float(rem[idx].min()) / rate if n else np.inf
+        rems = np.concatenate([rem[idx], xrem.ravel()[xi]])
+        t_done = t + float(rems.min()) / rate if n else np.inf
         t_wake = float(wake.min())
         t_next = min(t_done, t_wake)
         if n:
+            j = int(np.argmin(rems))
             rem[idx] -= (t_next - t) * rate
+            xflat = xrem.ravel()
+            xflat[xi] -= (t_next - t) * rate
             if t_next == t_done:
-                rem[idx[np.argmin(rem[idx])]] = 0.0
+                if j < len(idx):
+                    rem[idx[j]] = 0.0
+                else:
+                    xflat[xi[j - len(idx)]] = 0.0
         t = t_next
         for r in np.flatnonzero(wake <= t + tol):
             wake[r] = np.inf
             active[r] = True
+        fin = xi[xrem.ravel()[xi] <= tol]
+        xstate.ravel()[fin] = 2
+        xend.ravel()[fin] = t
         for r in idx[rem[idx] <= tol]:
             end[r, nxt[r]] = t
             active[r] = False
             busy[r] = False
             nxt[r] += 1
         start_all()
+    return start, end, xstart, xend
+
+
+def share_cores(work: list[np.ndarray], slots: float, delay: list[np.ndarray] | None = None,
+                xfer: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """Block durations ``[rank, step]`` per phase when G single-thread ranks time-share ``slots``
+    cores (the inverse of :func:`core_time_s`).
+
+    ``work``: per phase (forward, then backward if any) the core-seconds of every block. A fluid
+    model of the ring: every rank runs its blocks in order (forward steps, then backward steps).
+    At step s < G − 1 of a phase rank r and r + 1 both post the transfer r → r + 1 (a rendezvous:
+    it starts when both have started their step s); block s + 1 of rank r starts once its block s
+    is done and both transfers it takes part in at step s (from r − 1, to r + 1) are done. Every
+    runnable thing — a block past its off-core delay, a transfer in flight — shares the cores
+    equally, each progressing at ``min(1, slots / n)`` core-seconds per second.
+
+    ``delay`` (optional, per phase, seconds): off-core time at the start of each block (waiting to
+    be scheduled) — part of the block's duration, but it uses no core. ``xfer`` (optional, per
+    phase, ``[rank, step]`` core-seconds of the transfer rank → rank + 1 posted at that step; 0 or
+    absent: it completes as soon as both ends have posted): on a CPU host a loopback transfer is
+    memory copies made by the host's cores, so it competes with the blocks for them.
+
+    A block's duration runs from its start (its delay included) to its end; the wait for the
+    step's transfers before it is the engine's to model (its own transfers on the links)."""
+    P = len(work)
+    W = np.concatenate([np.asarray(w, float) for w in work], axis=1)  # [G, P*G]
+    G = W.shape[0]
+    D = np.zeros_like(W) if delay is None else np.concatenate([np.asarray(d, float) for d in delay], axis=1)
+    X = np.zeros_like(W) if xfer is None else np.concatenate([np.asarray(x, float) for x in xfer], axis=1)
+    start, end, _, _ = _fluid_ring(W, D, X, slots)
     if np.isnan(end).any():  # cannot happen for a ring; keep the engine safe anyway
         return [np.asarray(w, float) * max(1.0, G / slots) for w in work]
     dur = end - start
@@ -561,6 +647,10 @@ def _compare_models(x: np.ndarray, t: np.ndarray) -> dict:
 
 
 def _predict(entry: dict, x: np.ndarray) -> np.ndarray:
+    return _predict_shape(entry, x) * float(entry.get("level_scale", 1.0))
+
+
+def _predict_shape(entry: dict, x: np.ndarray) -> np.ndarray:
     if entry["chosen"] == "table":
         return TableModel(entry["table"]["pairs"], entry["table"]["seconds"])(x)
     if entry["chosen"] == "rows":
@@ -601,11 +691,13 @@ def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
         b["work"] = b["pairs"] * (fpp / ref["flops_per_pair"])
         b["load"] = trace_load(meta)
         slots = _slots(meta)
-        b["core_time_s"] = core_time_s(b, slots) if b["load"].iloc[0] > 1.0 + 1e-9 else b["time_s"]
-        b["gap_s"] = block_gaps_s(b)
+        tr = transfer_samples(tl)
+        shared = b["load"].iloc[0] > 1.0 + 1e-9
+        b["core_time_s"] = core_time_s(b, slots, tr) if shared else b["time_s"]
+        b["gap_s"] = block_gaps_s(b, tr) if shared else 0.0
+        tr["core_time_s"] = transfer_core_time_s(tr, b, slots) if shared else tr["time_s"]
         b["trace"] = label
         blocks.append(b)
-        tr = transfer_samples(tl)
         tr["link_class"] = trace_link_class(meta)
         tr["trace"] = label
         transfers.append(tr)
@@ -649,25 +741,44 @@ def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
                      "mape_without": _mape(pred, over["time_s"]), "mape": _mape(pred * L ** gamma, over["time_s"]),
                      "cpu_cores": doc["hardware"].get("cpu_cores"),
                      "threads_per_rank": doc["hardware"].get("threads_per_rank", 1)})
-    # per load level with data, its own fit: how core sharing slows each kind, measured directly
-    # — in core-seconds (core_time_s: the measured block time with the time-sharing taken out),
-    # turned back into block times by the processor-sharing ring model (share_cores) at prediction
+    # per load level with data, its own fit in core-seconds (core_time_s: the measured block time
+    # with the time-sharing taken out), turned back into block times by the processor-sharing ring
+    # (share_cores) at prediction. A core-second is a core-second: the runs with a core per rank
+    # measure the same quantity, so they join the fit (the level's runs alone often have other
+    # block sizes). The fit follows the *mean* per size: ranks that time-share the cores finish
+    # when the total work is done, so what a block costs on average is what counts.
     by_load = {}
     for L in sorted(set(B["load"]) - set(B[base_mask]["load"])):
         D = B[B["load"] == L]
-        fit = _fit_compute(D.assign(time_s=D["core_time_s"]))
+        pool = pd.concat([B[base_mask].assign(core_time_s=B.loc[base_mask, "time_s"]), D], ignore_index=True)
+        fit = _fit_compute(pool.assign(time_s=_group_mean(pool, "core_time_s", ["phase", "kind", "work"])))
         if fit:
-            # off-core time before a block (mean: the tail of the scheduler is what costs)
+            _scale_to_level(fit, D)
+            fit["statistic"] = "mean core-seconds per (phase, kind, size); runs with a core per rank pooled in"
+            # off-core time before a block that the ring's transfers do not explain (mean: the tail
+            # of the scheduler is what costs)
             first = (D["step"] == 0) & (D["phase"] == "fwd")
             fit["gap_s"] = {"first": float(D.loc[first, "gap_s"].mean()) if first.any() else 0.0}
             for ph in ("fwd", "bwd"):
                 m = ~first & (D["phase"] == ph)
                 fit["gap_s"][ph] = float(D.loc[m, "gap_s"].mean()) if m.any() else 0.0
+            # the CPU work of a loopback transfer (its copies), in core-seconds as core_time_s counts
+            X = T[T["trace"].isin(set(D["trace"]))] if len(T) else T
+            if len(X):
+                xb, xc = X["bytes"].to_numpy(float), X["core_time_s"].to_numpy(float)
+                xs = np.unique(xb)
+                ts = np.array([xc[xb == v].mean() for v in xs])
+                lat, inv_bw = fit_line_nonneg(xs, ts)
+                fit["transfer"] = {"model": "core-seconds of a transfer = latency_s + bytes / bandwidth_Bps, "
+                                            "fitted on the mean per message size",
+                                   "latency_s": lat, "bandwidth_Bps": 1.0 / inv_bw if inv_bw > 0 else float("inf"),
+                                   "message_bytes": xs.tolist(), "mean_core_s": ts.tolist(), "n_samples": int(len(X)),
+                                   "mape": _mape(lat + xb * inv_bw, xc)}
             by_load[f"{L:g}"] = fit
     if by_load:
         cont["by_load"] = by_load
-        cont["sharing"] = {"model": "processor sharing: ranks inside a block share slots = cpu_cores / "
-                                    "threads_per_rank cores equally; by_load fits are core-seconds",
+        cont["sharing"] = {"model": "processor sharing: blocks and loopback transfers in flight share slots = "
+                                    "cpu_cores / threads_per_rank cores equally; by_load fits are core-seconds",
                            "slots": float(doc["hardware"].get("cpu_cores") or 1)
                            / float(doc["hardware"].get("threads_per_rank") or 1),
                            "max_world_size": SHARE_MAX_WORLD_SIZE}
@@ -776,6 +887,30 @@ def _borrow_overhead(entry: dict, pooled: dict, K: pd.DataFrame) -> None:
                               "mape_fit": _mape(a + b * xs, ts), "mape_loo": _mape(a + b * xs, ts)})
     entry["chosen"] = "roofline"
     entry["mape"] = entry["roofline"]["mape_loo"]
+
+
+def _scale_to_level(fit: dict, D: pd.DataFrame) -> None:
+    """Scale each (phase, kind) fit so that, over the level's own block sizes, it matches the
+    level's mean core-seconds on average (geometric mean of the per-size ratios)."""
+    P = D[D["pairs"] > 0]
+    for phase, table in fit.items():
+        for kind, entry in table.items():
+            if kind == "empty" or not isinstance(entry, dict) or "chosen" not in entry:
+                continue
+            K = P[(P["phase"] == phase) & ((P["kind"] == kind) if kind != "*" else True)]
+            if not len(K):
+                continue
+            m = K.groupby("work")["core_time_s"].mean()
+            ratio = m.to_numpy() / _predict_shape(entry, m.index.to_numpy(float))
+            ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
+            if len(ratio):
+                entry["level_scale"] = float(np.exp(np.mean(np.log(ratio))))
+
+
+def _group_mean(D: pd.DataFrame, col: str, by: list[str]) -> pd.Series:
+    """Every sample replaced by the mean of its group: the fits take per-size medians, so fed
+    these they follow the per-size means."""
+    return D.groupby(by)[col].transform("mean")
 
 
 def _slots(meta: dict) -> float:
@@ -915,7 +1050,9 @@ class CalibratedCost(CostModel):
     def _shared(self, batch: BlockBatch, fits: dict, slots: float) -> np.ndarray:
         """Block times of a ring that oversubscribes the host: core-seconds per block from ``fits``,
         then :func:`share_cores` over the forward ring (and the backward ring after it when the
-        simulated phase is fwd+bwd, or when this batch is the backward one)."""
+        simulated phase is fwd+bwd, or when this batch is the backward one), with the ring's
+        transfers as core-seconds too (``fits["transfer"]``, the engine's protocol: one KV shard
+        forward, KV + dK/dV backward, at steps < G − 1)."""
         phases = ["fwd"]
         if batch.phase == "bwd" or self.run_phase == "fwd+bwd":
             phases.append("bwd")
@@ -929,7 +1066,19 @@ class CalibratedCost(CostModel):
             if p == "fwd":
                 d[:, 0] = float(gaps.get("first", 0.0))
             delay.append(d)
-        return share_cores(work, slots, delay)[phases.index(batch.phase)]
+        xfer = None
+        tf = fits.get("transfer")
+        if tf:
+            G = batch.plan.world_size
+            shard = float(batch.workload.shard_bytes(batch.plan.tokens_per_rank))
+            inv_bw = 1.0 / float(tf["bandwidth_Bps"]) if math.isfinite(float(tf["bandwidth_Bps"])) else 0.0
+            xfer = []
+            for p in phases:  # the engine's protocol: KV forward; KV + dK/dV backward (steps < G − 1)
+                nbytes = shard * (2.0 if p == "bwd" else 1.0)
+                x = np.zeros((G, G))
+                x[:, :G - 1] = float(tf["latency_s"]) + nbytes * inv_bw
+                xfer.append(x)
+        return share_cores(work, slots, delay, xfer)[phases.index(batch.phase)]
 
     def apply_to_topology(self, topology: Topology) -> Topology:
         if not self.links:

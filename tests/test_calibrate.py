@@ -341,8 +341,15 @@ def test_oversubscribed_ring_uses_processor_sharing():
         core = cost._core_s(batch, level)
         delay = np.full(core.shape, level["gap_s"]["fwd"])
         delay[:, 0] = level["gap_s"]["first"]
-        (want,) = share_cores([core], 2.0, [delay])
+        # the ring's transfers take core time too: the fitted core-seconds of one KV shard
+        tf = level["transfer"]
+        xfer = np.zeros(core.shape)
+        xfer[:, :3] = tf["latency_s"] + wl.shard_bytes(plan.tokens_per_rank) / tf["bandwidth_Bps"]
+        assert xfer[0, 0] > 0
+        (want,) = share_cores([core], 2.0, [delay], [xfer])
         assert cost.compute_s(batch) == pytest.approx(want, rel=1e-12)
+        (without,) = share_cores([core], 2.0, [delay])
+        assert np.all(want[:, 0] > without[:, 0] * 1.01)  # step 0: the four transfers share the cores too
     # contiguous: rank 0 computes one block, so later steps of the others run faster than 2×
     plan = Plan("contiguous", 4, 4096, "causal")
     got = cost.compute_s(BlockBatch.build(plan, wl, load_topology("localhost-cpu"), "fwd"))
@@ -351,6 +358,65 @@ def test_oversubscribed_ring_uses_processor_sharing():
     gap = doc["contention"]["by_load"]["2"]["gap_s"]["fwd"]
     assert got[3, 3] == pytest.approx(core[3, 3] + gap, rel=1e-9)  # alone at the end: a core of its own
     assert got[3, 0] > 1.5 * core[3, 0]  # step 0: four ranks on two cores
+
+
+def test_share_cores_transfers_take_core_time_by_hand():
+    from ringsim.calibrate import _fluid_ring, share_cores
+
+    # 2 ranks, 1 core, forward only. Step 0 posts transfers 0 → 1 and 1 → 0 (1 core-second each):
+    # t = 0..2: four things at 1/4 → rank 0's block (0.5) ends at 2; the other three have 0.5
+    # left and run at 1/3 → all end at 3.5; rank 0 waits for its transfers until then (not part of
+    # its block); both step-1 blocks share 3.5 → 5.5
+    W = np.array([[0.5, 1.0], [1.0, 1.0]])
+    X = np.array([[1.0, 0.0], [1.0, 0.0]])
+    (d,) = share_cores([W], 1.0, None, [X])
+    assert d == pytest.approx(np.array([[2.0, 2.0], [3.5, 2.0]]), rel=1e-12)
+    start, end, xs, xe = _fluid_ring(W, np.zeros_like(W), X, 1.0)
+    assert xs[:, 0] == pytest.approx([0.0, 0.0]) and xe[:, 0] == pytest.approx([3.5, 3.5], rel=1e-12)
+    assert start[:, 1] == pytest.approx([3.5, 3.5], rel=1e-12)
+    assert np.isnan(xs[:, 1]).all()  # the last step posts nothing
+    # a core for everything (4 slots): every duration is its work, transfers overlap the blocks
+    (d,) = share_cores([W], 4.0, None, [X])
+    assert d == pytest.approx(W, rel=1e-12)
+
+
+def test_core_time_inverts_the_fluid_ring_with_transfers():
+    """Round trip: the processor-sharing ring (forward model) run on random work, then
+    core_time_s / transfer_core_time_s (the inverse the calibration applies to measured runs) on
+    its block and transfer intervals give the work back."""
+    import pandas as pd
+
+    from ringsim.calibrate import _fluid_ring, core_time_s, transfer_core_time_s
+
+    rng = np.random.default_rng(7)
+    for G, slots in ((4, 2.0), (3, 1.0), (5, 2.0)):
+        W = rng.uniform(0.2, 2.0, (G, 2 * G))  # forward and backward blocks
+        X = np.zeros_like(W)
+        for p in range(2):
+            X[:, p * G:p * G + G - 1] = rng.uniform(0.05, 1.0, (G, G - 1))
+        start, end, xs, xe = _fluid_ring(W, np.zeros_like(W), X, slots)
+        blocks = pd.DataFrame({"start_s": start.ravel(), "end_s": end.ravel()})
+        has = ~np.isnan(xs.ravel())
+        tr = pd.DataFrame({"start_s": xs.ravel()[has], "end_s": xe.ravel()[has]})
+        assert core_time_s(blocks, slots, tr) == pytest.approx(W.ravel(), rel=1e-9)
+        assert transfer_core_time_s(tr, blocks, slots) == pytest.approx(X.ravel()[has], rel=1e-9)
+        # without the transfers the blocks look more expensive than they were
+        assert np.all(core_time_s(blocks, slots) >= W.ravel() - 1e-9)
+
+
+def test_block_gaps_net_of_the_rings_transfers():
+    import pandas as pd
+
+    from ringsim.calibrate import block_gaps_s
+
+    # one rank, one iteration: blocks [0, 1] and [3, 4] of steps 0, 1; its step-0 transfers end at
+    # 2.5 (the one it receives) and 1.5 (the one it sends)
+    blocks = pd.DataFrame({"rank": [0, 0], "phase": ["fwd", "fwd"], "step": [0, 1], "iter": [0, 0],
+                           "start_s": [0.0, 3.0], "end_s": [1.0, 4.0]})
+    tr = pd.DataFrame({"rank": [1, 0], "peer": [0, 1], "phase": ["fwd", "fwd"], "step": [0, 0], "iter": [0, 0],
+                       "end_s": [2.5, 1.5]})
+    assert block_gaps_s(blocks).tolist() == [0.0, 2.0]
+    assert block_gaps_s(blocks, tr).tolist() == [0.0, 0.5]  # 2.5 → 3: not the transfer's wait
 
 
 def test_power_and_rows_fits_and_two_size_tie_break():

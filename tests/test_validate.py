@@ -1,7 +1,6 @@
 """Validation against simulated-then-perturbed timelines: known signed errors come back exactly."""
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 
