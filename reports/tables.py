@@ -1,6 +1,7 @@
 """Markdown tables from `ringsim validate --format json` outputs (used by reports/regenerate.sh).
 
     python reports/tables.py reports/README.md "NAME|TITLE|validation.json" ...
+    python reports/tables.py --compact README.md validation.json   (the main README's table)
 
 For every validation file: one row per case (G, schedule, phase, T, measured, predicted, error),
 the zigzag-over-contiguous speedup per configuration (measured, predicted, difference), and a
@@ -58,7 +59,45 @@ def section(title: str, doc: dict) -> tuple[str, dict]:
     return "\n".join(out) + "\n", summ
 
 
+COMPACT_BEGIN, COMPACT_END = "<!-- validation:begin -->", "<!-- validation:end -->"
+
+
+def compact(doc: dict) -> str:
+    """One row per (G, phase, T): measured → predicted ms and the error for each schedule, and the
+    zigzag-over-contiguous speedup measured → predicted (the main README's table)."""
+    by = {(c["world_size"], c["phase"], c["seq_len"], c["schedule"]): c for c in doc.get("cases") or [doc]}
+    sp = {(r["world_size"], r["phase"], r["seq_len"]): r.get("speedup_vs_contiguous", {}).get("zigzag")
+          for r in doc.get("schedule_ranking", [])}
+    keys = sorted({k[:3] for k in by}, key=lambda k: (k[0], k[1] != "fwd", k[2]))
+    out = ["| G | phase | T | contiguous ms (error) | striped ms (error) | zigzag ms (error) | zigzag speedup |",
+           "|---|---|---|---|---|---|---|"]
+    for G, phase, T in keys:
+        cells = []
+        for s in ("contiguous", "striped", "zigzag"):
+            c = by.get((G, phase, T, s))
+            cells.append("—" if c is None else f"{c['measured_makespan_s'] * 1e3:.1f} → "
+                         f"{c['predicted_makespan_s'] * 1e3:.1f} ({c['makespan_error'] * 100:+.1f}%)")
+        z = sp.get((G, phase, T))
+        cells.append("—" if not z else f"{z['measured']:.3f} → {z['predicted']:.3f} ({z['predicted'] - z['measured']:+.3f})")
+        out.append(f"| {G} | {phase} | {T} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _splice(path: str, begin: str, end: str, body: str) -> None:
+    with open(path) as f:
+        text = f.read()
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        with open(path, "w") as f:
+            f.write(head + begin + "\n" + body + end + tail)
+
+
 def main(argv: list[str]) -> None:
+    if argv and argv[0] == "--compact":  # --compact README validation.json
+        with open(argv[2]) as f:
+            _splice(argv[1], COMPACT_BEGIN, COMPACT_END, compact(json.load(f)))
+        return
     readme, specs = argv[0], argv[1:]
     parts = []
     for spec in specs:
@@ -71,13 +110,7 @@ def main(argv: list[str]) -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     with open(os.path.join(here, "tables.md"), "w") as f:
         f.write(body)
-    with open(readme) as f:
-        text = f.read()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        with open(readme, "w") as f:
-            f.write(head + BEGIN + "\n" + body + END + tail)
+    _splice(readme, BEGIN, END, body)
 
 
 if __name__ == "__main__":

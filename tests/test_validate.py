@@ -180,3 +180,25 @@ def test_committed_trace_against_committed_calibration(name, calib, tol):
     assert "step 0" in notes[("bwd", 0)]["protocol_note"]
     assert notes[("bwd", G)]["predicted_transfer_s"] is None and "return" in notes[("bwd", G)]["protocol_note"]
     assert notes[("fwd", 0)]["protocol_note"] is None
+
+
+def test_held_out_world_size_4_schedule_speedup_within_target():
+    """The G = 4 (oversubscribed: 4 ranks on 2 cores) forward runs at T = 2048, predicted from the
+    calibration that never saw T = 2048: every makespan within 15 % and the zigzag-over-contiguous
+    speedup within 0.1 of the measured one (issue 5's targets; this configuration is where the
+    old core-sharing model missed, see reports/README.md), and the striped fwd+bwd run within 15 %."""
+    import os
+
+    from ringsim.calibrate import load_calibration
+    from ringsim.timeline import read_timeline
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cost = load_calibration(os.path.join(root, "reports", "calib-cpu-gloo-T1024-T4096.json"))
+    got = {}
+    for sched, phase in (("contiguous", "fwd"), ("zigzag", "fwd"), ("striped", "fwd"), ("striped", "fwdbwd")):
+        name = f"cpu-gloo_w4_{sched}_causal_{phase}_T2048.json"
+        v, _ = validate_timeline(read_timeline(os.path.join(root, "traces", name)), cost, label=name)
+        assert abs(v["makespan_error"]) <= 0.15, (name, v["makespan_error"])
+        got[(sched, phase)] = (v["measured_makespan_s"], v["predicted_makespan_s"])
+    (mc, pc), (mz, pz) = got[("contiguous", "fwd")], got[("zigzag", "fwd")]
+    assert abs(pc / pz - mc / mz) <= 0.1, (pc / pz, mc / mz)
