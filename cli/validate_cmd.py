@@ -48,7 +48,7 @@ def render_validation(doc: dict) -> str:
 @click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
               help="calib.json from `ringsim calibrate` (default: the roofline cost model).")
-@click.option("--topology", default=None, help="Preset or YAML of the machine the run used (default: localhost-cpu).")
+@click.option("--topology", default=None, help="Preset or YAML of the machine the run used (default: localhost-cpu, as many processes as the run had).")
 @click.option("--engine", type=click.Choice(["auto", "des", "fast"]), default="auto", show_default=True)
 @click.option("--run-config", multiple=True, metavar="KEY=VALUE",
               help="For Kineto traces: schedule, seq_len, mask, heads, kv_heads, head_dim, batch, dtype.")

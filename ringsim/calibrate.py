@@ -1025,7 +1025,7 @@ class CalibratedCost(CostModel):
         level = (self.contention.get("by_load") or {}).get(f"{self._load(G):g}") if self._load(G) > 1 else None
         sharing = self.contention.get("sharing")
         if self._load(G) > 1 and sharing and G <= int(sharing.get("max_world_size", SHARE_MAX_WORLD_SIZE)):
-            return self._shared(batch, level or self.compute, float(sharing["slots"]))
+            return self._shared(batch, level or self._nearest_level(self._load(G)), float(sharing["slots"]))
         for kind in np.unique(kinds):
             m = kinds == kind
             k = str(kind)
@@ -1036,6 +1036,15 @@ class CalibratedCost(CostModel):
         if level is None:  # a core per rank (an oversubscribed ring's variability is in its gaps)
             out = out * self._draw(batch.phase, out.shape)
         return out / batch.speed_factors()
+
+    def _nearest_level(self, load: float) -> dict:
+        """For a load level without runs of its own, the measured level nearest to it (in log load):
+        its fits are core-seconds, which do not depend on the load (the pooled runs with a core
+        per rank show it), and it brings the transfer and off-core gap fits."""
+        levels = self.contention.get("by_load") or {}
+        if not levels:
+            return self.compute
+        return levels[min(levels, key=lambda k: (abs(math.log(float(k) / load)), float(k)))]
 
     def _core_s(self, batch: BlockBatch, fits: dict) -> np.ndarray:
         fpp = float(batch.workload.flops_per_pair()) if self.dims_known else self.ref_fpp

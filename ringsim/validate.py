@@ -3,7 +3,8 @@
 For a measured timeline the configuration is rebuilt from its metadata — schedule, world size,
 sequence length, mask, phase, workload dims (heads, kv_heads, head_dim, dtype, batch) — and
 simulated with :func:`ringsim.engine.simulate_ring` on the given topology (``localhost-cpu`` for
-CPU runs unless another is given) with the given cost model (a calibration, told the ring size so
+CPU runs unless another is given, widened to the run's world size when it had more than four rank
+processes: :func:`localhost_cpu`) with the given cost model (a calibration, told the ring size so
 its core-sharing factors apply).
 
 What is compared (all per timed iteration; a measured trace may hold several, told apart by the
@@ -138,6 +139,26 @@ def _side(tl: Timeline) -> dict:
     return {"G": G, "compute": comp, "transfer": tran, "wait": wait, "steps": steps}
 
 
+def localhost_cpu(world_size: int):
+    """The ``localhost-cpu`` preset (the machine CPU runs are measured on), widened to
+    ``world_size`` rank processes when the run had more than the preset's four: every process
+    gets the same loopback link to the shared-memory hub."""
+    from .topoload import load_topology
+    from .topology import Link, Topology
+
+    base = load_topology("localhost-cpu")
+    if world_size <= base.num_gpus:
+        return base
+    up = next(l for l in base.links if l.src == base.gpus[0])
+    down = next(l for l in base.links if l.dst == base.gpus[0])
+    gpus = [f"cpu{i}" for i in range(world_size)]
+    links = []
+    for g in gpus:
+        for src, dst, tmpl in ((g, up.dst, up), (down.src, g, down)):
+            links.append(Link(len(links), src, dst, tmpl.bandwidth_Bps, tmpl.latency_s, tmpl.link_class))
+    return Topology(f"{base.name}[{world_size}]", base.device, gpus, links, base.source, dict(base.meta))
+
+
 def validate_timeline(tl: Timeline, cost_model: CostModel | None = None, topology=None, label: str = "trace",
                       engine: str = "auto", samples: int = DISPERSION_SAMPLES) -> tuple[dict, Timeline]:
     """Simulate the measured configuration; return (validation dict, predicted timeline)."""
@@ -147,11 +168,9 @@ def validate_timeline(tl: Timeline, cost_model: CostModel | None = None, topolog
     cfg = measured_config(tl.meta, label)
     G = cfg["world_size"]
     if topology is None:
-        from .topoload import load_topology
-
         if str(tl.meta.get("device", "cpu")).lower() != "cpu":
             raise InputError(f"{label}: not a CPU run; give --topology for the machine it ran on")
-        topology = load_topology("localhost-cpu")
+        topology = localhost_cpu(G)
     topology.check_world_size(G)
     cost = cost_model or RooflineCost()
     if hasattr(cost, "for_world_size"):

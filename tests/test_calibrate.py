@@ -472,3 +472,41 @@ def test_dispersion_draws_are_seeded_and_centred():
     assert np.all((ratio >= q[0] - 1e-12) & (ratio <= q[-1] + 1e-12))  # drawn from the quantiles
     # telling the ring size keeps the seed
     assert cost.for_world_size(2).with_dispersion(3).sample_seed == 3
+
+
+def test_unmeasured_load_level_shares_cores_with_the_nearest_levels_fits():
+    """8 ranks on the 2-core host (load 4) when only load 2 was measured: processor sharing with the
+    load-2 level's core-second, transfer and gap fits (a core-second does not depend on the load)."""
+    from ringsim.calibrate import share_cores
+    from ringsim.validate import localhost_cpu
+
+    doc = _oversubscribed_calibration()
+    level = doc["contention"]["by_load"]["2"]
+    assert set(doc["contention"]["by_load"]) == {"2"} and "transfer" in level
+    cost = CalibratedCost(doc).for_world_size(8, run_phase="fwd")
+    plan = Plan("zigzag", 8, 4096, "causal")
+    wl = Workload(ModelSpec("m", 1, 4, 4, 64), 4096, 1, "fp32")
+    topo = localhost_cpu(8)
+    batch = BlockBatch.build(plan, wl, topo, "fwd")
+    core = cost._core_s(batch, level)
+    delay = np.full(core.shape, level["gap_s"]["fwd"])
+    delay[:, 0] = level["gap_s"]["first"]
+    xfer = np.zeros(core.shape)
+    xfer[:, :7] = level["transfer"]["latency_s"] + wl.shard_bytes(plan.tokens_per_rank) / level["transfer"]["bandwidth_Bps"]
+    (want,) = share_cores([core], 2.0, [delay], [xfer])
+    assert cost.compute_s(batch) == pytest.approx(want, rel=1e-12)
+    # 8 ranks on 2 cores: a balanced ring's blocks take about 4× their core-seconds
+    assert np.median(want[:, 1:] / core[:, 1:]) > 3.0
+
+
+def test_localhost_cpu_widens_to_the_runs_world_size():
+    from ringsim.validate import localhost_cpu
+
+    assert localhost_cpu(4).num_gpus == 4 and localhost_cpu(2).name == "localhost-cpu"
+    t = localhost_cpu(8)
+    base = load_topology("localhost-cpu")
+    assert t.num_gpus == 8 and len(t.links) == 16 and t.name == "localhost-cpu[8]"
+    hops = t.ring_hops(8)
+    assert all(len(h["route"]) == 2 for h in hops)  # cpu r → shm → cpu r+1, as in the preset
+    assert t.route_latency_s(hops[5]["route"]) == pytest.approx(base.route_latency_s(base.ring_hops(4)[1]["route"]))
+    assert {l.link_class for l in t.links} == {"loopback"}

@@ -34,7 +34,7 @@ def name(G, sched, phase, T, backend="gloo", mask="causal"):
     return f"cpu-{backend}_w{G}_{sched}_{mask}_{phase.replace('+', '')}_T{T}.json"
 
 
-def generate(rounds: int = 1):
+def generate(rounds: int = 1, out_dir: str = HERE):
     """Run the grid ``rounds`` times and keep, per configuration, the run with the lowest median
     iteration wall time (the least disturbed by other tenants of the host; every run's median is
     recorded in ``otherData.rounds_median_wall_s``). The three schedules of one configuration run
@@ -65,7 +65,7 @@ def generate(rounds: int = 1):
                         tl_b.meta["rounds_median_wall_s"] = medians[fn]
                         tl_b.meta["selection"] = (f"the run with the lowest median iteration wall time of "
                                                   f"{len(medians[fn])} interleaved runs of this configuration")
-                        tl_b.write(os.path.join(HERE, fn))
+                        tl_b.write(os.path.join(out_dir, fn))
                         print(f"round {i}: {fn}: median {med:.4f} s, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
 
 
@@ -152,9 +152,18 @@ def main():
                     help="only measure zigzag over contiguous in ROUNDS interleaved rounds")
     ap.add_argument("--seq-lens", default=None, metavar="T,T,...",
                     help="comma list of sequence lengths (each a multiple of 2 × the world size); default: the grid")
+    ap.add_argument("--world-sizes", default=None, metavar="G,G,...", help="comma list of world sizes; default: 2,4")
+    ap.add_argument("--out", default=None, metavar="DIR",
+                    help="write the traces to DIR (created) instead of traces/ — and measure only, no summary")
     a = ap.parse_args()
     if a.seq_lens:
         GRID["seq_lens"] = tuple(int(t) for t in a.seq_lens.split(","))
+    if a.world_sizes:
+        GRID["world_sizes"] = tuple(int(g) for g in a.world_sizes.split(","))
+    if a.out:
+        os.makedirs(a.out, exist_ok=True)
+        generate(a.rounds, a.out)
+        return
     if a.speedup:
         speedup(a.speedup)
         return
