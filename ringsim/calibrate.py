@@ -12,8 +12,10 @@ its compute plus the merge that follows it — exactly the interval the simulato
 are part of the rank's busy time). Work is measured as ``pairs`` scaled to the reference workload:
 ``work = pairs × flops_per_pair / flops_per_pair_ref`` (flops per pair = 2·B·H·(d_qk + d_v)), so a
 fit transfers to other head counts, head sizes and batches, and — since it is per pair — to other
-sequence lengths, world sizes and schedules. Three candidate models per (kind, phase):
+sequence lengths, world sizes and schedules. Four candidate models per (kind, phase):
 
+- ``rows``: ``t = a·√work + b·work`` (a, b ≥ 0): a per-row cost (loads, softmax statistics, the
+  merge; √work ∝ the block's rows for a given kind) plus a per-pair cost;
 - ``roofline``: ``t = overhead_s + work × seconds_per_pair``, fitted on the per-size medians by
   least squares on relative error with both coefficients constrained ≥ 0 (a 2-variable NNLS:
   when the unconstrained optimum has a negative intercept the line goes through the origin);
@@ -22,8 +24,8 @@ sequence lengths, world sizes and schedules. Three candidate models per (kind, p
 - ``power``: ``t = c × work^alpha`` through the per-size medians in log-log.
 
 Each is scored by leave-one-size-out MAPE (every distinct work size is predicted from the others);
-the lowest wins (ties, as with exactly two sizes, go to power, then table) and all scores are
-recorded. Kinds without data fall back to the phase's pooled
+the lowest wins (ties, as with exactly two sizes, go to rows, then power, table, roofline:
+``MODELS``) and all scores are recorded. Kinds without data fall back to the phase's pooled
 fit (``"*"``); a phase without data falls back to forward × 2.5 (the roofline constant).
 
 **(b) Latency and bandwidth per link class.** Each transfer's duration is taken from the later of
@@ -598,13 +600,14 @@ MODELS = ("rows", "power", "table", "roofline")  # preference order when the hel
 
 
 def _compare_models(x: np.ndarray, t: np.ndarray) -> dict:
-    """Fit the three candidates; leave-one-size-out MAPE for each; keep the lowest.
+    """Fit the four candidates; leave-one-size-out MAPE for each; keep the lowest.
 
     With exactly two sizes the held-out scores coincide (each candidate predicts a size from the
-    other one alone, proportionally), and the tie goes to the power law: a kernel whose per-pair
-    cost falls with block size (fixed costs amortised, better reuse) is followed by ``c·x^alpha``,
-    alpha < 1, between and just beyond two sizes, where the affine line (overhead + slope) bends
-    the wrong way below the smaller size and the table is proportional outside its range."""
+    other one alone, proportionally), and the tie goes to the rows model (``MODELS`` order): a
+    kernel whose per-pair cost falls with block size (fixed per-row costs amortised) is followed by
+    ``a·√x + b·x`` between and just beyond two sizes, where the affine line (overhead + slope)
+    bends the wrong way below the smaller size and the table is proportional outside its range
+    (on this project's CPU traces it interpolated better than the power law: reports/README.md)."""
     xs = np.unique(x)
     a, b = fit_roofline(x, t)
     c, al = fit_power(x, t)
