@@ -58,6 +58,23 @@ def summary_rows(doc: dict) -> list[dict]:
     if c.get("n_samples"):
         rows.append({"component": "compute core sharing", "model": "load^gamma", "fit": f"gamma {c['gamma']:.3g}",
                      "mape": c.get("mape"), "n": c["n_samples"]})
+    for load, level in (c.get("by_load") or {}).items():  # processor sharing at a measured load level
+        for phase in ("fwd", "bwd"):
+            for kind, e in (level.get(phase) or {}).items():
+                if kind in ("empty", "*") or "chosen" not in e:
+                    continue
+                rows.append({"component": f"load {load} {phase} {kind} (core-s)", "model": e["chosen"],
+                             "fit": f"{_describe_fit(e)}, x {float(e.get('level_scale', 1.0)):.3g}",
+                             "mape": e["mape"], "n": e["n_samples"]})
+        tf = level.get("transfer")
+        if tf:
+            bw = float(tf["bandwidth_Bps"])
+            rows.append({"component": f"load {load} transfer (core-s)", "model": "latency + bytes/bandwidth",
+                         "fit": f"{tf['latency_s'] * 1e6:.4g} us, {bw / 1e9:.4g} GB/s", "mape": tf["mape"],
+                         "n": tf["n_samples"]})
+        g = level.get("gap_s") or {}
+        rows.append({"component": f"load {load} off-core gap", "model": "mean",
+                     "fit": ", ".join(f"{k} {v * 1e3:.3g} ms" for k, v in g.items())})
     return rows
 
 

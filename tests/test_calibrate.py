@@ -510,3 +510,14 @@ def test_localhost_cpu_widens_to_the_runs_world_size():
     assert all(len(h["route"]) == 2 for h in hops)  # cpu r → shm → cpu r+1, as in the preset
     assert t.route_latency_s(hops[5]["route"]) == pytest.approx(base.route_latency_s(base.ring_hops(4)[1]["route"]))
     assert {l.link_class for l in t.links} == {"loopback"}
+
+
+def test_summary_names_the_sharing_levels_fits():
+    from cli.calibrate_cmd import summary_rows
+
+    doc = _oversubscribed_calibration()
+    rows = {r["component"]: r for r in summary_rows(doc)}
+    level = doc["contention"]["by_load"]["2"]
+    assert "load 2 fwd full (core-s)" in rows and rows["load 2 fwd full (core-s)"]["n"] == level["fwd"]["full"]["n_samples"]
+    assert rows["load 2 transfer (core-s)"]["fit"].endswith("GB/s")
+    assert f"fwd {level['gap_s']['fwd'] * 1e3:.3g} ms" in rows["load 2 off-core gap"]["fit"]
