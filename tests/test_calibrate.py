@@ -513,7 +513,7 @@ def test_localhost_cpu_widens_to_the_runs_world_size():
 
 
 def test_summary_names_the_sharing_levels_fits():
-    from cli.calibrate_cmd import summary_rows
+    from ringsim.cli.calibrate_cmd import summary_rows
 
     doc = _oversubscribed_calibration()
     rows = {r["component"]: r for r in summary_rows(doc)}
