@@ -313,17 +313,10 @@ def core_time_s(blocks: pd.DataFrame, slots: float, transfers: pd.DataFrame | No
     threads per rank. When more things run than there are cores, each gets a ``slots / n`` share
     of a core (egalitarian time-sharing), so this is the time the block would take on a core of its
     own; with ``n ≤ slots`` it is the block time itself."""
-    s = blocks["start_s"].to_numpy(float)
-    e = blocks["end_s"].to_numpy(float)
-    if not len(s):
+    if not len(blocks):
         return np.zeros(0)
-    if len(np.unique(np.concatenate([s, e]))) < 2:
-        return np.maximum(e - s, 0.0)
-    S, E = s, e
-    if transfers is not None and len(transfers):
-        S = np.concatenate([s, transfers["start_s"].to_numpy(float)])
-        E = np.concatenate([e, transfers["end_s"].to_numpy(float)])
-    return _sharing_integral(S, E, slots)(s, e)
+    core = _sharing_integral(*_runnable(blocks, transfers), slots)
+    return core(blocks["start_s"].to_numpy(float), blocks["end_s"].to_numpy(float))
 
 
 def transfer_core_time_s(transfers: pd.DataFrame, blocks: pd.DataFrame, slots: float) -> np.ndarray:
@@ -331,9 +324,15 @@ def transfer_core_time_s(transfers: pd.DataFrame, blocks: pd.DataFrame, slots: f
     (blocks and transfers in flight share the cores equally)."""
     if not len(transfers):
         return np.zeros(0)
-    S = np.concatenate([blocks["start_s"].to_numpy(float), transfers["start_s"].to_numpy(float)])
-    E = np.concatenate([blocks["end_s"].to_numpy(float), transfers["end_s"].to_numpy(float)])
-    return _sharing_integral(S, E, slots)(transfers["start_s"].to_numpy(float), transfers["end_s"].to_numpy(float))
+    core = _sharing_integral(*_runnable(blocks, transfers), slots)
+    return core(transfers["start_s"].to_numpy(float), transfers["end_s"].to_numpy(float))
+
+
+def _runnable(blocks: pd.DataFrame, transfers: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end times of everything that shares the cores: the blocks, and the transfers."""
+    frames = [blocks] if transfers is None or not len(transfers) else [blocks, transfers]
+    return (np.concatenate([f["start_s"].to_numpy(float) for f in frames]),
+            np.concatenate([f["end_s"].to_numpy(float) for f in frames]))
 
 
 def block_gaps_s(blocks: pd.DataFrame, transfers: pd.DataFrame | None = None) -> np.ndarray:
