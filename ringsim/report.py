@@ -111,40 +111,57 @@ def _cases(validation: dict | None) -> list[dict]:
     return validation.get("cases") or ([validation] if "makespan_error" in validation else [])
 
 
-def _calibration_figures(calib: dict) -> list:
+_KIND_COLORS = {"full": "#1f77b4", "diagonal": "#ff7f0e", "lower": "#2ca02c", "partial": "#9467bd", "*": "#7f7f7f"}
+
+
+def _compute_fit_figure(fits: dict, title: str, points: str, ylabel: str):
+    """Per phase, each kind's per-size points (``table``) and its chosen model as a line."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from .calibrate import TableModel
+    from .calibrate import _predict
+
+    phases = [p for p in ("fwd", "bwd") if p in fits]
+    if not phases:
+        return None
+    fig = make_subplots(rows=1, cols=len(phases), subplot_titles=[f"{p} compute per block" for p in phases])
+    for col, phase in enumerate(phases, start=1):
+        for kind, e in fits[phase].items():
+            if kind == "empty" or "table" not in e:
+                continue
+            xs = np.asarray(e["table"]["pairs"], float)
+            ts = np.asarray(e["table"]["seconds"], float)
+            color = _KIND_COLORS.get(kind, "#8c564b")
+            fig.add_trace(go.Scatter(x=xs.tolist(), y=(ts * 1e3).tolist(), mode="markers", marker_color=color,
+                                     name=f"{kind} {points}", legendgroup=kind, showlegend=(col == 1)), row=1, col=col)
+            grid = np.linspace(0, max(xs.max() * 1.2, 1.0), 40)
+            y = _predict(e, grid)  # the model the cost model uses, whichever was chosen
+            scale = float(e.get("level_scale", 1.0))
+            label = (f"{phase} {kind} fit ({e['chosen']}{f' × {scale:.3g}' if scale != 1.0 else ''}, "
+                     f"MAPE {e['mape'] * 100:.1f}%)")
+            fig.add_trace(go.Scatter(x=grid.tolist(), y=(y * 1e3).tolist(), mode="lines", line_color=color,
+                                     name=label, legendgroup=kind, line_dash="dot" if kind == "*" else "solid"),
+                          row=1, col=col)
+    fig.update_xaxes(title_text="work (pairs at the reference workload)")
+    fig.update_yaxes(title_text=ylabel)
+    fig.update_layout(title=title, height=460)
+    return fig
+
+
+def _calibration_figures(calib: dict) -> list:
+    import plotly.graph_objects as go
 
     figs = []
-    phases = [p for p in ("fwd", "bwd") if p in calib.get("compute", {})]
-    if phases:
-        fig = make_subplots(rows=1, cols=len(phases), subplot_titles=[f"{p} compute per block" for p in phases])
-        palette = {"full": "#1f77b4", "diagonal": "#ff7f0e", "lower": "#2ca02c", "partial": "#9467bd", "*": "#7f7f7f"}
-        for col, phase in enumerate(phases, start=1):
-            for kind, e in calib["compute"][phase].items():
-                if kind == "empty" or "table" not in e:
-                    continue
-                xs = np.asarray(e["table"]["pairs"], float)
-                ts = np.asarray(e["table"]["seconds"], float)
-                color = palette.get(kind, "#8c564b")
-                fig.add_trace(go.Scatter(x=xs.tolist(), y=(ts * 1e3).tolist(), mode="markers", marker_color=color,
-                                         name=f"{kind} measured (median)", legendgroup=kind,
-                                         showlegend=(col == 1)), row=1, col=col)
-                grid = np.linspace(0, max(xs.max() * 1.2, 1.0), 40)
-                if e["chosen"] == "table":
-                    y = TableModel(xs, ts)(grid)
-                else:
-                    y = e["roofline"]["overhead_s"] + e["roofline"]["seconds_per_pair"] * grid
-                fig.add_trace(go.Scatter(x=grid.tolist(), y=(y * 1e3).tolist(), mode="lines", line_color=color,
-                                         name=f"{kind} fit ({e['chosen']}, MAPE {e['mape'] * 100:.1f}%)",
-                                         legendgroup=kind, line_dash="dot" if kind == "*" else "solid"),
-                              row=1, col=col)
-        fig.update_xaxes(title_text="work (pairs at the reference workload)")
-        fig.update_yaxes(title_text="block time (ms)")
-        fig.update_layout(title="Calibration: measured vs fitted compute time per block kind", height=460)
+    fig = _compute_fit_figure(calib.get("compute", {}), "Calibration: measured vs fitted compute time per block kind",
+                              "measured (median)", "block time (ms)")
+    if fig is not None:
         figs.append(fig)
+    for load, level in (calib.get("contention", {}).get("by_load") or {}).items():
+        fig = _compute_fit_figure(level, f"Calibration: core-seconds per block kind at load {load} "
+                                         "(ranks time-sharing the cores)",
+                                  "per-size mean", "core time (ms)")
+        if fig is not None:
+            figs.append(fig)
     links = calib.get("links", {})
     if links:
         fig = go.Figure()
@@ -158,6 +175,19 @@ def _calibration_figures(calib: dict) -> list:
             y = l["latency_s"] + grid / bw
             fig.add_trace(go.Scatter(x=(grid / 1e6).tolist(), y=(y * 1e3).tolist(), mode="lines",
                                      name=f"{cls} fit: {l['latency_s'] * 1e6:.3g} us + bytes / {bw / 1e9:.3g} GB/s"))
+        for load, level in (calib.get("contention", {}).get("by_load") or {}).items():
+            tf = level.get("transfer")
+            if not tf:
+                continue
+            xs = np.asarray(tf["message_bytes"], float)
+            fig.add_trace(go.Scatter(x=(xs / 1e6).tolist(), y=(np.asarray(tf["mean_core_s"]) * 1e3).tolist(),
+                                     mode="markers", name=f"core-seconds at load {load} (mean)"))
+            grid = np.linspace(0, xs.max() * 1.2, 20)
+            bw = float(tf["bandwidth_Bps"])
+            y = tf["latency_s"] + grid / bw
+            fig.add_trace(go.Scatter(x=(grid / 1e6).tolist(), y=(y * 1e3).tolist(), mode="lines", line_dash="dot",
+                                     name=f"core-seconds fit at load {load}: {tf['latency_s'] * 1e6:.3g} us + "
+                                          f"bytes / {bw / 1e9:.3g} GB/s"))
         fig.update_layout(title="Calibration: transfer time per message", xaxis_title="message (MB)",
                           yaxis_title="ms", height=380)
         figs.append(fig)

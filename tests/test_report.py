@@ -158,3 +158,34 @@ def test_cli_report_draws_runs_it_cannot_predict(tmp_path, capsys):
     figs = _figures(out.read_text())
     gantt = [f for f in figs if any(t.get("orientation") == "h" for t in f[1])]
     assert len(gantt) == 1 and {t["xaxis"] for t in gantt[0][1]} == {"x"}  # measured only
+
+
+def test_calibration_plots_draw_the_chosen_models_and_the_sharing_level(tmp_path):
+    """Every fit line is the model the cost model uses (rows, power, table or roofline, × its level
+    scale), and a calibration with an oversubscribed load level shows that level's core-second fits
+    and its transfer core-seconds."""
+    import numpy as np
+
+    from ringsim.calibrate import _predict
+    from test_calibrate import _oversubscribed_calibration
+
+    calib = _oversubscribed_calibration()
+    path = tmp_path / "calib.html"
+    write_report(str(path), [], None, None, calib)
+    figs = _figures(path.read_text())
+    by_title = {json.dumps(f[2].get("title", "")): f for f in figs}
+    base = next(f for t, f in by_title.items() if "measured vs fitted compute time" in t)
+    level = next(f for t, f in by_title.items() if "core-seconds per block kind at load 2" in t)
+    checked = set()
+    for fig, fits in ((base, calib["compute"]), (level, calib["contention"]["by_load"]["2"])):
+        for tr in fig[1]:
+            if tr.get("mode") != "lines":
+                continue
+            phase, kind = tr["name"].split(" fit (")[0].split(" ", 1)
+            assert (phase == "fwd") == (tr.get("xaxis", "x") == "x")  # each phase in its own panel
+            want = _predict(fits[phase][kind], np.asarray(tr["x"], float)) * 1e3
+            assert np.allclose(tr["y"], want, rtol=1e-9), (phase, kind)
+            checked.add(fits[phase][kind]["chosen"])
+    assert checked - {"roofline"}  # at least one non-roofline model is drawn as itself
+    transfer = next(f for t, f in by_title.items() if "transfer time per message" in t)
+    assert any("core-seconds fit at load 2" in tr["name"] for tr in transfer[1])
