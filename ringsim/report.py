@@ -148,6 +148,20 @@ def _compute_fit_figure(fits: dict, title: str, points: str, ylabel: str):
     return fig
 
 
+def _add_transfer_fit(fig, message_bytes, seconds, latency_s: float, bandwidth_Bps: float, points: str, fit: str,
+                      dash: str = "solid") -> None:
+    """Per-size points and the ``latency + bytes / bandwidth`` line through them, in MB and ms."""
+    import plotly.graph_objects as go
+
+    xs = np.asarray(message_bytes, float)
+    fig.add_trace(go.Scatter(x=(xs / 1e6).tolist(), y=(np.asarray(seconds, float) * 1e3).tolist(), mode="markers",
+                             name=points))
+    grid = np.linspace(0, xs.max() * 1.2, 20)
+    bw = float(bandwidth_Bps)
+    fig.add_trace(go.Scatter(x=(grid / 1e6).tolist(), y=((latency_s + grid / bw) * 1e3).tolist(), mode="lines",
+                             line_dash=dash, name=f"{fit}: {latency_s * 1e6:.3g} us + bytes / {bw / 1e9:.3g} GB/s"))
+
+
 def _calibration_figures(calib: dict) -> list:
     import plotly.graph_objects as go
 
@@ -166,28 +180,13 @@ def _calibration_figures(calib: dict) -> list:
     if links:
         fig = go.Figure()
         for cls, l in links.items():
-            xs = np.asarray(l["message_bytes"], float)
-            ts = np.asarray(l["median_s"], float)
-            fig.add_trace(go.Scatter(x=(xs / 1e6).tolist(), y=(ts * 1e3).tolist(), mode="markers",
-                                     name=f"{cls} measured (median)"))
-            grid = np.linspace(0, xs.max() * 1.2, 20)
-            bw = float(l["bandwidth_Bps"])
-            y = l["latency_s"] + grid / bw
-            fig.add_trace(go.Scatter(x=(grid / 1e6).tolist(), y=(y * 1e3).tolist(), mode="lines",
-                                     name=f"{cls} fit: {l['latency_s'] * 1e6:.3g} us + bytes / {bw / 1e9:.3g} GB/s"))
+            _add_transfer_fit(fig, l["message_bytes"], l["median_s"], l["latency_s"], l["bandwidth_Bps"],
+                              f"{cls} measured (median)", f"{cls} fit")
         for load, level in (calib.get("contention", {}).get("by_load") or {}).items():
             tf = level.get("transfer")
-            if not tf:
-                continue
-            xs = np.asarray(tf["message_bytes"], float)
-            fig.add_trace(go.Scatter(x=(xs / 1e6).tolist(), y=(np.asarray(tf["mean_core_s"]) * 1e3).tolist(),
-                                     mode="markers", name=f"core-seconds at load {load} (mean)"))
-            grid = np.linspace(0, xs.max() * 1.2, 20)
-            bw = float(tf["bandwidth_Bps"])
-            y = tf["latency_s"] + grid / bw
-            fig.add_trace(go.Scatter(x=(grid / 1e6).tolist(), y=(y * 1e3).tolist(), mode="lines", line_dash="dot",
-                                     name=f"core-seconds fit at load {load}: {tf['latency_s'] * 1e6:.3g} us + "
-                                          f"bytes / {bw / 1e9:.3g} GB/s"))
+            if tf:
+                _add_transfer_fit(fig, tf["message_bytes"], tf["mean_core_s"], tf["latency_s"], tf["bandwidth_Bps"],
+                                  f"core-seconds at load {load} (mean)", f"core-seconds fit at load {load}", "dot")
         fig.update_layout(title="Calibration: transfer time per message", xaxis_title="message (MB)",
                           yaxis_title="ms", height=380)
         figs.append(fig)
