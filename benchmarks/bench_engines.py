@@ -4,10 +4,10 @@ A rank-step is one rank doing one ring step (a 1024-rank forward ring is 1024 ×
 Cases, each at 64, 256 and 1024 ranks (``--quick``: 64 and 256, DES only at 64):
 
 - ``fast``           the exact fast path on a contention-free ring (every GPU on one switch),
-                     end to end: cost model, recurrence, makespan (the Timeline's rows are built
+                     end to end: the ring's program, cost model, recurrence, makespan (the Timeline's rows are built
                      lazily, on first use, so a sweep that reads only makespans never pays for them);
 - ``fast + rows``    the same, plus building the Timeline's DataFrame (4 rows per rank-step);
-- ``fast (core)``    the recurrence alone (``run_fast`` on a prepared problem, no Timeline);
+- ``fast (core)``    the recurrence alone (``run_fast`` on a built program with its compute times, no Timeline);
 - ``des``            the simpy DES on the same contention-free ring, end to end (rows lazy);
 - ``des contended``  the DES where hops share links: nodes of 8 GPUs behind one uplink each, ranks
                      striped over nodes so all 8 GPUs of a node send to the next node at once
@@ -26,10 +26,11 @@ import gc
 import sys
 import time
 
-from ringsim.costs import RooflineCost
-from ringsim.engine import Knobs, build_problem, simulate_ring
-from ringsim.fastpath import run_fast
+from ringsim.costs import CostContext, RooflineCost
+from ringsim.engines import Knobs, simulate_program
+from ringsim.engines.fast import run_fast
 from ringsim.schedules import Plan
+from ringsim.strategies import build_ring
 from ringsim.topology import Device, Link, Topology
 from ringsim.workload import Workload, get_model
 
@@ -121,19 +122,21 @@ def bench(args) -> list[tuple]:
     rows = []
     for G in sizes:
         plan, wl = workload(G)
-        plan.pairs  # the exact work table is computed once per plan; not part of any engine
+        plan.pairs, plan.call_shapes  # the exact work and call tables are computed once per plan; not part of any engine
         topo = switch_ring(G)
         rank_steps = G * G
-        cases = [("fast", "contention-free", lambda: simulate_ring(plan, wl, topo, engine="fast")),
-                 ("fast + rows", "contention-free", lambda: len(simulate_ring(plan, wl, topo, engine="fast").timeline.df))]
-        problem = build_problem(plan, wl, topo, RooflineCost(), "fwd")
-        cases.append(("fast (core)", "contention-free", lambda: run_fast(problem, Knobs())))
+        sim = lambda t, engine: simulate_program(build_ring(plan, wl, "fwd"), wl, t, engine=engine)
+        cases = [("fast", "contention-free", lambda: sim(topo, "fast")),
+                 ("fast + rows", "contention-free", lambda: len(sim(topo, "fast").timeline.df))]
+        program = build_ring(plan, wl, "fwd")
+        comp = RooflineCost().step_seconds(CostContext(program, wl, topo))
+        program.flat  # built once, like the problem of the engines before programs
+        cases.append(("fast (core)", "contention-free", lambda: run_fast(program.flat, comp, topo, Knobs())))
         if G <= des_limit:
-            cases.append(("des", "contention-free", lambda: simulate_ring(plan, wl, topo, engine="des")))
+            cases.append(("des", "contention-free", lambda: sim(topo, "des")))
             contended = striped_nodes(G)
             assert contended.ring_shares_links(G)
-            cases.append(("des", "contended (8 flows/uplink)",
-                          lambda: simulate_ring(plan, wl, contended, engine="des")))
+            cases.append(("des", "contended (8 flows/uplink)", lambda: sim(contended, "des")))
         for engine, case, fn in cases:
             # best of three runs at least, and of as many as fit in a second up to 256 ranks
             secs = timed(fn, min_time_s=1.0 if G <= 256 else 0.0, min_reps=3)

@@ -90,7 +90,7 @@ def calibrate(traces, output, run_config, fmt):
     """Fit compute time per block kind and phase, link latency/bandwidth per link class and the
     core-sharing slowdown from measured traces (ringsim Chrome traces or one PyTorch-profiler file
     per rank); write them with their fit errors (MAPE) to OUTPUT."""
-    from ringsim.calibrate import calibrate as fit, load_measured, write_calibration
+    from ringsim.calibration import calibrate as fit, load_measured, write_calibration
 
     runs = load_measured(list(traces), parse_kv(run_config) or None)
     doc = fit(runs)

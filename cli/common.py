@@ -188,10 +188,13 @@ def build_topology(topology, world_size=None, link_scale=(), straggler=(), degra
 def system_options(f):
     """Schedule-independent system knobs: mask, phase, engine, protocol knobs, calibration."""
     opts = [
-        click.option("--mask", default="causal", show_default=True, help="full, causal or sliding:W."),
+        click.option("--mask", default=None,
+                     help="full, causal or sliding:W (default: the model's own — its sliding window, else causal)."),
         click.option("--phase", type=click.Choice(["fwd", "fwd+bwd"]), default="fwd", show_default=True),
-        click.option("--engine", type=click.Choice(["auto", "des", "fast"]), default="auto", show_default=True,
-                     help="auto: the exact fast path when no ring hops share a link, else the DES."),
+        click.option("--engine", type=click.Choice(["auto", "des", "fast", "reference"]), default="auto",
+                     show_default=True,
+                     help="auto: the exact fast path when no two messages share a link at once, else the DES; "
+                          "reference: the plain simpy engine (slow; the others' cross-check)."),
         click.option("--overlap/--no-overlap", default=True, show_default=True,
                      help="Overlap each step's compute with its transfers."),
         click.option("--rendezvous/--no-rendezvous", default=True, show_default=True,
@@ -211,6 +214,6 @@ def build_cost_model(calibration):
 
     if not calibration:
         return RooflineCost()
-    from ringsim.calibrate import load_calibration
+    from ringsim.calibration import load_calibration
 
     return load_calibration(calibration)

@@ -7,7 +7,8 @@ from ringsim.planreport import plan_report
 from ringsim.schedules import SCHEDULES, Plan
 from ringsim.units import InputError, format_bytes, parse_flops
 
-from .common import build_workload, emit, format_option, render_csv, render_table, to_json, workload_options
+from .common import (build_cost_model, build_workload, emit, format_option, render_csv, render_table, to_json,
+                     workload_options)
 
 
 def parse_tile(text: str | None):
@@ -26,15 +27,18 @@ def parse_tile(text: str | None):
 @click.command()
 @click.option("--schedule", type=click.Choice(SCHEDULES), default="zigzag", show_default=True)
 @click.option("--world-size", type=int, default=8, show_default=True)
-@click.option("--mask", default="causal", show_default=True, help="full, causal or sliding:W.")
+@click.option("--mask", default=None,
+              help="full, causal or sliding:W (default: the model's own — its sliding window, else causal).")
 @click.option("--tile", default="128x128", show_default=True, help="Kernel tile QxK for tile counts, or none.")
 @click.option("--peak-flops", default="989 TFLOP/s", show_default=True, help="Device peak for the ideal bound.")
 @click.option("--efficiency", type=float, default=0.75, show_default=True,
               help="Achieved fraction of peak (FlashAttention-3 on H100 reaches ~0.75).")
+@click.option("--calibration", type=click.Path(dir_okay=False), default=None,
+              help="calib.json from `ringsim calibrate`: compute seconds from it instead of the roofline.")
 @click.option("--steps/--no-steps", default=None, help="Per-step rows (default: on up to 64 ranks).")
 @workload_options()
 @format_option
-def plan(schedule, world_size, mask, tile, peak_flops, efficiency, steps, model, layers, heads, kv_heads,
+def plan(schedule, world_size, mask, tile, peak_flops, efficiency, calibration, steps, model, layers, heads, kv_heads,
          head_dim, hidden, ffn, seq_len, batch, dtype, fmt, output):
     """Per-rank, per-step work of one ring (one attention layer): shard owner, allowed pairs,
     non-empty tiles, FLOPs, KV bytes received; per-rank totals, imbalance and the ideal bound."""
@@ -42,9 +46,14 @@ def plan(schedule, world_size, mask, tile, peak_flops, efficiency, steps, model,
         raise InputError(f"--efficiency must be in (0, 1], got {efficiency}")
     wl = build_workload(model=model, layers=layers, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
                         hidden=hidden, ffn=ffn, seq_len=seq_len, batch=batch, dtype=dtype)
-    p = Plan(schedule, world_size, wl.seq_len, mask)
+    p = Plan(schedule, world_size, wl.seq_len, mask or wl.default_mask())
     per_step = steps if steps is not None else world_size <= 64
-    doc = plan_report(p, wl, parse_tile(tile), parse_flops(peak_flops), efficiency, per_step)
+    from ringsim.topology import Device, Topology
+
+    tile_qk = parse_tile(tile)
+    device = Device("plan device", parse_flops(peak_flops), efficiency, 0.0, tile_qk)
+    topo = Topology("plan", device, [f"g{i}" for i in range(world_size)], [])
+    doc = plan_report(p, wl, tile_qk, build_cost_model(calibration), topo, per_step)
     if fmt == "json":
         emit(to_json(doc), output)
     elif fmt == "csv":

@@ -29,7 +29,7 @@ def _read_json(path: str, what: str, hint: str) -> dict:
 def report(traces, calibration, validation, topology, run_config, max_gantt, output):
     """Write ONE self-contained HTML report (works offline): measured and predicted timelines side
     by side, per-rank utilisation, error per step, the schedule comparison and the calibration fits."""
-    from ringsim.calibrate import load_calibration, load_measured
+    from ringsim.calibration import load_calibration, load_measured
     from ringsim.report import write_report
     from ringsim.validate import validate_runs
 

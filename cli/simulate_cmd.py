@@ -20,7 +20,7 @@ _TOPOLOGY_KEYS = ("topology", "world_size", "link_scale", "straggler", "degrade_
 
 def _spec(schedule: str, opts: dict):
     """The SimSpec the shared workload, topology and system options describe."""
-    from ringsim.engine import Knobs
+    from ringsim.engines import Knobs
     from ringsim.simulate import SimSpec
 
     wl = build_workload(**{k: opts[k] for k in _WORKLOAD_KEYS})

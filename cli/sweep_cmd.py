@@ -75,7 +75,8 @@ def _serialise(rows, fmt, output):
 @click.option("--bw-scale", default=None, help="Comma list of link-bandwidth factors (default 1).")
 @click.option("--bw-class", default=None, help="Link class --bw-scale applies to (default: all links).")
 @click.option("--schedules", default=None, help="Comma list (default contiguous,striped,zigzag).")
-@click.option("--mask", default=None, help="Comma list of masks (default causal).")
+@click.option("--mask", default=None,
+              help="Comma list of masks (default: each model's own — its sliding window, else causal).")
 @click.option("--model", default=None, help="Comma list of model presets (default llama3-8b).")
 @click.option("--phase", default=None, help="Comma list: fwd, fwd+bwd (default fwd).")
 @click.option("--batch", type=int, default=None)
@@ -123,7 +124,7 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
         bw_scales=_floats(opt("bw_scale", bw_scale, "1"), "--bw-scale"),
         bw_class=opt("bw_class", bw_class, None),
         schedules=scheds,
-        masks=_names(opt("mask", mask, "causal")),
+        masks=_names(opt("mask", mask, "")) or [None],
         models=_names(opt("model", model, "llama3-8b")),
         phases=phases,
         batch=int(opt("batch", batch, 1)),
@@ -132,7 +133,7 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
         calibration=opt("calibration", calibration, None),
     )
     if st.calibration:
-        from ringsim.calibrate import load_calibration
+        from ringsim.calibration import load_calibration
 
         load_calibration(st.calibration)  # fail fast on a bad file
     # fail fast on names that would fail every point

@@ -59,7 +59,7 @@ def validate(traces, calibration, topology, engine, run_config, fmt, output):
     """Simulate exactly each measured configuration and report the signed makespan error
     ((predicted − measured)/measured), per-rank and per-step errors, and whether the schedule
     ranking matches when several traces of one configuration are given."""
-    from ringsim.calibrate import load_calibration, load_measured
+    from ringsim.calibration import load_calibration, load_measured
     from ringsim.validate import validate_runs
 
     cost = load_calibration(calibration) if calibration else None

@@ -14,10 +14,14 @@ carries ``distributedInfo`` = ``{rank, world_size, backend}``. That is enough to
   the profiler recorded them (``bytes``, or ``In msg nelems``/``Out msg nelems`` × the dtype's
   size); otherwise 0. Peers follow the ring: send to r+1, receive from r−1. Collectives
   (AllReduce, AllGather, …) are not part of the ring and are skipped (counted in the metadata).
-- **steps** are assigned by order of occurrence per rank and phase: the k-th compute block of a
-  phase is step ``k mod G`` of iteration ``k div G``. A transfer takes the step (and phase) of
-  the compute block of the same rank whose start is nearest to its own start, since the ring
-  posts a step's transfers when the step's compute starts.
+- **steps** come from the program the run executed (:mod:`ringsim.strategies`, rebuilt from the
+  run configuration): the rank's kernel calls in program order — steps where the rank computes
+  nothing (a contiguous ring's rank r after step r) have no call and are skipped — so the k-th
+  attention kernel of a phase is the (k mod n)-th of the phase's n calls. A transfer takes the step
+  (and phase) of the compute block of the same rank whose start is nearest to its own start, since
+  a step's messages are posted when its compute starts, and its peer from that step's messages.
+  Without a run configuration there is no program: the k-th kernel is taken as step ``k mod G``
+  and transfers go to r+1 / come from r−1, and the metadata says the steps were guessed.
 - **time**: every file's ``ts`` (µs, plus ``baseTimeNanoseconds`` when the file has one) is put
   on one origin, the earliest imported event of all ranks. This assumes the ranks' clocks agree
   (one host, or hosts synchronised by NTP/PTP); the spread is not corrected.
@@ -165,17 +169,36 @@ def read_kineto_rank(data: dict, origin: str = "trace") -> dict:
             "compute": [tuple(c) for c in compute], "comm": comm, "skipped": skipped, "kernels": names}
 
 
-def _plan_work(config: dict, world: int):
-    """(pairs [G, G], fwd flops per pair) from a run configuration, or (None, None)."""
+def _program_calls(config: dict, world: int):
+    """From a run configuration, the program's kernel calls per rank and phase — a list of
+    ``(step, pairs, owner, flops)`` in program order, steps without a call skipped — and its
+    message peers per (rank, phase, step, "send"|"recv"); ``(None, None)`` without a configuration."""
     if not config or "schedule" not in config or "seq_len" not in config:
         return None, None
-    from .schedules import Plan
+    from .calibration.measured import workload_from_meta
+    from .strategies import parse_strategy
+    from .workload import ModelSpec, Workload
 
-    plan = Plan(str(config["schedule"]), world, int(config["seq_len"]), config.get("mask", "causal"))
-    fpp = None
-    if "heads" in config and "head_dim" in config:
-        fpp = 4.0 * int(config.get("batch", 1)) * int(config["heads"]) * int(config["head_dim"])
-    return plan.pairs, fpp
+    dims = {k: config[k] for k in ("heads", "kv_heads", "head_dim", "batch", "dtype") if k in config}
+    meta = {"seq_len": config["seq_len"], "workload": dims}
+    wl = workload_from_meta(meta) or Workload(ModelSpec("unknown", 1, 1, 1, 1), int(config["seq_len"]))
+    program = parse_strategy(str(config["schedule"])).build(wl, world, config.get("mask", "causal"), "fwd+bwd")
+    f = program.flat
+    known = workload_from_meta(meta) is not None
+    calls: dict = {}
+    for n in range(f.N):
+        ph, st = f.step_phase[n], int(f.step_label[n])
+        for r in range(world):
+            if f.pairs[n, r] > 0:
+                flops = float(f.pairs[n, r]) * wl.flops_per_pair(ph) if known else 0.0
+                calls.setdefault((r, ph), []).append((st, float(f.pairs[n, r]), int(f.kv_owner[n, r]), flops))
+    peers: dict = {}
+    for m in range(f.M):
+        n = int(f.post_step[m])
+        key = (f.step_phase[n], int(f.step_label[n]))
+        peers[(int(f.src[m]),) + key + ("send",)] = int(f.dst[m])
+        peers[(int(f.dst[m]),) + key + ("recv",)] = int(f.src[m])
+    return calls, peers
 
 
 def import_kineto(paths: list[str], config: dict | None = None) -> Timeline:
@@ -210,7 +233,7 @@ def import_kineto(paths: list[str], config: dict | None = None) -> Timeline:
              [c[1] for r in per_rank.values() for c in r["comm"]]
     origin_us = min(starts)
     config = dict(config or {})
-    pairs, fpp = _plan_work(config, world)
+    calls, peers = _program_calls(config, world)
     G = world
     rows = []
     for rank in sorted(per_rank):
@@ -220,10 +243,11 @@ def import_kineto(paths: list[str], config: dict | None = None) -> Timeline:
         for phase, s, e in r["compute"]:
             k = count[phase]
             count[phase] += 1
-            step = k % G
-            p = float(pairs[rank, step]) if pairs is not None else 0.0
-            f = p * fpp * (2.5 if phase == "bwd" else 1.0) if (pairs is not None and fpp) else 0.0
-            owner = (rank - step) % G
+            mine = calls.get((rank, phase)) if calls is not None else None
+            if mine:
+                step, p, owner, f = mine[k % len(mine)]
+            else:
+                step, p, owner, f = k % G, 0.0, (rank - k % G) % G, 0.0
             rows.append((rank, step, phase, "compute", (s - origin_us) * 1e-6, (e - origin_us) * 1e-6,
                          owner, 0.0, p, f))
             blocks.append((phase, step, s))
@@ -234,7 +258,9 @@ def import_kineto(paths: list[str], config: dict | None = None) -> Timeline:
                 phase, step = blocks[i][0], blocks[i][1]
             else:
                 phase, step = "fwd", 0
-            peer = (rank + 1) % G if d == "send" else (rank - 1) % G
+            peer = (peers or {}).get((rank, phase, step, d))
+            if peer is None:
+                peer = (rank + 1) % G if d == "send" else (rank - 1) % G
             rows.append((rank, step, phase, d, (s - origin_us) * 1e-6, (e - origin_us) * 1e-6, peer, b, 0.0, 0.0))
     rows.sort(key=lambda t: (t[0], t[4], t[3]))
     phases = {row[2] for row in rows if row[3] == "compute"}
@@ -247,6 +273,8 @@ def import_kineto(paths: list[str], config: dict | None = None) -> Timeline:
         "skipped_collective_kernels": int(sum(r["skipped"] for r in per_rank.values())),
         "clock_alignment": {"method": "common origin = earliest imported kernel of all ranks; clocks assumed in sync",
                             "origin_us": origin_us},
+        "step_mapping": ("the program's kernel calls in order (steps without a call skipped)" if calls is not None
+                         else "guessed: k-th kernel = step k mod G (no run configuration, so no program)"),
     }
     for key in ("schedule", "seq_len", "mask"):
         if key in config:

@@ -1,16 +1,25 @@
-"""KV-cache memory: bytes per token, per sequence and per GPU, and whether it fits a device.
+"""KV memory: bytes per token, per sequence and per GPU — one function for every command.
 
-With ring attention (context parallelism) each of G ranks caches the K/V of its own T/G tokens,
-so the per-GPU cache is the sequence's cache divided by G. A hybrid stack's SSM state is fixed
-size and kept whole on every rank (each rank carries the recurrent state across its chunk).
-Only the attention cache and SSM state are counted here, not weights or activations.
+Two different quantities, each with its own key (a decode-time rolling cache is not a prefill shard):
+
+- ``kv_shard_per_gpu_bytes``: the K/V (or MLA latent) of a rank's own ⌈T/G⌉ tokens over all
+  attention layers — what context-parallel prefill or training holds on each GPU and what the
+  ring moves, whatever the mask (a sliding-window model still computes and keeps the K/V of
+  every token of its shard). ``ringsim memory`` and ``ringsim simulate`` print this same figure.
+- ``decode_cache_bytes`` / ``decode_cache_per_gpu_bytes``: the cache needed to decode the next
+  token — the whole sequence, or for a sliding-window model the rolling buffer of its last W
+  tokens (Mistral's "rolling buffer cache") — and that split over G GPUs.
+
+A hybrid stack's SSM state is fixed size and kept whole on every rank (each rank carries the
+recurrent state across its chunk). Only attention K/V and SSM state are counted, not weights or
+activations.
 """
 from __future__ import annotations
 
 from .units import InputError, parse_bytes
 from .workload import Workload
 
-__all__ = ["DEVICE_MEMORY", "parse_device_memory", "memory_row"]
+__all__ = ["DEVICE_MEMORY", "parse_device_memory", "memory_row", "kv_memory"]
 
 # Device memory in bytes (vendor datasheets, decimal GB).
 DEVICE_MEMORY = {
@@ -33,25 +42,40 @@ def parse_device_memory(text: str | None) -> float | None:
                          f"({', '.join(DEVICE_MEMORY)})") from None
 
 
-def memory_row(workload: Workload, world_size: int = 1, device_memory_bytes: float | None = None) -> dict:
+def kv_memory(workload: Workload, world_size: int = 1) -> dict:
+    """The KV figures of a workload over ``world_size`` GPUs (see the module docstring)."""
     if world_size <= 0:
         raise InputError(f"world size must be positive, got {world_size}")
-    kv = workload.kv_cache_bytes()
-    state = workload.state_bytes()
-    per_gpu = -(-kv // world_size) + state
-    row = {
+    per_token = workload.kv_bytes_per_token() * workload.batch
+    shard_tokens = -(-workload.seq_len // world_size)
+    decode = workload.decode_cache_bytes()
+    return {
+        "kv_bytes_per_token": workload.kv_bytes_per_token(),
+        "kv_shard_per_gpu_bytes": shard_tokens * per_token,
+        "decode_cache_bytes": decode,
+        "decode_cache_per_gpu_bytes": -(-decode // world_size),
+        "state_bytes": workload.state_bytes(),
+    }
+
+
+def memory_row(workload: Workload, world_size: int = 1, device_memory_bytes: float | None = None) -> dict:
+    """One row of ``ringsim memory``: whether the K/V shard of every GPU (plus SSM state) fits."""
+    kv = kv_memory(workload, world_size)
+    per_gpu = kv["kv_shard_per_gpu_bytes"] + kv["state_bytes"]
+    return {
         "model": workload.model.name,
         "attention": workload.model.attention,
         "seq_len": workload.seq_len,
         "batch": workload.batch,
         "dtype": workload.dtype,
         "world_size": world_size,
-        "kv_bytes_per_token": workload.kv_bytes_per_token(),
-        "kv_cache_bytes": kv,
-        "state_bytes": state,
-        "kv_cache_per_gpu_bytes": -(-kv // world_size),
+        "kv_bytes_per_token": kv["kv_bytes_per_token"],
+        "kv_cache_bytes": workload.kv_cache_bytes(),
+        "kv_shard_per_gpu_bytes": kv["kv_shard_per_gpu_bytes"],
+        "decode_cache_bytes": kv["decode_cache_bytes"],
+        "decode_cache_per_gpu_bytes": kv["decode_cache_per_gpu_bytes"],
+        "state_bytes": kv["state_bytes"],
         "total_per_gpu_bytes": per_gpu,
         "device_memory_bytes": device_memory_bytes,
         "fits": None if device_memory_bytes is None else bool(per_gpu <= device_memory_bytes),
     }
-    return row

@@ -12,12 +12,11 @@ Definitions (per attention layer unless a name says ``all_layers``):
   transfers are in flight while it computes, over the time its transfers are in flight.
 - **efficiency**: ideal bound / makespan, where the ideal bound is the total compute time spread
   evenly over the ranks with no communication (``sum(compute) / G``).
-- **critical path**: walking back from the last compute end, each step of the path is held by
-  the rank's own compute or by a transfer (hop src→dst); the path's time is attributed to those.
-- **hide block**: per ring hop, the smallest tokens-per-rank c whose forward block hides that
-  hop's transfer: ρ·c²·f/(F·e) ≥ α + c·b/B (ρ the mean share of a block's pairs the mask allows —
-  1 for full, ~1/2 for causal —, f FLOPs per pair, F·e achieved FLOP/s, b shard bytes per token,
-  α route latency, B route bottleneck): the quadratic's positive root.
+- **critical path** (:func:`critical_path`, from the program and the engine's arrays): walking
+  back from the rank that finished last, each step boundary was held by the rank's own compute or
+  by a message it waited for (hop src→dst); the path's time is attributed to those.
+- **hide block** (:func:`hide_block_tokens`): per ring hop, the smallest tokens-per-rank c whose
+  forward block hides that hop's transfer, with the block's time from the cost model in use.
 """
 from __future__ import annotations
 
@@ -25,12 +24,14 @@ import math
 
 import numpy as np
 
+from .costs import CostModel
+from .program import Program
 from .schedules import Plan
 from .timeline import Timeline
 from .topology import Topology
 from .workload import Workload
 
-__all__ = ["ring_metrics", "hide_block_tokens", "ring_memory_bytes", "critical_path"]
+__all__ = ["ring_metrics", "program_metrics", "hide_block_tokens", "ring_memory_bytes", "critical_path"]
 
 
 def _merged(rank: np.ndarray, start: np.ndarray, end: np.ndarray, G: int, span: float):
@@ -96,6 +97,39 @@ def ring_metrics(tl: Timeline, world_size: int) -> dict:
     x_iv = _merged(rank[is_x], start[is_x], end[is_x], G, span)
     transfer = np.bincount(x_iv[0], weights=x_iv[2] - x_iv[1], minlength=G)[:G]
     hidden = _per_rank_intersection(c_iv, x_iv, G, span)
+    return _summary(makespan, compute, transfer, wait, sent, c_end, hidden)
+
+
+def program_metrics(program: Program, arrays, world_size: int | None = None) -> dict:
+    """:func:`ring_metrics` computed from a simulated program's arrays, without building the
+    Timeline's rows (same definitions: compute = the compute intervals of steps with compute
+    ops, transfer = the union of the rank's messages in flight, wait = idle between a compute's
+    end and its step's end)."""
+    flat = program.flat
+    G, N = flat.world_size, flat.N
+    T, E = arrays.step_start_s, arrays.compute_end_s
+    makespan = float(T[N].max()) if G else 0.0
+    hc = flat.has_compute
+    comp_iv = (E - T[:N])[hc]
+    compute = comp_iv.sum(axis=0) if len(comp_iv) else np.zeros(G)
+    wait = np.maximum(T[1:] - E, 0.0).sum(axis=0)
+    M = flat.M
+    sent = np.bincount(flat.src, weights=flat.bytes, minlength=G)[:G] if M else np.zeros(G)
+    c_end = E[hc].max(axis=0) if hc.any() else np.zeros(G)
+    span = (max(makespan, 0.0) + 1.0) * 2.0
+    ranks = np.arange(G)
+    cn = np.nonzero(hc)[0]
+    c_rank = np.tile(ranks, len(cn))
+    c_iv = _merged(c_rank, T[cn].reshape(-1), E[cn].reshape(-1), G, span)
+    x_rank = np.concatenate([flat.src, flat.dst])
+    x_iv = _merged(x_rank, np.concatenate([arrays.msg_start_s] * 2), np.concatenate([arrays.msg_end_s] * 2), G, span)
+    transfer = np.bincount(x_iv[0], weights=x_iv[2] - x_iv[1], minlength=G)[:G]
+    hidden = _per_rank_intersection(c_iv, x_iv, G, span)
+    return _summary(makespan, compute, transfer, wait, sent, c_end, hidden)
+
+
+def _summary(makespan, compute, transfer, wait, sent, c_end, hidden) -> dict:
+    G = len(compute)
     per_rank = [{
         "rank": r,
         "compute_s": float(compute[r]),
@@ -119,33 +153,61 @@ def ring_metrics(tl: Timeline, world_size: int) -> dict:
     }
 
 
-def hide_block_tokens(workload: Workload, topology: Topology, world_size: int, density: float = 1.0) -> list[dict]:
-    """Per hop of the ring: the minimal tokens per rank whose forward block hides the transfer.
+def hide_block_tokens(workload: Workload, topology: Topology, world_size: int, cost_model: CostModel,
+                      density: float = 1.0) -> list[dict]:
+    """Per hop r → r+1 of the ring: the smallest tokens per rank c whose mean forward block
+    (c × c, ``density``·c² allowed pairs: 1 for full attention, about 1/2 for a causal ring) takes
+    at least as long, by ``cost_model``, as the hop's transfer of c tokens' K/V
+    (``latency + c·shard_bytes_per_token / bottleneck``). Hops with the same latency and
+    bottleneck share one search (an exponential search, then bisection on integers)."""
+    b_tok = workload.shard_bytes(1)
+    kind = 1 if density >= 1.0 else 2  # full, else causal (KIND_CODES)
 
-    ``density`` is the share of a block's pairs the mask allows on average (1 for full attention,
-    about 1/2 for a causal ring's blocks), so the block computes density·c² pairs.
-    """
-    dev = topology.device
-    a = density * workload.flops_per_pair() / (dev.peak_flops * dev.efficiency)  # seconds per c²
-    b_tok = workload.shard_bytes(1)  # bytes per token of the shard
+    def compute_s(c):
+        c = np.asarray(c, dtype=np.float64)
+        return cost_model.call_seconds(workload, topology, c, c, np.round(density * c * c), np.full(c.shape, kind),
+                                       "fwd")
+
+    def hides(c, lat, bw):
+        xfer = lat + (c * b_tok / bw if bw != float("inf") else 0.0)
+        return float(compute_s(np.array([c]))[0]) >= xfer
+
+    cache: dict[tuple[float, float], int] = {}
+
+    def smallest(lat, bw):
+        key = (lat, bw)
+        if key not in cache:
+            hi = 1
+            while not hides(hi, lat, bw):
+                hi *= 2
+                if hi > 1 << 40:
+                    break
+            lo = hi // 2
+            while hi - lo > 1:  # hides(hi), not hides(lo)
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if hides(mid, lat, bw) else (mid, hi)
+            cache[key] = hi
+        return cache[key]
+
     out = []
     for hop in topology.ring_hops(world_size):
         B, alpha = hop["bottleneck_Bps"], hop["latency_s"]
-        b = b_tok / B if B != float("inf") else 0.0
-        c = (b + math.sqrt(b * b + 4 * a * alpha)) / (2 * a)
         out.append({"src": hop["src"], "dst": hop["dst"], "link_classes": hop["link_classes"],
-                    "bottleneck_Bps": B, "latency_s": alpha, "hide_block_tokens": int(math.ceil(c))})
+                    "bottleneck_Bps": B, "latency_s": alpha, "hide_block_tokens": int(smallest(alpha, B))})
     return out
 
 
 def ring_memory_bytes(plan: Plan, workload: Workload, phase: str, double_buffer: bool = True) -> dict:
-    """Peak memory per rank: the whole model's KV cache of its tokens plus one layer's ring working set.
+    """Peak memory per rank: the whole model's K/V of its own tokens plus one layer's ring working set.
 
     Working set of one attention layer's ring: Q, O (dtype) and the fp32 output accumulator and
     log-sum-exp of the rank's queries; its own K/V shard plus one ring buffer (two with double
-    buffering: the shard being computed on and the one arriving). Backward adds dQ (fp32), the
-    saved O/lse already counted, and the travelling K/V + dK/dV buffers (dK/dV in fp32).
+    buffering: the shard being computed on and the one arriving). Backward adds dQ (fp32) and the
+    travelling dK/dV accumulators (fp32, as many as K/V buffers). ``kv_shard_per_gpu_bytes`` is
+    :func:`ringsim.memory.kv_memory`'s, the same figure ``ringsim memory`` prints.
     """
+    from .memory import kv_memory
+
     m, n, B = workload.model, plan.tokens_per_rank, workload.batch
     bpv = workload.bytes_per_value
     q = B * n * m.heads * m.head_dim * bpv
@@ -156,96 +218,71 @@ def ring_memory_bytes(plan: Plan, workload: Workload, phase: str, double_buffer:
     ring = q + o + acc + shard * (1 + buffers)
     if phase == "fwd+bwd":
         dq = B * n * m.heads * m.head_dim * 4
-        dkv = shard * 4 // bpv  # fp32 accumulators of the travelling shard
-        ring += dq + buffers * dkv
-    kv_cache = workload.shard_bytes(n) * workload.layers
-    return {"ring_working_set_bytes": int(ring), "kv_cache_per_gpu_bytes": int(kv_cache),
-            "peak_memory_bytes": int(ring + kv_cache)}
+        ring += dq + buffers * workload.grad_shard_bytes(n)
+    kv = kv_memory(workload, plan.world_size)["kv_shard_per_gpu_bytes"]
+    return {"ring_working_set_bytes": int(ring), "kv_shard_per_gpu_bytes": int(kv),
+            "peak_memory_bytes": int(ring + kv)}
 
 
-def critical_path(tl: Timeline, world_size: int) -> dict:
-    """Walk back from the last compute end and attribute the path's time to what held each step.
+def critical_path(program: Program, arrays, compute_s: np.ndarray) -> dict:
+    """Walk back from the rank that finished last and attribute the path's time to what held it.
 
-    At each step boundary of rank r the next step waited for the latest of: r's compute, the
-    receive into r (hop r−1→r) and the send out of r (hop r→r+1). The walk follows the latest; a
-    transfer's duration is charged to its hop, and the walk continues at whichever end posted later.
-    Returns the share of the makespan held by each rank's compute and each hop, and the top one.
+    A rank's step n+1 started when the latest of these was done: its compute of step n and every
+    message it waited for at step n. The walk follows the latest: compute is charged to the rank
+    (``compute_s``) and the walk moves to that step's start; a message's duration is charged to
+    its hop, and the walk continues at the end that posted it later (at that step's start, or —
+    for a post at the compute's end — through that rank's compute first). Returns the share of
+    the makespan held by each rank's compute and each hop, and the top holder.
     """
-    df = tl.df
-    comp = df[df["kind"] == "compute"]
-    if not len(comp):
+    flat = program.flat
+    G, N = flat.world_size, flat.N
+    T, E = arrays.step_start_s, arrays.compute_end_s
+    XS, XE = arrays.msg_start_s, arrays.msg_end_s
+    if N == 0 or G == 0:
         return {"holder": None, "compute_s": {}, "hops_s": {}}
-    G = world_size
-    ph_idx = {"fwd": 0, "bwd": 1}
+    # messages each rank waits for at each step: ids[ptr[n·G + r]:ptr[n·G + r + 1]]
+    from .engines.des import csr
 
-    def table(d):
-        """(2, G, G) arrays of start/end indexed [phase, rank, step]; NaN where absent."""
-        st = np.full((2, G, G), np.nan)
-        en = np.full((2, G, G), np.nan)
-        p = d["phase"].map(ph_idx).to_numpy()
-        ok = ~np.isnan(p.astype(float)) & (d["step"].to_numpy() >= 0)
-        p = p[ok].astype(np.int64)
-        r_, s_ = d["rank"].to_numpy()[ok], d["step"].to_numpy()[ok]
-        st[p, r_, s_] = d["start_s"].to_numpy()[ok]
-        en[p, r_, s_] = d["end_s"].to_numpy()[ok]
-        return st, en
+    ids = np.arange(flat.M, dtype=np.int64)
+    ptr, wait_ids = csr(np.concatenate([flat.wait_step * G + flat.src, flat.wait_step * G + flat.dst]),
+                        np.concatenate([ids, ids]), N * G)
+    compute: dict[int, float] = {}
+    hops: dict[str, float] = {}
 
-    c_st, c_en = table(comp)
-    x_st, x_en = table(df[df["kind"] == "send"])
-    c = _Lookup(c_st, c_en, ph_idx)
-    sends = _Lookup(x_st, x_en, ph_idx)
-    last = comp.loc[comp["end_s"].idxmax()]
-    r, ph, s = int(last["rank"]), str(last["phase"]), int(last["step"])
-    compute_s: dict[int, float] = {}
-    hops_s: dict[str, float] = {}
+    def charge(r, n):
+        compute[r] = compute.get(r, 0.0) + float(E[n, r] - T[n, r])
 
-    def charge_compute(rank, phase, step):
-        a, b = c[(rank, phase, step)]
-        compute_s[rank] = compute_s.get(rank, 0.0) + (b - a)
-
-    charge_compute(r, ph, s)
-    for _ in range(4 * G * G + 10):  # bounded walk back through step boundaries
-        # at the start of step s of rank r: what did it wait for?
-        prev = s - 1 if s > 0 else (G - 1 if ph == "bwd" else None)
-        pph = ph if s > 0 else "fwd"
-        if prev is None or (r, pph, prev) not in c:
+    r = int(np.argmax(T[N]))
+    n = N  # at the start of step n (n = N: the end) of rank r
+    for _ in range(4 * N * G + 10):
+        if n == 0:
             break
-        cand = [("compute", c[(r, pph, prev)][1], r)]
-        left = (r - 1) % G
-        if (left, pph, prev) in sends:
-            cand.append(("hop", sends[(left, pph, prev)][1], left))
-        if (r, pph, prev) in sends:
-            cand.append(("hop", sends[(r, pph, prev)][1], r))
-        kind, end, src = max(cand, key=lambda x: (x[1], x[0] == "compute"))
-        if kind == "compute":
-            charge_compute(r, pph, prev)
-        else:
-            a, b = sends[(src, pph, prev)]
-            hop = f"{src}->{(src + 1) % G}"
-            hops_s[hop] = hops_s.get(hop, 0.0) + (b - a)
-            # the transfer started when the later of its two ends posted: continue from that end
-            dst = (src + 1) % G
-            r = max((src, dst), key=lambda x: c.get((x, pph, prev), (0.0, 0.0))[0])
-        ph, s = pph, prev
-    holders = [(f"rank {k} compute", v) for k, v in compute_s.items()] + [(f"hop {k}", v) for k, v in hops_s.items()]
+        p = n - 1
+        cand = [(float(E[p, r]), 1, "compute", None)]
+        i = p * G + r
+        for m in wait_ids[ptr[i]:ptr[i + 1]].tolist():
+            cand.append((float(XE[m]), 0, "msg", m))
+        end, _, what, m = max(cand, key=lambda x: (x[0], x[1]))
+        if what == "compute":
+            charge(r, p)
+            n = p
+            continue
+        hop = f"{int(flat.src[m])}->{int(flat.dst[m])}"
+        hops[hop] = hops.get(hop, 0.0) + float(XE[m] - XS[m])
+        # the message started when the later of the posts it needed arrived: continue from that
+        # end (a receive posted after the start did not hold it: an eager send)
+        q = int(flat.post_step[m])
+        ends = []
+        for who, late in ((int(flat.src[m]), bool(flat.send_end[m])), (int(flat.dst[m]), bool(flat.recv_end[m]))):
+            t_post = float(E[q, who] if late else T[q, who])
+            if t_post <= XS[m] or not ends:
+                ends.append((t_post, late, who))
+        t_post, late, who = max(ends)
+        r = who
+        if late:
+            charge(r, q)
+        n = q
+    holders = [(f"rank {k} compute", v) for k, v in compute.items()] + [(f"hop {k}", v) for k, v in hops.items()]
     top = max(holders, key=lambda x: x[1])[0] if holders else None
-    return {"holder": top, "compute_s": {str(k): v for k, v in sorted(compute_s.items())},
-            "hops_s": dict(sorted(hops_s.items()))}
-
-
-class _Lookup:
-    """``(rank, phase, step) in table`` and ``table[(rank, phase, step)] → (start, end)`` over arrays."""
-
-    def __init__(self, st, en, ph_idx):
-        self.st, self.en, self.ph = st, en, ph_idx
-
-    def __contains__(self, key):
-        r, p, s = key
-        return 0 <= s < self.st.shape[2] and not np.isnan(self.st[self.ph[p], r, s])
-
-    def __getitem__(self, key):
-        r, p, s = key
-        return float(self.st[self.ph[p], r, s]), float(self.en[self.ph[p], r, s])
-
-    def get(self, key, default):
-        return self[key] if key in self else default
+    return {"holder": top, "compute_s": {str(k): v for k, v in sorted(compute.items())},
+            "hops_s": dict(sorted(hops.items()))}

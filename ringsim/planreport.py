@@ -10,12 +10,15 @@ __all__ = ["plan_report"]
 
 
 def plan_report(plan: Plan, workload: Workload, tile: tuple[int, int] | None = (128, 128),
-                peak_flops: float | None = None, efficiency: float = 1.0, per_step: bool = True) -> dict:
+                cost_model=None, topology=None, per_step: bool = True) -> dict:
     """Everything `ringsim plan` shows, as one JSON-ready dict.
 
     FLOPs and bytes are for one ring, i.e. one attention layer; ``*_all_layers`` multiplies by the
     attention layer count. ``kv_bytes_received`` at step s is the shard rank r computes on at step
-    s, received from r−1 during step s−1 (0 at step 0: its own shard).
+    s, received from r−1 during step s−1 (0 at step 0: its own shard). With a ``cost_model`` and a
+    ``topology`` (its device), the forward ring's compute seconds come from the cost model (the
+    roofline, a calibration, …): ``ideal_compute_s`` is the total spread evenly over the ranks,
+    ``max_rank_compute_s`` the busiest rank's.
     """
     G = plan.world_size
     pairs = plan.pairs
@@ -50,11 +53,16 @@ def plan_report(plan: Plan, workload: Workload, tile: tuple[int, int] | None = (
     if tiles is not None:
         doc["total_tiles"] = int(tiles.sum())
         doc["tile_imbalance"] = float(tiles.sum(axis=1).max() / max(tiles.sum(axis=1).mean(), 1e-300))
-    if peak_flops:
-        rate = peak_flops * efficiency
-        doc["ideal_compute_s"] = total_flops / G / rate
+    if cost_model is not None and topology is not None:
+        from .costs import CostContext
+        from .strategies import build_ring
+
+        program = build_ring(plan, workload, "fwd")
+        secs = cost_model.step_seconds(CostContext(program, workload, topology)).sum(axis=0)  # per rank
+        doc["cost_model"] = cost_model.name
+        doc["ideal_compute_s"] = float(secs.sum() / G)
         doc["ideal_compute_s_all_layers"] = doc["ideal_compute_s"] * workload.layers
-        doc["max_rank_compute_s"] = doc["max_flops_per_rank"] / rate
+        doc["max_rank_compute_s"] = float(secs.max())
     if per_step:
         steps = []
         for r in range(G):

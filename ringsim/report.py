@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from .calibrate import assign_iterations
+from .calibration import assign_iterations
 from .timeline import Timeline
 from .units import write_atomic
 
@@ -119,7 +119,7 @@ def _compute_fit_figure(fits: dict, title: str, points: str, ylabel: str):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from .calibrate import _predict
+    from .calibration.fits import entry_from_dict
 
     phases = [p for p in ("fwd", "bwd") if p in fits]
     if not phases:
@@ -129,13 +129,14 @@ def _compute_fit_figure(fits: dict, title: str, points: str, ylabel: str):
         for kind, e in fits[phase].items():
             if kind == "empty" or "table" not in e:
                 continue
+            choice = entry_from_dict(e)
             xs = np.asarray(e["table"]["pairs"], float)
             ts = np.asarray(e["table"]["seconds"], float)
             color = _KIND_COLORS.get(kind, "#8c564b")
             fig.add_trace(go.Scatter(x=xs.tolist(), y=(ts * 1e3).tolist(), mode="markers", marker_color=color,
                                      name=f"{kind} {points}", legendgroup=kind, showlegend=(col == 1)), row=1, col=col)
             grid = np.linspace(0, max(xs.max() * 1.2, 1.0), 40)
-            y = _predict(e, grid)  # the model the cost model uses, whichever was chosen
+            y = choice.predict(grid)  # the model the cost model uses, whichever was chosen
             scale = float(e.get("level_scale", 1.0))
             label = (f"{phase} {kind} fit ({e['chosen']}{f' × {scale:.3g}' if scale != 1.0 else ''}, "
                      f"MAPE {e['mape'] * 100:.1f}%)")

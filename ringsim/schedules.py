@@ -101,20 +101,35 @@ def _band_index_bounds(delta, stride, lo, hi):
 class Plan:
     """The partition of T tokens over G ranks and everything one ring of it does.
 
-    Both the simulator and the torch runtime take the partition and the step → shard map from
-    here, so a prediction and a measurement are comparable step by step.
+    The program builders (:mod:`ringsim.strategies`) take the partition, the step → shard map and
+    the exact work from here, so a prediction and a measurement are comparable step by step.
+
+    A plan is made for a named layout (``contiguous``, ``striped``, ``zigzag``) or, with
+    :meth:`from_tokens`, for any layout given as every rank's token positions. Work is counted in
+    closed form when every rank's tokens are the same number of segments of the same sizes and
+    local offsets, all of one stride (every named layout is); any other layout is counted exactly
+    block by block (``O(G·T·log)``, refused past :data:`MAX_BLOCKWISE_COMPARISONS`). No layout is
+    ever counted approximately.
     """
 
-    def __init__(self, schedule: str, world_size: int, seq_len: int, mask: Mask | str = "causal"):
-        schedule = schedule.strip().lower()
-        if schedule not in SCHEDULES:
-            raise InputError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
+    def __init__(self, schedule: str, world_size: int, seq_len: int, mask: Mask | str = "causal",
+                 tokens: list | None = None):
+        schedule = str(schedule).strip().lower()
         if world_size <= 0:
             raise InputError(f"world size must be positive, got {world_size}")
-        self.schedule = schedule
         self.world_size = G = int(world_size)
         self.seq_len = T = int(seq_len)
+        if T <= 0:
+            raise InputError(f"sequence length must be positive, got {T}")
         self.mask = parse_mask(mask)
+        self.schedule = schedule
+        self._custom: list[np.ndarray] | None = None
+        if tokens is not None:
+            self._custom = _check_tokens(tokens, G, T, schedule)
+            self.tokens_per_rank = T // G
+            return
+        if schedule not in SCHEDULES:
+            raise InputError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)}")
         unit = 2 * G if schedule == "zigzag" else G
         if T % unit:
             lower, upper = (T // unit) * unit, (T // unit + 1) * unit
@@ -125,9 +140,18 @@ class Plan:
             )
         self.tokens_per_rank = T // G
 
+    @classmethod
+    def from_tokens(cls, world_size: int, seq_len: int, tokens: list, mask: Mask | str = "causal",
+                    name: str = "custom") -> "Plan":
+        """A plan for any layout: ``tokens[r]`` = the global positions rank r owns (every position
+        once, the same number per rank; kept in increasing order, the local order of every layout)."""
+        return cls(name, world_size, seq_len, mask, tokens=tokens)
+
     # ---- partition -------------------------------------------------------------------------
     def segments(self, rank: int) -> list[Segment]:
         G, T, r = self.world_size, self.seq_len, rank
+        if self._custom is not None:
+            return _segments_of(self._custom[r])
         if self.schedule == "contiguous":
             c = T // G
             return [Segment(r * c, 1, c, 0)]
@@ -138,6 +162,8 @@ class Plan:
 
     def tokens(self, rank: int) -> np.ndarray:
         """Global positions of rank's tokens, in the rank's local order."""
+        if self._custom is not None:
+            return self._custom[rank]
         return np.concatenate([s.start + s.stride * np.arange(s.count, dtype=np.int64)
                                for s in self.segments(rank)])
 
@@ -161,6 +187,38 @@ class Plan:
         return (rank - step) % self.world_size
 
     # ---- exact work --------------------------------------------------------------------------
+    @cached_property
+    def closed_form(self) -> bool:
+        """Whether the closed-form counting applies: every rank's tokens are the same number of
+        segments with the same counts and local offsets, and all segments share one stride (a
+        single-token segment fits any stride). Every named layout qualifies."""
+        segs = [self.segments(r) for r in range(self.world_size)]
+        shape = [(x.count, x.offset) for x in segs[0]]
+        strides = {x.stride for row in segs for x in row if x.count > 1}
+        return len(strides) <= 1 and all([(x.count, x.offset) for x in row] == shape for row in segs)
+
+    def _check_blockwise(self) -> None:
+        """Refuse a layout outside the closed form whose block-by-block count would be too long."""
+        G, n = self.world_size, self.tokens_per_rank
+        work = G * G * n
+        if work > MAX_BLOCKWISE_COMPARISONS:
+            raise InputError(
+                f"layout {self.schedule!r} is not {G} ranks of equal segments of one stride, so its work is "
+                f"counted block by block: {G}×{G} blocks of {n} tokens is {work:.3g} token lookups, above the "
+                f"limit of {MAX_BLOCKWISE_COMPARISONS:.0e}; use fewer ranks or a shorter sequence, or a layout "
+                "whose ranks own equal progressions")
+
+    @cached_property
+    def _blocks(self) -> list[list]:
+        """``BlockPlan`` of every (rank, step), computed block by block (layouts outside the closed form)."""
+        from .blocks import block_plan
+
+        self._check_blockwise()
+        lo, hi = self.mask.bounds(self.seq_len)
+        G = self.world_size
+        return [[block_plan(self.tokens(r), self.tokens(self.shard_owner(r, s)), lo, hi) for s in range(G)]
+                for r in range(G)]
+
     def _segment_arrays(self):
         """Per rank, per segment: start, stride, count, offset as (G, S) int64 arrays."""
         segs = [self.segments(r) for r in range(self.world_size)]
@@ -215,6 +273,8 @@ class Plan:
     @cached_property
     def pairs(self) -> np.ndarray:
         """``pairs[r, s]``: allowed (query, key) pairs of rank r at step s (int64, exact)."""
+        if not self.closed_form:
+            return np.array([[b.pairs for b in row] for row in self._blocks], dtype=np.int64)
         bounds, inverse = self._geometry
         cnt = self._segment_arrays()[2][0]
         n = cnt[None, :, None]
@@ -235,6 +295,8 @@ class Plan:
         """
         if tile_q <= 0 or tile_k <= 0:
             raise InputError(f"tile shape must be positive, got {tile_q}x{tile_k}")
+        if not self.closed_form:
+            return self._tiles_blockwise(tile_q, tile_k)
         n_loc = self.tokens_per_rank
         _, _, count, offset = self._segment_arrays()
         cnt, off = count[0], offset[0]  # identical for every rank
@@ -271,6 +333,52 @@ class Plan:
         per_geometry = covered.sum(axis=-1)
         return per_geometry[inverse].astype(np.int64)
 
+    def _tiles_blockwise(self, tile_q: int, tile_k: int) -> np.ndarray:
+        from .blocks import call_tiles
+
+        G, n = self.world_size, self.tokens_per_rank
+        out = np.zeros((G, G), dtype=np.int64)
+        lo, hi = self.mask.bounds(self.seq_len)
+        for r in range(G):
+            q = self.tokens(r)
+            for s in range(G):
+                k = self.tokens(self.shard_owner(r, s))
+                d = q[:, None] - k[None, :]
+                out[r, s] = call_tiles("masked", n, n, (d >= lo) & (d <= hi), tile_q, tile_k)
+        return out
+
+    @cached_property
+    def call_shapes(self):
+        """The kernel call of every block: ``(shapes, ids)`` with ``shapes`` a
+        :class:`~ringsim.blocks.CallShapes` table of the distinct calls and ``ids[r, s]`` the entry of
+        rank r's call at step s (the trimmed block, see :func:`ringsim.blocks.block_plan`).
+
+        In closed form a block's local mask is fixed by its geometry (see ``_geometry``), so
+        :func:`~ringsim.blocks.block_plan` runs once per distinct geometry, on one block that has
+        it; its exact pairs are checked against the closed form's."""
+        from .blocks import CallShapes, block_plan
+
+        G = self.world_size
+        if not self.closed_form:
+            blocks = [b for row in self._blocks for b in row]
+            return CallShapes(blocks), np.arange(G * G, dtype=np.int64).reshape(G, G)
+        _, inverse = self._geometry
+        lo, hi = self.mask.bounds(self.seq_len)
+        U = int(inverse.max()) + 1
+        first = np.full(U, -1, dtype=np.int64)
+        flat = inverse.reshape(-1)
+        order = np.arange(flat.size)[::-1]
+        first[flat[order]] = order  # the first (rank, step) of each geometry
+        blocks = []
+        pairs = self.pairs
+        for u in range(U):
+            r, s = divmod(int(first[u]), G)
+            b = block_plan(self.tokens(r), self.tokens(self.shard_owner(r, s)), lo, hi)
+            if b.pairs != int(pairs[r, s]):  # one source of truth: the two counts must agree
+                raise AssertionError(f"block pairs {b.pairs} != plan pairs {pairs[r, s]} (rank {r}, step {s})")
+            blocks.append(b)
+        return CallShapes(blocks), inverse.astype(np.int64)
+
     # ---- summaries -----------------------------------------------------------------------------
     def total_pairs(self) -> int:
         return int(self.pairs.sum())
@@ -287,6 +395,41 @@ class Plan:
     def describe(self) -> dict:
         return {"schedule": self.schedule, "world_size": self.world_size, "seq_len": self.seq_len,
                 "mask": str(self.mask), "tokens_per_rank": self.tokens_per_rank}
+
+
+MAX_BLOCKWISE_COMPARISONS = 5e7  # G² blocks × tokens per rank, for layouts outside the closed form
+
+
+def _segments_of(tokens: np.ndarray) -> list[Segment]:
+    """Split increasing positions into maximal arithmetic progressions (greedy, left to right)."""
+    segs: list[Segment] = []
+    n = len(tokens)
+    i = 0
+    while i < n:
+        if i + 1 == n:
+            segs.append(Segment(int(tokens[i]), 1, 1, i))
+            break
+        stride = int(tokens[i + 1] - tokens[i])
+        j = i + 1
+        while j + 1 < n and tokens[j + 1] - tokens[j] == stride:
+            j += 1
+        segs.append(Segment(int(tokens[i]), stride, j - i + 1, i))
+        i = j + 1
+    return segs
+
+
+def _check_tokens(tokens, G: int, T: int, name: str) -> list[np.ndarray]:
+    """Every position 0..T−1 owned once, G ranks of T/G tokens each; each rank's kept increasing."""
+    if len(tokens) != G:
+        raise InputError(f"layout {name!r} gives tokens for {len(tokens)} ranks, not {G}")
+    out = [np.sort(np.asarray(t, dtype=np.int64).reshape(-1)) for t in tokens]
+    if T % G or any(len(t) != T // G for t in out):
+        raise InputError(f"layout {name!r}: every rank must own T/G tokens (ring shards are equal-sized); "
+                         f"got {[len(t) for t in out][:8]} for T = {T}, G = {G}")
+    seen = np.concatenate(out)
+    if seen.min() < 0 or seen.max() >= T or len(np.unique(seen)) != T:
+        raise InputError(f"layout {name!r} must own every position 0..{T - 1} exactly once")
+    return out
 
 
 def make_plan(schedule: str, world_size: int, seq_len: int, mask: str | Mask = "causal") -> Plan:

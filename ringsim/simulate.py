@@ -1,16 +1,15 @@
-"""One simulation point end to end: plan → engine → metrics, as a JSON-ready result.
+"""One simulation point end to end: strategy → program → engine → metrics, as a JSON-ready result.
 
 ``simulate_point`` is what `ringsim simulate`, `compare` and `sweep` call for every point; it
 keeps the three inputs separate as ASTRA-sim does — workload (model, length, batch, dtype),
-system (schedule, mask, phase, protocol knobs, cost model, engine) and network (topology).
+system (strategy, mask, phase, protocol knobs, cost model, engine) and network (topology).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from .costs import CostModel, RooflineCost
-from .metrics import critical_path, hide_block_tokens, ring_memory_bytes, ring_metrics
-from .schedules import Plan, parse_mask
+from .metrics import critical_path, hide_block_tokens, program_metrics, ring_memory_bytes
 from .topology import Topology
 from .units import InputError
 from .workload import Workload
@@ -24,12 +23,12 @@ PHASES = ("fwd", "fwd+bwd")
 class SimSpec:
     workload: Workload
     topology: Topology
-    schedule: str = "zigzag"
-    world_size: int | None = None  # default: every GPU of the topology
-    mask: str = "causal"
+    schedule: str = "zigzag"        # a strategy spec (a bare layout name: the ring with it)
+    world_size: int | None = None   # default: every GPU of the topology
+    mask: str | None = None         # default: the model's own (its sliding window, else causal)
     phase: str = "fwd"
     engine: str = "auto"
-    knobs: object = None  # ringsim.engine.Knobs; None → defaults
+    knobs: object = None            # ringsim.engines.Knobs; None → defaults
     cost_model: CostModel = field(default_factory=RooflineCost)
 
     def resolved_world_size(self) -> int:
@@ -37,31 +36,39 @@ class SimSpec:
         self.topology.check_world_size(G)
         return G
 
+    def resolved_mask(self) -> str:
+        return self.mask or self.workload.default_mask()
+
 
 def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
     """Simulate one configuration; return metrics (and the timeline under ``"_timeline"`` if asked)."""
-    from .engine import Knobs, simulate_ring  # the engine pulls in simpy only when simulating
+    from .engines import Knobs, simulate_program  # the engines pull in simpy only when simulating
+    from .strategies import parse_strategy
 
     if spec.phase not in PHASES:
         raise InputError(f"unknown phase {spec.phase!r}; use fwd or fwd+bwd")
     G = spec.resolved_world_size()
-    plan = Plan(spec.schedule, G, spec.workload.seq_len, parse_mask(spec.mask))
+    wl = spec.workload
+    strategy = parse_strategy(spec.schedule)
+    program = strategy.build(wl, G, spec.resolved_mask(), spec.phase)
+    plan = program.plan
     knobs = spec.knobs or Knobs()
-    res = simulate_ring(plan, spec.workload, spec.topology, spec.cost_model, spec.phase, knobs, spec.engine)
-    m = ring_metrics(res.timeline, G)
-    topo = spec.cost_model.apply_to_topology(spec.topology)
-    layers = spec.workload.layers
+    res = simulate_program(program, wl, spec.topology, spec.cost_model, knobs, spec.engine)
+    m = program_metrics(res.program, res.arrays)
+    topo = spec.cost_model.apply_to_topology(spec.topology, program)
+    layers = wl.layers
     density = plan.total_pairs() / float(plan.seq_len) ** 2
-    hops = hide_block_tokens(spec.workload, topo, G, density)
+    hops = hide_block_tokens(wl, topo, G, spec.cost_model, density)
     slowest = min(hops, key=lambda h: h["bottleneck_Bps"]) if hops else None
     busy = sorted(res.link_busy_s.items(), key=lambda kv: -kv[1])[:5]
+    hide = max(h["hide_block_tokens"] for h in hops) if hops else 0
     out = {
         "schedule": spec.schedule,
         "world_size": G,
-        "seq_len": spec.workload.seq_len,
+        "seq_len": wl.seq_len,
         "mask": str(plan.mask),
         "phase": spec.phase,
-        "model": spec.workload.model.name,
+        "model": wl.model.name,
         "topology": spec.topology.name,
         "engine": res.engine,
         "cost_model": spec.cost_model.name,
@@ -75,13 +82,13 @@ def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
         "overlap": m["overlap"],
         "max_compute_s": max(p["compute_s"] for p in m["per_rank"]) * layers,
         "tokens_per_rank": plan.tokens_per_rank,
-        "shard_bytes": spec.workload.shard_bytes(plan.tokens_per_rank),
-        "hide_block_tokens": max(h["hide_block_tokens"] for h in hops) if hops else 0,
-        "transfers_hidden": bool(hops) and plan.tokens_per_rank >= max(h["hide_block_tokens"] for h in hops),
+        "shard_bytes": wl.shard_bytes(plan.tokens_per_rank),
+        "hide_block_tokens": hide,
+        "transfers_hidden": bool(hops) and plan.tokens_per_rank >= hide,
         "bottleneck_hop": f"{slowest['src']}->{slowest['dst']} ({'/'.join(slowest['link_classes'])}, "
                           f"{slowest['bottleneck_Bps'] / 1e9:.4g} GB/s)" if slowest else None,
-        "critical_path": critical_path(res.timeline, G),
-        **ring_memory_bytes(plan, spec.workload, spec.phase, knobs.double_buffer),
+        "critical_path": critical_path(res.program, res.arrays, res.compute_s),
+        **ring_memory_bytes(plan, wl, spec.phase, knobs.double_buffer),
         "per_rank": m["per_rank"],
         "hops": hops,
         "busiest_links": [{"link": lid, "src": topo.links[lid].src, "dst": topo.links[lid].dst,

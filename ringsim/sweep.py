@@ -35,7 +35,7 @@ class Study:
     bw_scales: list[float] = field(default_factory=lambda: [1.0])
     bw_class: str | None = None  # None: scale every link class
     schedules: list[str] = field(default_factory=lambda: ["contiguous", "striped", "zigzag"])
-    masks: list[str] = field(default_factory=lambda: ["causal"])
+    masks: list = field(default_factory=lambda: [None])  # None: each model's own mask
     models: list[str] = field(default_factory=lambda: ["llama3-8b"])
     phases: list[str] = field(default_factory=lambda: ["fwd"])
     batch: int = 1
@@ -90,6 +90,7 @@ def run_point(point: dict) -> dict:
                        mask=point["mask"], phase=point["phase"], engine=point.get("engine", "auto"),
                        cost_model=_cost_model(point.get("calibration")))
         res = simulate_point(spec)
+        row["mask"] = res["mask"]
         row.update({k: res[k] for k in ("world_size", "engine", "makespan_s", "layer_makespan_s", "ideal_bound_s",
                                         "efficiency", "imbalance", "overlap", "hide_block_tokens",
                                         "transfers_hidden", "peak_memory_bytes")})
@@ -107,7 +108,7 @@ def _cost_model(calibration: str | None):
     if not calibration:
         return RooflineCost()
     if calibration not in _CALIBRATIONS:
-        from .calibrate import load_calibration
+        from .calibration import load_calibration
 
         _CALIBRATIONS[calibration] = load_calibration(calibration)
     return _CALIBRATIONS[calibration]

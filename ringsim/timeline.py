@@ -78,10 +78,9 @@ class Timeline:
         return self.df[self.df["kind"] == kind]
 
     def makespan_s(self) -> float:
-        """End of the last compute interval (DESIGN §3.2), measured from the common origin."""
-        comp = self.of_kind("compute")
-        src = comp if len(comp) else self.df
-        return float(src["end_s"].max()) if len(src) else 0.0
+        """When the last rank finished: the end of the last interval (compute, merge, transfer or
+        wait), measured from the common origin."""
+        return float(self.df["end_s"].max()) if len(self.df) else 0.0
 
     def per_rank_busy_s(self, kind: str = "compute") -> np.ndarray:
         d = self.of_kind(kind)

@@ -2,17 +2,17 @@
 
 For a measured timeline the configuration is rebuilt from its metadata — schedule, world size,
 sequence length, mask, phase, workload dims (heads, kv_heads, head_dim, dtype, batch) — and
-simulated with :func:`ringsim.engine.simulate_ring` on the given topology (``localhost-cpu`` for
+simulated — the same program the run executed (:mod:`ringsim.strategies`) — on the given topology (``localhost-cpu`` for
 CPU runs unless another is given, widened to the run's world size when it had more than four rank
 processes: :func:`localhost_cpu`) with the given cost model (a calibration, told the ring size so
 its core-sharing factors apply).
 
 What is compared (all per timed iteration; a measured trace may hold several, told apart by the
-order in which each (rank, phase, kind, step) occurs — see :func:`ringsim.calibrate.assign_iterations`):
+order in which each (rank, phase, kind, step) occurs — see :func:`ringsim.calibration.assign_iterations`):
 
 - **makespan**: measured = from the iteration's first ring row (compute/send/recv) to its last
-  compute (or merge) end, median over iterations; predicted = the simulated ring's
-  ``layer_makespan_s`` — with a calibration that records its block-to-block dispersion, the median
+  row's end (the last merge, or the backward's dK/dV return), median over iterations; predicted =
+  the simulated program's ``layer_makespan_s`` (when its last rank finished) — with a calibration that records its block-to-block dispersion, the median
   over ``samples`` (25) simulations whose blocks are drawn from it (one draw = one plausible
   iteration; the makespan of median blocks is kept as ``predicted_makespan_nominal_s``, and the
   per-rank, per-step and timeline comparisons use that nominal simulation).
@@ -21,14 +21,8 @@ order in which each (rank, phase, kind, step) occurs — see :func:`ringsim.cali
   transfer (each send's rendezvous-corrected duration) and wait totals, measured (mean per
   iteration) vs predicted, with signed relative errors.
 - **per step** (phase, step): mean block time over ranks, mean transfer time, mean wait per rank,
-  and when the step's last block ends (from the iteration start) — measured vs predicted. The
-  backward protocols differ: the runtime (``ringsim.runtime.ring``) sends K/V alone at step 0, the
-  dK/dV one step behind, dK/dV alone at step G−1, and returns every shard's dK/dV at an extra
-  step G; the simulator sends K/V + dK/dV (2×) at steps < G−1 and the final dK/dV after the block
-  of step G−1. Each step therefore also carries its mean message bytes on both sides, the
-  per-byte transfer error (``transfer_per_byte_error``: the link model, free of the protocol
-  difference) and a ``protocol_note`` where the bytes differ. Neither the return (step G) nor the
-  simulator's final send is part of the makespan (both come after the last block).
+  when the step's last block ends (from the iteration start), and the mean message bytes on both
+  sides — which are equal, since the simulator and the runtime run one program.
 - **schedule ranking**: with several traces of one configuration (same world size, length,
   mask, phase) and different schedules, whether the predicted order by makespan is the measured
   one, and each schedule's speedup over contiguous measured and predicted.
@@ -38,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .calibrate import assign_iterations, block_samples, transfer_samples, workload_from_meta
+from .calibration import assign_iterations, block_samples, transfer_samples, workload_from_meta
 from .costs import CostModel, RooflineCost
 from .timeline import Timeline
 from .units import InputError
@@ -79,14 +73,14 @@ def _iter_frame(tl: Timeline) -> pd.DataFrame:
 
 
 def measured_makespan_s(tl: Timeline) -> tuple[float, list[float]]:
-    """(median, per-iteration list) of the ring's makespan: first ring row to last compute/merge end."""
+    """(median, per-iteration list) of the makespan: first ring row to the end of the last row."""
     df = _iter_frame(tl)
     spans = []
     for _, d in df.groupby("iter"):
         ring = d[d["kind"].isin(["compute", "send", "recv"])]
         comp = d[d["kind"].isin(["compute", "merge"])]
         if len(ring) and len(comp):
-            spans.append(float(comp["end_s"].max() - ring["start_s"].min()))
+            spans.append(float(d["end_s"].max() - ring["start_s"].min()))
     if not spans:
         raise InputError("the measured timeline has no compute rows; nothing to validate")
     return float(np.median(spans)), spans
@@ -162,8 +156,8 @@ def localhost_cpu(world_size: int):
 def validate_timeline(tl: Timeline, cost_model: CostModel | None = None, topology=None, label: str = "trace",
                       engine: str = "auto", samples: int = DISPERSION_SAMPLES) -> tuple[dict, Timeline]:
     """Simulate the measured configuration; return (validation dict, predicted timeline)."""
-    from .engine import simulate_ring
-    from .schedules import Plan
+    from .engines import simulate_program
+    from .strategies import parse_strategy
 
     cfg = measured_config(tl.meta, label)
     G = cfg["world_size"]
@@ -173,13 +167,8 @@ def validate_timeline(tl: Timeline, cost_model: CostModel | None = None, topolog
         topology = localhost_cpu(G)
     topology.check_world_size(G)
     cost = cost_model or RooflineCost()
-    if hasattr(cost, "for_world_size"):
-        try:
-            cost = cost.for_world_size(G, run_phase=cfg["phase"])
-        except TypeError:  # a cost model that only takes the ring size
-            cost = cost.for_world_size(G)
-    plan = Plan(cfg["schedule"], G, cfg["seq_len"], cfg["mask"])
-    res = simulate_ring(plan, cfg["workload"], topology, cost, cfg["phase"], engine=engine)
+    program = parse_strategy(cfg["schedule"]).build(cfg["workload"], G, cfg["mask"], cfg["phase"])
+    res = simulate_program(program, cfg["workload"], topology, cost, engine=engine)
     pred_tl = res.timeline
     pred_tl = Timeline(pred_tl.df, dict(pred_tl.meta))
     pred_tl.meta.setdefault("world_size", G)
@@ -188,7 +177,7 @@ def validate_timeline(tl: Timeline, cost_model: CostModel | None = None, topolog
     draws = []
     if samples and hasattr(cost, "with_dispersion") and cost.has_dispersion():
         for k in range(samples):
-            r = simulate_ring(plan, cfg["workload"], topology, cost.with_dispersion(k), cfg["phase"], engine=engine)
+            r = simulate_program(program, cfg["workload"], topology, cost.with_dispersion(k), engine=engine)
             draws.append(float(r.layer_makespan_s))
         pred_ms = float(np.median(draws))
     m, p = _side(tl), _side(pred_tl)
@@ -213,12 +202,6 @@ def validate_timeline(tl: Timeline, cost_model: CostModel | None = None, topolog
             row[f"predicted_{k}"] = ps.get(k)
             row[f"{k[:-2]}_error"] = rel_error(ps.get(k), ms.get(k))
         row["measured_bytes"], row["predicted_bytes"] = ms.get("bytes"), ps.get("bytes")
-        # the backward protocols differ in what a step moves (module docstring): where the bytes
-        # differ, compare seconds per byte instead (the link model, not the protocol)
-        row["transfer_per_byte_error"] = None
-        if ms.get("bytes") and ps.get("bytes") and ms.get("transfer_s") and ps.get("transfer_s"):
-            row["transfer_per_byte_error"] = rel_error(ps["transfer_s"] / ps["bytes"], ms["transfer_s"] / ms["bytes"])
-        row["protocol_note"] = _protocol_note(key[0], key[1], G, ms.get("bytes"), ps.get("bytes"))
         per_step.append(row)
     out = {
         "trace": label, "schedule": cfg["schedule"], "world_size": G, "seq_len": cfg["seq_len"],
@@ -230,21 +213,6 @@ def validate_timeline(tl: Timeline, cost_model: CostModel | None = None, topolog
         "per_rank": per_rank, "per_step": per_step,
     }
     return out, pred_tl
-
-
-def _protocol_note(phase: str, step: int, G: int, meas_bytes, pred_bytes) -> str | None:
-    """Why a backward step's transfer differs between the runtime and the simulator (or None)."""
-    if phase != "bwd":
-        return None
-    if step == G and meas_bytes and not pred_bytes:
-        return "runtime: the return of every shard's dK/dV to its owner (the simulator sends it after step G-1)"
-    if step == G - 1 and G > 1 and (meas_bytes or pred_bytes):
-        return "runtime: dK/dV of step G-2 only, posted before the block; simulator: final dK/dV after the block"
-    if meas_bytes and pred_bytes and abs(meas_bytes - pred_bytes) > 0.01 * max(meas_bytes, pred_bytes):
-        if step == 0:
-            return "runtime: K/V only at step 0 (dK/dV travel one step behind); simulator: K/V + dK/dV"
-        return "bytes differ between the runtime's and the simulator's backward protocol"
-    return None
 
 
 def schedule_ranking(cases: list[dict]) -> list[dict]:

@@ -22,7 +22,16 @@ from dataclasses import dataclass, replace
 
 from .units import InputError
 
-__all__ = ["ModelSpec", "Workload", "MODEL_PRESETS", "DTYPE_BYTES", "get_model", "dtype_bytes"]
+__all__ = ["ModelSpec", "Workload", "MODEL_PRESETS", "DTYPE_BYTES", "get_model", "dtype_bytes", "BWD_FLOPS_FACTOR",
+           "GRAD_BYTES_PER_VALUE"]
+
+# Backward attention recomputes QKᵀ and runs dV, dP, dQ, dK: five matmuls against the forward's
+# two, so 2.5 × the forward FLOPs of the same pairs (FlashAttention-2 paper §4.1). The one place
+# this constant lives.
+BWD_FLOPS_FACTOR = 2.5
+# dK/dV accumulators travel and accumulate in fp32 whatever the input dtype (what the runtime and
+# ring-flash-attention do).
+GRAD_BYTES_PER_VALUE = 4
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 1}
 _DTYPE_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32",
@@ -182,14 +191,19 @@ class Workload:
         """Cache bytes per token over all attention layers (batch 1)."""
         return self.layers * self.model.kv_values_per_token_layer() * self.bytes_per_value
 
-    def cached_tokens(self) -> int:
+    def decode_cached_tokens(self) -> int:
+        """Tokens a decoder keeps K/V for: the whole sequence, or a sliding-window model's window."""
         if self.model.attention == "sliding" and self.model.sliding_window:
             return min(self.seq_len, self.model.sliding_window)
         return self.seq_len
 
     def kv_cache_bytes(self) -> int:
-        """T × L × (values per token per layer) × bytes × batch; capped at the window for SWA."""
-        return self.batch * self.cached_tokens() * self.kv_bytes_per_token()
+        """K/V of the whole sequence: T × L × (values per token per layer) × bytes × batch."""
+        return self.batch * self.seq_len * self.kv_bytes_per_token()
+
+    def decode_cache_bytes(self) -> int:
+        """The cache a decoder keeps: :meth:`kv_cache_bytes` capped at the window for SWA (a rolling buffer)."""
+        return self.batch * self.decode_cached_tokens() * self.kv_bytes_per_token()
 
     def state_bytes(self) -> int:
         """Fixed-size SSM state of a hybrid stack's non-attention layers (per sequence × batch)."""
@@ -200,11 +214,28 @@ class Workload:
 
     def shard_bytes(self, tokens: int) -> int:
         """Bytes of one attention layer's K/V (or MLA latent) for ``tokens`` tokens: one ring message."""
-        return self.batch * tokens * self.model.kv_values_per_token_layer() * self.bytes_per_value
+        return self.shard_values(tokens) * self.bytes_per_value
 
-    def flops_per_pair(self) -> int:
-        """Forward FLOPs per allowed pair for one attention layer, all heads, whole batch."""
-        return self.batch * self.model.flops_per_pair_layer()
+    def shard_values(self, tokens: int) -> int:
+        """Values of one attention layer's K/V (or MLA latent) for ``tokens`` tokens."""
+        return self.batch * tokens * self.model.kv_values_per_token_layer()
+
+    def grad_shard_bytes(self, tokens: int) -> int:
+        """Bytes of the dK/dV (or latent gradient) of ``tokens`` tokens, in fp32: one backward message."""
+        return self.shard_values(tokens) * GRAD_BYTES_PER_VALUE
+
+    def flops_per_pair(self, phase: str = "fwd") -> float:
+        """FLOPs per allowed pair for one attention layer, all heads, whole batch: forward
+        2·H·(d_qk + d_v) (4·H·d_head for standard attention), backward × :data:`BWD_FLOPS_FACTOR`."""
+        f = self.batch * self.model.flops_per_pair_layer()
+        return f * BWD_FLOPS_FACTOR if phase == "bwd" else f
+
+    def default_mask(self) -> str:
+        """The mask the model is trained with: its sliding window for sliding-window models, else causal."""
+        m = self.model
+        if m.attention == "sliding" and m.sliding_window:
+            return f"sliding:{m.sliding_window}"
+        return "causal"
 
     def describe(self) -> dict:
         m = self.model

@@ -4,10 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from ringsim.calibrate import (CalibratedCost, TableModel, calibrate, fit_line_nonneg, fit_roofline,
-                               load_calibration, load_measured, write_calibration)
-from ringsim.costs import BlockBatch, classify_blocks
+from ringsim.calibration import (CalibratedCost, TableFit, calibrate, fit_line_nonneg, fit_roofline,
+                                 load_calibration, load_measured, write_calibration)
+from ringsim.costs import CostContext, classify_blocks
 from ringsim.schedules import Plan
+from ringsim.strategies import build_ring
 from ringsim.timeline import Timeline
 from ringsim.topoload import load_topology
 from ringsim.units import InputError
@@ -28,7 +29,7 @@ def synth_run(schedule, G, T, phase="fwd", iters=3, noise=0.03, seed=0, cores=No
     × noise); the next step starts when every rank is done (a global step clock)."""
     rng = np.random.default_rng(seed)
     plan = Plan(schedule, G, T, "causal")
-    kinds = classify_blocks(plan)
+    kinds = classify_blocks(plan.pairs, plan.tokens_per_rank)
     model = ModelSpec("m", 1, dims["heads"], dims["kv_heads"], dims["head_dim"])
     wl = Workload(model, T, dims["batch"], dims["dtype"])
     shard = wl.shard_bytes(plan.tokens_per_rank)
@@ -59,6 +60,23 @@ def synth_run(schedule, G, T, phase="fwd", iters=3, noise=0.03, seed=0, cores=No
             "phase": phase, "workload": dict(dims), "backend": "gloo", "device": "cpu",
             "cpu_cores": cores or G, "threads_per_rank": 1, "host": "synthetic"}
     return Timeline.from_records(rows, meta)
+
+
+def ring_ctx(schedule, G, T, wl, phase="fwd", topo=None):
+    """The pricing context of a ring of ``schedule`` on the CPU host (or ``topo``)."""
+    return CostContext(build_ring(Plan(schedule, G, T, "causal"), wl, phase), wl, topo or load_topology("localhost-cpu"))
+
+
+def blocks(cost, ctx, phase="fwd"):
+    """The cost model's seconds of the ring's blocks of one phase, ``[rank, step]``."""
+    f = ctx.program.flat
+    rows = [n for n in range(f.N) if f.step_phase[n] == phase and f.has_compute[n]]
+    return cost.step_seconds(ctx)[rows].T
+
+
+def kinds_of(ctx):
+    plan = ctx.program.plan
+    return classify_blocks(plan.pairs, plan.tokens_per_rank)
 
 
 def _runs(specs, **kw):
@@ -134,8 +152,9 @@ def test_nonneg_intercept_through_calibrate():
 
 
 def test_table_model_interpolates_and_scales():
-    m = TableModel([100.0, 200.0], [1.0, 3.0])
-    np.testing.assert_allclose(m(np.array([150.0, 400.0, 50.0])), [2.0, 6.0, 0.5])
+    m = TableFit([100.0, 200.0], [1.0, 3.0])
+    np.testing.assert_allclose(m.predict(np.array([150.0, 400.0, 50.0])), [2.0, 6.0, 0.5])
+    assert TableFit.from_dict(m.to_dict()).to_dict() == m.to_dict()
 
 
 def test_calibrated_cost_transfers_to_other_sizes_and_dims(tmp_path, doc):
@@ -145,14 +164,15 @@ def test_calibrated_cost_transfers_to_other_sizes_and_dims(tmp_path, doc):
     assert isinstance(cost, CalibratedCost)
     topo = load_topology("localhost-cpu")
     # other world size (2), schedule, length, and twice the heads: the per-pair cost doubles
-    plan = Plan("zigzag", 2, 8192, "causal")
     wl = Workload(ModelSpec("m2", 1, 8, 8, 64), 8192, 1, "fp32")
+    ctx = ring_ctx("zigzag", 2, 8192, wl, "fwd+bwd", topo)
+    plan = ctx.program.plan
+    kinds = kinds_of(ctx)
     for phase in ("fwd", "bwd"):
-        batch = BlockBatch.build(plan, wl, topo, phase)
-        got = cost.compute_s(batch)
+        got = blocks(cost, ctx, phase)
         for r in range(2):
             for s in range(2):
-                kind = str(batch.kinds[r, s])
+                kind = str(kinds[r, s])
                 e = doc["compute"][phase][kind]
                 assert e["chosen"] in ("roofline", "table", "power")
                 a, b = TRUE[(phase, kind)]
@@ -163,18 +183,18 @@ def test_calibrated_cost_transfers_to_other_sizes_and_dims(tmp_path, doc):
 def test_empty_blocks_and_unknown_kind_fallback(doc):
     cost = CalibratedCost(doc)
     topo = load_topology("localhost-cpu")
-    plan = Plan("contiguous", 4, 4096, "causal")
     wl = Workload(ModelSpec("m", 1, 4, 4, 64), 4096, 1, "fp32")
-    batch = BlockBatch.build(plan, wl, topo, "fwd")
-    got = cost.compute_s(batch)
+    ctx = ring_ctx("contiguous", 4, 4096, wl, "fwd", topo)
+    plan = ctx.program.plan
+    got = blocks(cost, ctx)
     empty = plan.pairs == 0
     np.testing.assert_allclose(got[empty], doc["compute"]["fwd"]["empty"]["seconds"])
     # a sliding window makes partial blocks: the fitted partial kind is used
     plan = Plan("contiguous", 4, 4096, "sliding:300")
-    batch = BlockBatch.build(plan, wl, topo, "fwd")
-    got = cost.compute_s(batch)
+    ctx = CostContext(build_ring(plan, wl, "fwd"), wl, topo)
+    got = blocks(cost, ctx)
     r = doc["compute"]["fwd"]["partial"]["roofline"]
-    k = (batch.kinds == "partial")
+    k = (kinds_of(ctx) == "partial")
     assert k.any()
     if doc["compute"]["fwd"]["partial"]["chosen"] == "roofline":
         np.testing.assert_allclose(got[k], r["overhead_s"] + r["seconds_per_pair"] * plan.pairs[k])
@@ -201,20 +221,19 @@ def test_core_sharing_factor_is_fitted_and_applied():
     assert cost.load_factor(4) == pytest.approx(2.0, rel=0.1)
     assert set(c["by_load"]) == {"2"}  # the load-2 runs also get a fit of their own
     # a 4-rank ring on the 2-core host: each block ≈ 2 × its 1-rank-per-core time
-    plan = Plan("zigzag", 4, 4096, "causal")
     wl = Workload(ModelSpec("m", 1, 4, 4, 64), 4096, 1, "fp32")
-    batch = BlockBatch.build(plan, wl, load_topology("localhost-cpu"), "fwd")
-    got = cost.compute_s(batch)
+    ctx = ring_ctx("zigzag", 4, 4096, wl)
+    plan, kinds = ctx.program.plan, kinds_of(ctx)
+    got = blocks(cost, ctx)
     for r in range(4):
         for s in range(4):
-            a, b = TRUE[("fwd", str(batch.kinds[r, s]))]
+            a, b = TRUE[("fwd", str(kinds[r, s]))]
             assert got[r, s] == pytest.approx(2 * (a + b * plan.pairs[r, s]), rel=0.1)
     # a 2-rank ring fits the cores: the base fit
-    plan2 = Plan("zigzag", 2, 4096, "causal")
-    batch2 = BlockBatch.build(plan2, wl, load_topology("localhost-cpu"), "fwd")
-    got2 = cost.compute_s(batch2)
-    a, b = TRUE[("fwd", str(batch2.kinds[0, 1]))]
-    assert got2[0, 1] == pytest.approx(a + b * plan2.pairs[0, 1], rel=0.1)
+    ctx2 = ring_ctx("zigzag", 2, 4096, wl)
+    got2 = blocks(cost, ctx2)
+    a, b = TRUE[("fwd", str(kinds_of(ctx2)[0, 1]))]
+    assert got2[0, 1] == pytest.approx(a + b * ctx2.program.plan.pairs[0, 1], rel=0.1)
 
 
 def test_apply_to_topology_per_class_and_fallback(doc):
@@ -280,7 +299,7 @@ def test_one_size_kind_borrows_the_pooled_overhead():
     for kind in ("diagonal", "full"):
         e = doc["compute"]["fwd"][kind]
         r = e["roofline"]
-        assert e["n_sizes"] == 1 and r["overhead_from"] == "pooled fit of the phase" and e["chosen"] == "roofline"
+        assert e["n_sizes"] == 1 and e["roofline_overhead_from"] == "pooled fit of the phase" and e["chosen"] == "roofline"
         x, t = e["table"]["pairs"][0], e["table"]["seconds"][0]
         assert r["overhead_s"] == pytest.approx(min(pooled["roofline"]["overhead_s"], 0.9 * t))
         assert r["overhead_s"] + r["seconds_per_pair"] * x == pytest.approx(t)  # through the kind's median
@@ -289,7 +308,7 @@ def test_one_size_kind_borrows_the_pooled_overhead():
 def test_core_time_s_takes_time_sharing_out():
     import pandas as pd
 
-    from ringsim.calibrate import core_time_s
+    from ringsim.calibration import core_time_s
 
     # A and B run [0, 3], C runs [1, 2], 2 slots: n = 2, 3, 2 on the three unit segments
     blocks = pd.DataFrame({"start_s": [0.0, 0.0, 1.0], "end_s": [3.0, 3.0, 2.0]})
@@ -299,28 +318,38 @@ def test_core_time_s_takes_time_sharing_out():
     assert core_time_s(blocks, 3.0) == pytest.approx([3.0, 3.0, 1.0], rel=1e-12)
 
 
+def _ring2(phase="fwd"):
+    """The flat program of a 2-rank ring (messages 0 → 1 and 1 → 0 at every step but the last)."""
+    return build_ring(Plan("contiguous", 2, 8, "causal"), Workload(ModelSpec("m", 1, 1, 1, 8), 8, dtype="fp32"),
+                      phase).flat
+
+
 def test_share_cores_fluid_ring_by_hand():
-    from ringsim.calibrate import share_cores
+    from ringsim.calibration import share_cores
 
     # 2 ranks on 1 core, forward only; work [rank, step] in core-seconds
     W = np.array([[1.0, 0.5], [2.0, 1.0]])
-    (d,) = share_cores([W], 1.0)
+    f2 = _ring2()
+    d = share_cores(f2, W.T, 1.0).T
     # t=0: both run at 1/2 → rank 0 ends step 0 at 2 (rank 1 has 1 left); rank 0 step 1 (rank 1 has
     # started step 0) at 1/2 → ends at 3 (rank 1: 0.5 left); rank 1 alone → step 0 ends at 3.5,
     # step 1 at 4.5
     assert d == pytest.approx(np.array([[2.0, 1.0], [3.5, 1.0]]), rel=1e-12)
     # a core per rank: durations are the work
-    (d,) = share_cores([W], 2.0)
-    assert d == pytest.approx(W, rel=1e-12)
-    # forward + backward: rank 0's backward starts when its forward ends, and still shares
+    assert share_cores(f2, W.T, 2.0).T == pytest.approx(W, rel=1e-12)
+    # forward + backward (steps: fwd 0, 1; bwd 0, 1; the bwd's return step without work): rank 0's
+    # backward starts when its forward ends, and still shares
     Wb = np.array([[1.0, 1.0], [1.0, 1.0]])
-    f, b = share_cores([W, Wb], 1.0)
+    fb = _ring2("fwd+bwd")
+    d = share_cores(fb, np.concatenate([W.T, Wb.T, np.zeros((1, 2))]), 1.0)
+    f, b = d[:2].T, d[2:4].T
     # rank 0 ends its forward at 3 and starts its backward at once, so rank 1's step 0 (0.5 left)
     # still runs at 1/2 → ends at 4; rank 1's step 1 then shares with rank 0's bwd step 0 until 5
     # (rank 0 done: 3→5 at 1/2) and runs alone 5→5.5; rank 0's bwd step 1 waits for rank 1 to post
     # (5.5); both bwd blocks share 5.5→7.5; rank 1's last block alone 7.5→8.5
     assert f == pytest.approx(np.array([[2.0, 1.0], [4.0, 1.5]]), rel=1e-12)
     assert b == pytest.approx(np.array([[2.0, 2.0], [2.0, 1.0]]), rel=1e-12)
+    assert d[4] == pytest.approx([0.0, 0.0])  # the return step has no block
     # one core, always busy: rank 1 (never blocked) ends at the total work
     assert f[1].sum() + b[1].sum() == pytest.approx(W.sum() + Wb.sum(), rel=1e-12)
 
@@ -328,86 +357,83 @@ def test_share_cores_fluid_ring_by_hand():
 def test_oversubscribed_ring_uses_processor_sharing():
     """A calibration with a load-2 level predicts a 4-rank ring on 2 cores by sharing: balanced
     zigzag blocks each take 2× their core time, contiguous rank 3 speeds up once others are done."""
-    from ringsim.calibrate import share_cores
+    from ringsim.calibration import share_cores
 
     doc = _oversubscribed_calibration()
     assert doc["contention"]["sharing"]["slots"] == 2.0
-    cost = CalibratedCost(doc).for_world_size(4, run_phase="fwd")
+    cost = CalibratedCost(doc)
     wl = Workload(ModelSpec("m", 1, 4, 4, 64), 4096, 1, "fp32")
+    level = doc["contention"]["by_load"]["2"]
     for sched in ("contiguous", "zigzag"):
-        plan = Plan(sched, 4, 4096, "causal")
-        batch = BlockBatch.build(plan, wl, load_topology("localhost-cpu"), "fwd")
-        level = doc["contention"]["by_load"]["2"]
-        core = cost._core_s(batch, level)
+        ctx = ring_ctx(sched, 4, 4096, wl)
+        f = ctx.program.flat
+        core, _ = cost._blocks(ctx, level)
         delay = np.full(core.shape, level["gap_s"]["fwd"])
-        delay[:, 0] = level["gap_s"]["first"]
+        delay[0] = level["gap_s"]["first"]
         # the ring's transfers take core time too: the fitted core-seconds of one KV shard
         tf = level["transfer"]
-        xfer = np.zeros(core.shape)
-        xfer[:, :3] = tf["latency_s"] + wl.shard_bytes(plan.tokens_per_rank) / tf["bandwidth_Bps"]
-        assert xfer[0, 0] > 0
-        (want,) = share_cores([core], 2.0, [delay], [xfer])
-        assert cost.compute_s(batch) == pytest.approx(want, rel=1e-12)
-        (without,) = share_cores([core], 2.0, [delay])
-        assert np.all(want[:, 0] > without[:, 0] * 1.01)  # step 0: the four transfers share the cores too
+        xfer = tf["latency_s"] + f.bytes / tf["bandwidth_Bps"]
+        assert f.M == 12 and xfer[0] > 0
+        want = share_cores(f, core, 2.0, delay, xfer)
+        assert cost.step_seconds(ctx) == pytest.approx(want, rel=1e-12)
+        without = share_cores(f, core, 2.0, delay)
+        assert np.all(want[0] > without[0] * 1.01)  # step 0: the four transfers share the cores too
     # contiguous: rank 0 computes one block, so later steps of the others run faster than 2×
-    plan = Plan("contiguous", 4, 4096, "causal")
-    got = cost.compute_s(BlockBatch.build(plan, wl, load_topology("localhost-cpu"), "fwd"))
-    core = cost._core_s(BlockBatch.build(plan, wl, load_topology("localhost-cpu"), "fwd"),
-                        doc["contention"]["by_load"]["2"])
-    gap = doc["contention"]["by_load"]["2"]["gap_s"]["fwd"]
+    ctx = ring_ctx("contiguous", 4, 4096, wl)
+    got = blocks(cost, ctx)
+    core = cost._blocks(ctx, level)[0].T
+    gap = level["gap_s"]["fwd"]
     assert got[3, 3] == pytest.approx(core[3, 3] + gap, rel=1e-9)  # alone at the end: a core of its own
     assert got[3, 0] > 1.5 * core[3, 0]  # step 0: four ranks on two cores
 
 
 def test_share_cores_transfers_take_core_time_by_hand():
-    from ringsim.calibrate import _fluid_ring, share_cores
+    from ringsim.calibration import fluid_program, share_cores
 
     # 2 ranks, 1 core, forward only. Step 0 posts transfers 0 → 1 and 1 → 0 (1 core-second each):
     # t = 0..2: four things at 1/4 → rank 0's block (0.5) ends at 2; the other three have 0.5
     # left and run at 1/3 → all end at 3.5; rank 0 waits for its transfers until then (not part of
     # its block); both step-1 blocks share 3.5 → 5.5
     W = np.array([[0.5, 1.0], [1.0, 1.0]])
-    X = np.array([[1.0, 0.0], [1.0, 0.0]])
-    (d,) = share_cores([W], 1.0, None, [X])
+    f2 = _ring2()
+    X = np.array([1.0, 1.0])
+    d = share_cores(f2, W.T, 1.0, None, X).T
     assert d == pytest.approx(np.array([[2.0, 2.0], [3.5, 2.0]]), rel=1e-12)
-    start, end, xs, xe = _fluid_ring(W, np.zeros_like(W), X, 1.0)
-    assert xs[:, 0] == pytest.approx([0.0, 0.0]) and xe[:, 0] == pytest.approx([3.5, 3.5], rel=1e-12)
-    assert start[:, 1] == pytest.approx([3.5, 3.5], rel=1e-12)
-    assert np.isnan(xs[:, 1]).all()  # the last step posts nothing
+    start, end, xs, xe = fluid_program(f2, W.T, np.zeros((2, 2)), X, 1.0)
+    assert xs == pytest.approx([0.0, 0.0]) and xe == pytest.approx([3.5, 3.5], rel=1e-12)
+    assert start[1] == pytest.approx([3.5, 3.5], rel=1e-12)
+    assert f2.M == 2  # the last step posts nothing
     # a core for everything (4 slots): every duration is its work, transfers overlap the blocks
-    (d,) = share_cores([W], 4.0, None, [X])
-    assert d == pytest.approx(W, rel=1e-12)
+    assert share_cores(f2, W.T, 4.0, None, X).T == pytest.approx(W, rel=1e-12)
 
 
 def test_core_time_inverts_the_fluid_ring_with_transfers():
-    """Round trip: the processor-sharing ring (forward model) run on random work, then
-    core_time_s / transfer_core_time_s (the inverse the calibration applies to measured runs) on
-    its block and transfer intervals give the work back."""
+    """Round trip: the processor-sharing replay (forward model) of fwd+bwd ring programs on random
+    work, then core_time_s / transfer_core_time_s (the inverse the calibration applies to measured
+    runs) on its block and transfer intervals give the work back."""
     import pandas as pd
 
-    from ringsim.calibrate import _fluid_ring, core_time_s, transfer_core_time_s
+    from ringsim.calibration import core_time_s, fluid_program, transfer_core_time_s
 
     rng = np.random.default_rng(7)
     for G, slots in ((4, 2.0), (3, 1.0), (5, 2.0)):
-        W = rng.uniform(0.2, 2.0, (G, 2 * G))  # forward and backward blocks
-        X = np.zeros_like(W)
-        for p in range(2):
-            X[:, p * G:p * G + G - 1] = rng.uniform(0.05, 1.0, (G, G - 1))
-        start, end, xs, xe = _fluid_ring(W, np.zeros_like(W), X, slots)
-        blocks = pd.DataFrame({"start_s": start.ravel(), "end_s": end.ravel()})
-        has = ~np.isnan(xs.ravel())
-        tr = pd.DataFrame({"start_s": xs.ravel()[has], "end_s": xe.ravel()[has]})
-        assert core_time_s(blocks, slots, tr) == pytest.approx(W.ravel(), rel=1e-9)
-        assert transfer_core_time_s(tr, blocks, slots) == pytest.approx(X.ravel()[has], rel=1e-9)
+        f = build_ring(Plan("zigzag", G, 8 * G, "causal"), Workload(ModelSpec("m", 1, 1, 1, 8), 8 * G, dtype="fp32"),
+                       "fwd+bwd").flat
+        W = rng.uniform(0.2, 2.0, (f.N, G)) * f.has_compute[:, None]  # no work at the return step
+        X = rng.uniform(0.05, 1.0, f.M)
+        start, end, xs, xe = fluid_program(f, W, np.zeros_like(W), X, slots)
+        blocks_ = pd.DataFrame({"start_s": start.ravel(), "end_s": end.ravel()})
+        tr = pd.DataFrame({"start_s": xs, "end_s": xe})
+        assert core_time_s(blocks_, slots, tr) == pytest.approx(W.ravel(), rel=1e-9, abs=1e-12)
+        assert transfer_core_time_s(tr, blocks_, slots) == pytest.approx(X, rel=1e-9)
         # without the transfers the blocks look more expensive than they were
-        assert np.all(core_time_s(blocks, slots) >= W.ravel() - 1e-9)
+        assert np.all(core_time_s(blocks_, slots) >= W.ravel() - 1e-9)
 
 
 def test_block_gaps_net_of_the_rings_transfers():
     import pandas as pd
 
-    from ringsim.calibrate import block_gaps_s
+    from ringsim.calibration import block_gaps_s
 
     # one rank, one iteration: blocks [0, 1] and [3, 4] of steps 0, 1; its step-0 transfers end at
     # 2.5 (the one it receives) and 1.5 (the one it sends)
@@ -420,7 +446,7 @@ def test_block_gaps_net_of_the_rings_transfers():
 
 
 def test_power_and_rows_fits_and_two_size_tie_break():
-    from ringsim.calibrate import _compare_models, _predict, fit_power, fit_rows
+    from ringsim.calibration import ModelChoice, fit_power, fit_rows
 
     x = np.array([1e5, 1e5, 4e5, 1.6e6])
     t = 2e-6 * x ** 0.75
@@ -434,22 +460,28 @@ def test_power_and_rows_fits_and_two_size_tie_break():
     # two sizes: every candidate predicts one size from the other alone (proportionally), so the
     # scores tie and the rows model is kept; it then passes through both sizes
     xs = np.array([1e5, 1.6e6])
-    e = _compare_models(xs, 3e-6 * np.sqrt(xs) + 2e-8 * xs)
+    choice = ModelChoice.fit(xs, 3e-6 * np.sqrt(xs) + 2e-8 * xs)
+    e = choice.to_dict()
     assert e["chosen"] == "rows"
     assert e["rows"]["mape_loo"] == pytest.approx(e["power"]["mape_loo"], rel=1e-9)
-    assert _predict(e, np.array([4e5]))[0] == pytest.approx(3e-6 * np.sqrt(4e5) + 2e-8 * 4e5, rel=1e-9)
+    assert choice.predict(np.array([4e5]))[0] == pytest.approx(3e-6 * np.sqrt(4e5) + 2e-8 * 4e5, rel=1e-9)
+    # typed round trip: the file's entry predicts as the fitted object does
+    back = ModelChoice.from_dict(json.loads(json.dumps(e)))
+    assert back.predict(np.array([2e5, 9e5])) == pytest.approx(choice.predict(np.array([2e5, 9e5])), rel=1e-15)
+    assert back.to_dict() == e and "rows" in back.describe()
 
 
 def test_share_cores_delay_is_off_core():
-    from ringsim.calibrate import share_cores
+    from ringsim.calibration import share_cores
 
     # one core; rank 0 waits 1 s to be scheduled before its first block: rank 1 has the core alone
     W = np.array([[1.0, 0.0], [1.0, 0.0]])
     delay = np.array([[1.0, 0.0], [0.0, 0.0]])
-    (d,) = share_cores([W], 1.0, [delay])
+    f2 = _ring2()
+    d = share_cores(f2, W.T, 1.0, delay.T).T
     assert d == pytest.approx(np.array([[2.0, 0.0], [1.0, 0.0]]), rel=1e-12)
     # a core per rank: duration = delay + work
-    (d,) = share_cores([W], 2.0, [delay + 0.5])
+    d = share_cores(f2, W.T, 2.0, (delay + 0.5).T).T
     assert d == pytest.approx(W + delay + 0.5, rel=1e-12)
 
 
@@ -461,42 +493,37 @@ def test_dispersion_draws_are_seeded_and_centred():
     assert q[10] == pytest.approx(1.0, abs=0.02)  # the fit passes through the per-size medians
     assert q[0] < 1.0 < q[-1]  # the synthetic runs carry ±3 % noise
     cost = CalibratedCost(doc)
-    plan = Plan("zigzag", 2, 4096, "causal")
     wl = Workload(ModelSpec("m", 1, 4, 4, 64), 4096, 1, "fp32")
-    batch = BlockBatch.build(plan, wl, load_topology("localhost-cpu"), "fwd")
-    nominal = cost.compute_s(batch)
-    a, b = cost.with_dispersion(1).compute_s(batch), cost.with_dispersion(1).compute_s(batch)
+    ctx = ring_ctx("zigzag", 2, 4096, wl)
+    nominal = cost.step_seconds(ctx)
+    a, b = cost.with_dispersion(1).step_seconds(ctx), cost.with_dispersion(1).step_seconds(ctx)
     assert np.array_equal(a, b)  # seeded
-    assert not np.array_equal(a, cost.with_dispersion(2).compute_s(batch))
+    assert not np.array_equal(a, cost.with_dispersion(2).step_seconds(ctx))
     ratio = a / nominal
     assert np.all((ratio >= q[0] - 1e-12) & (ratio <= q[-1] + 1e-12))  # drawn from the quantiles
-    # telling the ring size keeps the seed
-    assert cost.for_world_size(2).with_dispersion(3).sample_seed == 3
 
 
 def test_unmeasured_load_level_shares_cores_with_the_nearest_levels_fits():
     """8 ranks on the 2-core host (load 4) when only load 2 was measured: processor sharing with the
     load-2 level's core-second, transfer and gap fits (a core-second does not depend on the load)."""
-    from ringsim.calibrate import share_cores
+    from ringsim.calibration import share_cores
     from ringsim.validate import localhost_cpu
 
     doc = _oversubscribed_calibration()
     level = doc["contention"]["by_load"]["2"]
     assert set(doc["contention"]["by_load"]) == {"2"} and "transfer" in level
-    cost = CalibratedCost(doc).for_world_size(8, run_phase="fwd")
-    plan = Plan("zigzag", 8, 4096, "causal")
+    cost = CalibratedCost(doc)
     wl = Workload(ModelSpec("m", 1, 4, 4, 64), 4096, 1, "fp32")
-    topo = localhost_cpu(8)
-    batch = BlockBatch.build(plan, wl, topo, "fwd")
-    core = cost._core_s(batch, level)
+    ctx = ring_ctx("zigzag", 8, 4096, wl, topo=localhost_cpu(8))
+    f = ctx.program.flat
+    core, _ = cost._blocks(ctx, level)
     delay = np.full(core.shape, level["gap_s"]["fwd"])
-    delay[:, 0] = level["gap_s"]["first"]
-    xfer = np.zeros(core.shape)
-    xfer[:, :7] = level["transfer"]["latency_s"] + wl.shard_bytes(plan.tokens_per_rank) / level["transfer"]["bandwidth_Bps"]
-    (want,) = share_cores([core], 2.0, [delay], [xfer])
-    assert cost.compute_s(batch) == pytest.approx(want, rel=1e-12)
+    delay[0] = level["gap_s"]["first"]
+    xfer = level["transfer"]["latency_s"] + f.bytes / level["transfer"]["bandwidth_Bps"]
+    want = share_cores(f, core, 2.0, delay, xfer)
+    assert cost.step_seconds(ctx) == pytest.approx(want, rel=1e-12)
     # 8 ranks on 2 cores: a balanced ring's blocks take about 4× their core-seconds
-    assert np.median(want[:, 1:] / core[:, 1:]) > 3.0
+    assert np.median(want[1:] / core[1:]) > 3.0
 
 
 def test_localhost_cpu_widens_to_the_runs_world_size():

@@ -3,9 +3,10 @@
 Setup shared by all cases: G GPUs joined through one switch, every directed link 1e9 B/s and 1 µs,
 so a hop crosses two links: 2 µs latency + bytes / 1e9. The model (1 layer, 1 KV head, head dim 50,
 fp32) moves 400 B per token; 20 tokens per rank make an 8000 B shard: a forward transfer takes
-2 + 8 = 10 µs, a backward K/V+dK/dV message (16000 B) 2 + 16 = 18 µs, the final dK/dV 10 µs.
-Compute times come from a hand-set array (µs) through a tiny CostModel. Both engines must give
-exactly these rows.
+2 + 8 = 10 µs. Backward (the runtime's protocol, dK/dV fp32 = 8000 B here): step 0 sends K/V
+(10 µs), steps 1 … G−2 K/V + dK/dV (16000 B, 18 µs), step G−1 dK/dV (10 µs), and a return step G
+without compute sends every shard's dK/dV home (10 µs). Compute times come from a hand-set array
+(µs) through a tiny CostModel. All three engines must give exactly these rows.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import numpy as np
 import pytest
 
 from ringsim.costs import CostModel
-from ringsim.engine import Knobs, simulate_ring
+from ringsim.engines import Knobs, simulate_ring
 from ringsim.schedules import Plan
 from ringsim.topology import Device, Link, Topology
 from ringsim.units import InputError
@@ -27,7 +28,7 @@ SHARD = 8000.0
 
 
 class HandCost(CostModel):
-    """Compute times set by hand: ``fwd[r][s]`` and ``bwd[r][s]`` in µs."""
+    """Compute times set by hand: ``fwd[r][s]`` and ``bwd[r][s]`` in µs (steps without compute: 0)."""
 
     name = "hand"
 
@@ -35,8 +36,13 @@ class HandCost(CostModel):
         self.fwd = np.asarray(fwd, dtype=float) * US
         self.bwd = None if bwd is None else np.asarray(bwd, dtype=float) * US
 
-    def compute_s(self, batch):
-        return self.fwd if batch.phase == "fwd" else self.bwd
+    def step_seconds(self, ctx):
+        f = ctx.program.flat
+        out = np.zeros((f.N, f.world_size))
+        for n in range(f.N):
+            if f.has_compute[n]:
+                out[n] = (self.fwd if f.step_phase[n] == "fwd" else self.bwd)[:, f.step_label[n]]
+        return out
 
 
 def switch_topology(G, bw=1e9, lat=1e-6):
@@ -75,23 +81,26 @@ def assert_rows(got, expected):
 def rows_from_hand(G, phases):
     """Assemble rows in the engine's order (rank, phase, step; compute, send, recv, wait) from
     hand-computed numbers: per phase (name, T, E, X) with T[r] the step starts and the last
-    step's end (µs), E[r] the compute ends, X[(r, s)] = (start, end, bytes) of transfer r → r+1."""
+    step's end (µs), E[r] the compute ends (None: a step without compute, as the backward's
+    return), X[(r, s)] = (start, end, bytes) of transfer r → r+1."""
     rows = []
     for r in range(G):
         for name, T, E, X in phases:
-            for s in range(G):
-                rows.append((r, s, name, "compute", T[r][s], E[r][s], (r - s) % G, 0.0))
+            for s in range(len(T[r]) - 1):
+                e = E[r][s] if s < len(E[r]) else None
+                if e is not None:
+                    rows.append((r, s, name, "compute", T[r][s], e, (r - s) % G, 0.0))
                 if (r, s) in X:
                     a, b, n = X[(r, s)]
                     rows.append((r, s, name, "send", a, b, (r + 1) % G, n))
                     a, b, n = X[((r - 1) % G, s)]
                     rows.append((r, s, name, "recv", a, b, (r - 1) % G, n))
-                if T[r][s + 1] > E[r][s]:
-                    rows.append((r, s, name, "wait", E[r][s], T[r][s + 1], -1, 0.0))
+                if T[r][s + 1] > (e if e is not None else T[r][s]):
+                    rows.append((r, s, name, "wait", e if e is not None else T[r][s], T[r][s + 1], -1, 0.0))
     return rows
 
 
-ENGINES = ["fast", "des"]
+ENGINES = ["fast", "des", "reference"]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -138,8 +147,9 @@ def test_two_ranks_compute_bound(engine):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_two_ranks_fwd_bwd_comm_bound(engine):
-    # fwd as above (ends 14); bwd from 14: compute 10, K/V+dK/dV 18 µs; then the final dK/dV 10 µs
-    res = run(2, [[4, 4], [4, 4]], [[10, 10], [10, 10]], engine=engine)
+    # fwd as above (ends 14); bwd from 14: compute 6; K/V 14..24, dK/dV of step 0 24..34, the
+    # return of dK/dV to its owner 34..44 (no compute at that step: a wait)
+    res = run(2, [[4, 4], [4, 4]], [[6, 6], [6, 6]], engine=engine)
     expected = []
     for r in range(2):
         p = 1 - r
@@ -149,20 +159,26 @@ def test_two_ranks_fwd_bwd_comm_bound(engine):
             (r, 0, "fwd", "recv", 0, 10, p, SHARD),
             (r, 0, "fwd", "wait", 4, 10, -1, 0.0),
             (r, 1, "fwd", "compute", 10, 14, p, 0.0),
-            (r, 0, "bwd", "compute", 14, 24, r, 0.0),
-            (r, 0, "bwd", "send", 14, 32, p, 2 * SHARD),
-            (r, 0, "bwd", "recv", 14, 32, p, 2 * SHARD),
-            (r, 0, "bwd", "wait", 24, 32, -1, 0.0),
-            (r, 1, "bwd", "compute", 32, 42, p, 0.0),
-            (r, 1, "bwd", "send", 42, 52, p, SHARD),
-            (r, 1, "bwd", "recv", 42, 52, p, SHARD),
-            (r, 1, "bwd", "wait", 42, 52, -1, 0.0),
+            (r, 0, "bwd", "compute", 14, 20, r, 0.0),
+            (r, 0, "bwd", "send", 14, 24, p, SHARD),
+            (r, 0, "bwd", "recv", 14, 24, p, SHARD),
+            (r, 0, "bwd", "wait", 20, 24, -1, 0.0),
+            (r, 1, "bwd", "compute", 24, 30, p, 0.0),
+            (r, 1, "bwd", "send", 24, 34, p, SHARD),
+            (r, 1, "bwd", "recv", 24, 34, p, SHARD),
+            (r, 1, "bwd", "wait", 30, 34, -1, 0.0),
+            (r, 2, "bwd", "send", 34, 44, p, SHARD),
+            (r, 2, "bwd", "recv", 34, 44, p, SHARD),
+            (r, 2, "bwd", "wait", 34, 44, -1, 0.0),
         ]
     assert_rows(rows_of(res), expected)
-    assert res.layer_makespan_s == pytest.approx(42 * US, rel=1e-12)  # last compute end, not the last send
-    # each hop's links: 8000 (fwd) + 16000 + 8000 (bwd) bytes, streaming 8 + 16 + 8 µs
+    assert res.layer_makespan_s == pytest.approx(44 * US, rel=1e-12)  # the dK/dV are home at 44
+    # each hop's links: 8000 (fwd) + 8000 + 8000 + 8000 (bwd) bytes, streaming 8 µs each
     assert set(res.link_bytes.values()) == {4 * SHARD}
     assert all(v == pytest.approx(32 * US, rel=1e-12) for v in res.link_busy_s.values())
+    # bytes per (phase, step), summed over ranks: what `ringsim run` sends
+    assert res.program.bytes_by_step() == {("fwd", 0): 2 * SHARD, ("bwd", 0): 2 * SHARD, ("bwd", 1): 2 * SHARD,
+                                           ("bwd", 2): 2 * SHARD}
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -170,11 +186,12 @@ def test_two_ranks_fwd_bwd_compute_bound(engine):
     res = run(2, [[20, 20], [20, 20]], [[50, 50], [50, 50]], engine=engine)
     T_f, E_f = [[0, 20, 40]] * 2, [[20, 40]] * 2
     X_f = {(0, 0): (0, 10, SHARD), (1, 0): (0, 10, SHARD)}
-    T_b, E_b = [[40, 90, 150]] * 2, [[90, 140]] * 2
-    X_b = {(0, 0): (40, 58, 2 * SHARD), (1, 0): (40, 58, 2 * SHARD),
-           (0, 1): (140, 150, SHARD), (1, 1): (140, 150, SHARD)}
+    T_b, E_b = [[40, 90, 140, 150]] * 2, [[90, 140, None]] * 2
+    X_b = {(0, 0): (40, 50, SHARD), (1, 0): (40, 50, SHARD),
+           (0, 1): (90, 100, SHARD), (1, 1): (90, 100, SHARD),
+           (0, 2): (140, 150, SHARD), (1, 2): (140, 150, SHARD)}
     assert_rows(rows_of(res), rows_from_hand(2, [("fwd", T_f, E_f, X_f), ("bwd", T_b, E_b, X_b)]))
-    assert res.layer_makespan_s == pytest.approx(140 * US, rel=1e-12)
+    assert res.layer_makespan_s == pytest.approx(150 * US, rel=1e-12)
 
 
 # 4 ranks, rank 0 slow at step 1 and rank 2 slow at step 0
@@ -265,16 +282,18 @@ def test_four_ranks_compute_bound(engine):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_four_ranks_fwd_bwd_comm_bound(engine):
-    # fwd: steps every 10 µs, compute 4; fwd ends 34. bwd: steps every 18 µs from 34, compute 10;
-    # after the last compute (88..98) the final dK/dV 98..108.
-    res = run(4, [[4] * 4] * 4, [[10] * 4] * 4, engine=engine)
+    # fwd: steps every 10 µs, compute 4; fwd ends 34. bwd from 34, compute 9: step 0 K/V 34..44;
+    # steps 1, 2 K/V + dK/dV (18 µs) 44..62, 62..80; step 3 dK/dV 80..90; the return 90..100.
+    res = run(4, [[4] * 4] * 4, [[9] * 4] * 4, engine=engine)
     T_f, E_f = [[0, 10, 20, 30, 34]] * 4, [[4, 14, 24, 34]] * 4
     X_f = xfers({(r, s): (10 * s, 10 * s + 10) for r in range(4) for s in range(3)})
-    T_b, E_b = [[34, 52, 70, 88, 108]] * 4, [[44, 62, 80, 98]] * 4
-    X_b = xfers({(r, s): (34 + 18 * s, 52 + 18 * s) for r in range(4) for s in range(3)}, 2 * SHARD)
-    X_b.update({(r, 3): (98, 108, SHARD) for r in range(4)})
+    T_b, E_b = [[34, 44, 62, 80, 90, 100]] * 4, [[43, 53, 71, 89, None]] * 4
+    X_b = xfers({(r, 0): (34, 44) for r in range(4)})
+    X_b.update(xfers({(r, s): (26 + 18 * s, 44 + 18 * s) for r in range(4) for s in (1, 2)}, 2 * SHARD))
+    X_b.update(xfers({(r, 3): (80, 90) for r in range(4)}))
+    X_b.update(xfers({(r, 4): (90, 100) for r in range(4)}))
     assert_rows(rows_of(res), rows_from_hand(4, [("fwd", T_f, E_f, X_f), ("bwd", T_b, E_b, X_b)]))
-    assert res.layer_makespan_s == pytest.approx(98 * US, rel=1e-12)
+    assert res.layer_makespan_s == pytest.approx(100 * US, rel=1e-12)
 
 
 def two_switch_topology():
@@ -309,14 +328,14 @@ def test_shared_link_slows_both_hops_des():
     assert res.link_busy_s[sa_sb] == pytest.approx(3 * 16 * US, rel=1e-12)
     # a GPU uplink carries one hop: 8000 B per step at 0.5e9 B/s
     assert res.link_busy_s[0] == pytest.approx(3 * 16 * US, rel=1e-12)
-    with pytest.raises(InputError, match="exact only without shared links.*--engine des"):
+    with pytest.raises(InputError, match="exact only when no two messages share a link.*--engine des"):
         run(4, [[4] * 4] * 4, engine="fast", topology=topo)
 
 
 def test_meta_and_bad_input():
     res = run(2, [[4, 4], [4, 4]])
     meta = res.timeline.meta
-    for key in ("source", "engine", "schedule", "world_size", "seq_len", "mask", "phase", "workload",
+    for key in ("source", "engine", "strategy", "schedule", "world_size", "seq_len", "mask", "phase", "workload",
                 "topology", "cost_model", "knobs"):
         assert key in meta
     assert meta["source"] == "simulated" and meta["topology"] == "golden-switch"
@@ -329,8 +348,14 @@ def test_meta_and_bad_input():
         simulate_ring(plan, wl, switch_topology(2), HandCost([[1, 1], [1, 1]]), engine="warp")
     with pytest.raises(InputError, match="3 GPUs"):
         simulate_ring(Plan("contiguous", 4, 40, "full"), wl, switch_topology(3), HandCost([[1] * 4] * 4))
+    class BadShape(CostModel):
+        name = "bad"
+
+        def step_seconds(self, ctx):
+            return np.ones((1, 3))
+
     with pytest.raises(InputError, match="shape"):
-        simulate_ring(plan, wl, switch_topology(2), HandCost([[1, 1, 1]]))
+        simulate_ring(plan, wl, switch_topology(2), BadShape())
 
 
 @pytest.mark.parametrize("engine", ENGINES)

@@ -64,7 +64,7 @@ def test_name_rules():
 
 def test_import_two_ranks(tmp_path):
     paths = _two_rank_run(tmp_path)
-    cfg = {"schedule": "contiguous", "seq_len": 256, "mask": "causal", "heads": 8, "head_dim": 64}
+    cfg = {"schedule": "zigzag", "seq_len": 256, "mask": "causal", "heads": 8, "head_dim": 64}
     tl = import_kineto(paths, cfg)
     df = tl.df
     assert tl.meta["world_size"] == 2 and tl.meta["backend"] == "nccl" and tl.meta["source"] == "measured"
@@ -79,8 +79,8 @@ def test_import_two_ranks(tmp_path):
     np.testing.assert_allclose(r0["end_s"].to_numpy(), np.array([302.0, 810.0, 1720.0, 2930.0]) * 1e-6)
     r1 = comp[comp["rank"] == 1].sort_values("start_s")
     np.testing.assert_allclose(r1["start_s"].to_numpy(), np.array([11.0, 620.0]) * 1e-6)
-    # pairs come from the plan: contiguous causal, 128 tokens per rank
-    pairs = Plan("contiguous", 2, 256, "causal").pairs
+    # pairs come from the program: zigzag causal, 128 tokens per rank
+    pairs = Plan("zigzag", 2, 256, "causal").pairs
     assert r0["pairs"].tolist() == [pairs[0, 0], pairs[0, 1], pairs[0, 0], pairs[0, 1]]
     assert r1["pairs"].tolist() == [pairs[1, 0], pairs[1, 1]]
     assert r1["flops"].tolist() == [pairs[1, 0] * 4 * 8 * 64, pairs[1, 1] * 4 * 8 * 64]
@@ -91,7 +91,15 @@ def test_import_two_ranks(tmp_path):
     np.testing.assert_allclose(s0["end_s"].to_numpy() - s0["start_s"].to_numpy(), [200e-6, 400e-6])
     rv1 = df[(df["rank"] == 1) & (df["kind"] == "recv")]
     assert len(rv1) == 1 and int(rv1["peer"].iloc[0]) == 0 and rv1["bytes"].iloc[0] == 0.0
-    assert tl.meta["workload"]["heads"] == 8 and tl.meta["schedule"] == "contiguous"
+    assert tl.meta["workload"]["heads"] == 8 and tl.meta["schedule"] == "zigzag"
+    # a contiguous ring: rank 0 has no kernel at step 1 (its block after its own shard is empty), so
+    # its two forward kernels are step 0 of two iterations, not steps 0 and 1
+    tl = import_kineto(paths, dict(cfg, schedule="contiguous"))
+    c0 = tl.df[(tl.df["rank"] == 0) & (tl.df["kind"] == "compute")].sort_values("start_s")
+    assert list(zip(c0["phase"], c0["step"])) == [("fwd", 0), ("fwd", 0), ("bwd", 0), ("bwd", 0)]
+    c1 = tl.df[(tl.df["rank"] == 1) & (tl.df["kind"] == "compute")].sort_values("start_s")
+    assert list(zip(c1["phase"], c1["step"])) == [("fwd", 0), ("fwd", 1)]
+    assert "program" in tl.meta["step_mapping"]
 
 
 def test_base_time_is_added(tmp_path):

@@ -3,6 +3,7 @@ import math
 
 import pytest
 
+from ringsim.costs import RooflineCost
 from ringsim.metrics import critical_path, hide_block_tokens, ring_memory_bytes, ring_metrics
 from ringsim.schedules import Plan
 from ringsim.timeline import Timeline
@@ -48,9 +49,21 @@ def test_ring_metrics_by_hand():
 
 
 def test_critical_path_by_hand():
-    # rank 1's step 1 (6-10) started at 6 when its send 1->0 (2-6) finished: the path is
-    # compute(1, s1) 4 s ← hop 1->0 4 s ← (rank 1 posted at 0, rank 0 at 0) ← nothing before step 0.
-    cp = critical_path(tl(ROWS), 2)
+    # the timeline above as a 2-rank ring's engine arrays: rank 1's step 1 (6-10) started at 6 when
+    # its send 1->0 (2-6) finished: the path is compute(1, s1) 4 s ← hop 1->0 4 s ← (both posted at
+    # 0) ← nothing before step 0.
+    import numpy as np
+
+    from ringsim.engines import EngineArrays
+    from ringsim.strategies import build_ring
+
+    wl = Workload(ModelSpec("m", 1, 1, 1, 8), 4, dtype="fp32")
+    prog = build_ring(Plan("contiguous", 2, 4, "full"), wl, "fwd")
+    f = prog.flat
+    assert (f.src.tolist(), f.dst.tolist()) == ([0, 1], [1, 0])
+    arrays = EngineArrays(np.array([[0.0, 0.0], [5.0, 6.0], [7.0, 10.0]]), np.array([[4.0, 2.0], [7.0, 10.0]]),
+                          np.array([1.0, 2.0]), np.array([3.0, 6.0]))
+    cp = critical_path(prog, arrays, np.array([[4.0, 2.0], [2.0, 4.0]]))
     assert cp["compute_s"] == {"1": 4.0}
     assert cp["hops_s"] == {"1->0": 4.0}
     assert cp["holder"] in ("rank 1 compute", "hop 1->0")
@@ -64,13 +77,32 @@ def test_hide_block_quadratic():
     a = 4 * 2 * 64 / 0.5e12  # s per pair
     b = 2 * 64 * 2 / 1e9  # s per token of shard
     c = (b + math.sqrt(b * b + 4 * a * 2e-6)) / (2 * a)
-    hops = hide_block_tokens(wl, topo, 2)
+    hops = hide_block_tokens(wl, topo, 2, RooflineCost())
     assert [h["hide_block_tokens"] for h in hops] == [math.ceil(c)] * 2
     # a block at that size hides the transfer; one token less does not
     n = hops[0]["hide_block_tokens"]
     assert a * n * n >= 2e-6 + b * n and a * (n - 1) ** 2 < 2e-6 + b * (n - 1)
     # a causal ring's half-dense blocks need larger blocks
-    assert hide_block_tokens(wl, topo, 2, density=0.5)[0]["hide_block_tokens"] > n
+    assert hide_block_tokens(wl, topo, 2, RooflineCost(), density=0.5)[0]["hide_block_tokens"] > n
+
+
+def test_hide_block_follows_the_cost_model():
+    """The cost model owns seconds: a model twice as slow per call hides a transfer with smaller
+    blocks than the roofline (the block grows as c², the transfer as c)."""
+    dev = Device("d", peak_flops=1e12, efficiency=0.5, memory_bytes=1e9)
+    links = [Link(0, "g0", "g1", 1e9, 2e-6, "x"), Link(1, "g1", "g0", 1e9, 2e-6, "x")]
+    topo = Topology("t", dev, ["g0", "g1"], links)
+    wl = Workload(ModelSpec("m", layers=1, heads=2, kv_heads=1, head_dim=64), 1024, dtype="fp16")
+
+    class Slow(RooflineCost):
+        def call_seconds(self, *a, **k):
+            return 2.0 * super().call_seconds(*a, **k)
+
+    base = hide_block_tokens(wl, topo, 2, RooflineCost())[0]["hide_block_tokens"]
+    slow = hide_block_tokens(wl, topo, 2, Slow())[0]["hide_block_tokens"]
+    assert slow < base
+    a, b = 2 * 4 * 2 * 64 / 0.5e12, 2 * 64 * 2 / 1e9
+    assert a * slow * slow >= 2e-6 + b * slow and a * (slow - 1) ** 2 < 2e-6 + b * (slow - 1)
 
 
 def test_ring_memory():
@@ -81,7 +113,7 @@ def test_ring_memory():
     q = n * 2 * 8 * 2
     shard = 2 * n * 1 * 8 * 2
     assert fwd["ring_working_set_bytes"] == q + q + (n * 2 * 8 * 4 + n * 2 * 4) + 3 * shard
-    assert fwd["kv_cache_per_gpu_bytes"] == 4 * shard
+    assert fwd["kv_shard_per_gpu_bytes"] == 4 * shard
     single = ring_memory_bytes(p, wl, "fwd", double_buffer=False)
     assert fwd["ring_working_set_bytes"] - single["ring_working_set_bytes"] == shard
     assert ring_memory_bytes(p, wl, "fwd+bwd")["peak_memory_bytes"] > fwd["peak_memory_bytes"]

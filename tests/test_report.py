@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from ringsim.calibrate import calibrate
+from ringsim.calibration import calibrate
 from ringsim.report import gantt_rows, write_report
 from ringsim.validate import validate_runs
 
@@ -166,7 +166,7 @@ def test_calibration_plots_draw_the_chosen_models_and_the_sharing_level(tmp_path
     and its transfer core-seconds."""
     import numpy as np
 
-    from ringsim.calibrate import _predict
+    from ringsim.calibration.fits import entry_from_dict
     from test_calibrate import _oversubscribed_calibration
 
     calib = _oversubscribed_calibration()
@@ -183,7 +183,7 @@ def test_calibration_plots_draw_the_chosen_models_and_the_sharing_level(tmp_path
                 continue
             phase, kind = tr["name"].split(" fit (")[0].split(" ", 1)
             assert (phase == "fwd") == (tr.get("xaxis", "x") == "x")  # each phase in its own panel
-            want = _predict(fits[phase][kind], np.asarray(tr["x"], float)) * 1e3
+            want = entry_from_dict(fits[phase][kind]).predict(np.asarray(tr["x"], float)) * 1e3
             assert np.allclose(tr["y"], want, rtol=1e-9), (phase, kind)
             checked.add(fits[phase][kind]["chosen"])
     assert checked - {"roofline"}  # at least one non-roofline model is drawn as itself

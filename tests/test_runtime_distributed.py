@@ -23,7 +23,7 @@ torch = pytest.importorskip("torch")
 from ringsim.runtime.conformance import conformance_worker  # noqa: E402
 from ringsim.runtime.kernels import attention_reference, default_scale  # noqa: E402
 from ringsim.runtime.launch import run_world  # noqa: E402
-from ringsim.runtime.runner import RunConfig, make_inputs  # noqa: E402
+from ringsim.runtime.runner import RunConfig, make_inputs, workload_of  # noqa: E402
 from ringsim.schedules import SCHEDULES, Plan  # noqa: E402
 from ringsim.timeline import read_timeline  # noqa: E402
 
@@ -67,6 +67,20 @@ def _reference(T, mask, heads, kv_heads, head_dim, seed):
     return dict(zip(names, r64)), dict(zip(names, (o32.detach(), l32, qs.grad, ks.grad, vs.grad)))
 
 
+def _simulated_bytes(G, c) -> dict:
+    """Bytes per (phase, step) of the simulated run of this configuration (its timeline's send rows)."""
+    from ringsim.simulate import SimSpec, simulate_point
+    from ringsim.topoload import load_topology
+    from ringsim.validate import localhost_cpu
+
+    cfg = RunConfig(world_size=G, **c).validate()
+    res = simulate_point(SimSpec(workload_of(cfg), localhost_cpu(G), c["schedule"], G, c["mask"], c["phase"]),
+                         keep_timeline=True)
+    df = res["_timeline"].df
+    sends = df[df["kind"] == "send"]
+    return {(str(p), int(s)): float(b) for (p, s), b in sends.groupby(["phase", "step"], observed=True)["bytes"].sum().items()}
+
+
 def _close(got, ref, what):
     got, ref = got.double(), ref.double()
     assert torch.isfinite(got).all(), f"{what}: NaN/Inf in the ring's result"
@@ -88,18 +102,23 @@ def _check_world(G):
             got = torch.from_numpy(plan.unshard([p[n].numpy() for p in per_rank], axis=2))
             _close(got, r64[n], f"{tag} {n} vs fp64")
             _close(got, r32[n], f"{tag} {n} vs fp32 single-process")
-        # bytes: what each rank sent equals what its neighbour received, per step and in total
+        # bytes: what each rank sent equals what its peer received, per step and in total, and the
+        # bytes of every (phase, step) summed over ranks are the simulator's (the same program)
         n_loc = c["seq_len"] // G
         shard = 2 * 1 * n_loc * c["kv_heads"] * c["head_dim"] * 4  # K and V, fp32
+        sim = _simulated_bytes(G, c)
+        measured: dict = {}
         for r in range(G):
             nb = (r + 1) % G
             assert per_rank[r]["bytes_sent"] == per_rank[nb]["bytes_received"]
             rows_r, rows_nb = per_rank[r]["transfer_rows"], per_rank[nb]["transfer_rows"]
-            for (phase, step, kind), (peer, nbytes) in rows_r.items():
+            for (phase, step, kind), msgs in rows_r.items():
                 if kind != "send":
                     continue
+                ((peer, nbytes),) = msgs
                 assert peer == nb
-                assert rows_nb[(phase, step, "recv")] == (r, nbytes)
+                assert rows_nb[(phase, step, "recv")] == [(r, nbytes)]
+                measured[(phase, step)] = measured.get((phase, step), 0.0) + nbytes
                 if phase == "fwd":
                     assert nbytes == shard
                 else:  # bwd: KV, KV + dK/dV, dK/dV only (last step and the return)
@@ -113,6 +132,7 @@ def _check_world(G):
                 assert comp[("fwd", s)] == plan.pairs[r, s]
                 if c["phase"] == "fwd+bwd":
                     assert comp[("bwd", s)] == plan.pairs[r, s]
+        assert measured == sim, (tag, measured, sim)
 
 
 @pytest.mark.timeout(150)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ringsim.engine import simulate_ring
+from ringsim.engines import simulate_ring
 from ringsim.schedules import Plan
 from ringsim.timeline import read_timeline
 from ringsim.topology import Device, Link, Topology

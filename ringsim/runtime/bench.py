@@ -17,25 +17,20 @@ def overhead_worker(cfg_fields: dict, pairs: int, warmup: int, rank: int, heartb
     import torch
     import torch.distributed as dist
 
-    from ringsim.schedules import Plan
-
-    from .comm import RingComm
+    from .comm import P2PComm
+    from .executor import program_attention
     from .instrument import NullRecorder, Recorder
-    from .ring import RankRing, ring_attention
-    from .runner import RunConfig, _torch_dtype, make_inputs
+    from .runner import RunConfig, rank_setup
 
     cfg = RunConfig(world_size=dist.get_world_size(), **cfg_fields).validate()
-    plan = Plan(cfg.schedule, cfg.world_size, cfg.seq_len, cfg.mask)
-    idx = torch.as_tensor(plan.tokens(rank))
-    q, k, v, dout = (t.index_select(2, idx).to(_torch_dtype(cfg.dtype)).contiguous() for t in make_inputs(cfg))
 
     def progress(phase, step):
         if heartbeat is not None:
             heartbeat(0, phase, step)
 
-    ring = RankRing.build(plan, rank, cfg.head_dim, cfg.kernel, progress)
+    (q, k, v, dout), ring = rank_setup(cfg, rank, progress=progress)
     modes = {True: (Recorder(rank),), False: (NullRecorder(rank),)}
-    comms = {m: RingComm(rank, cfg.world_size, modes[m][0]) for m in modes}
+    comms = {m: P2PComm(rank, cfg.world_size, modes[m][0]) for m in modes}
     times = {True: [], False: []}
     n_rows = 0
     for i in range(warmup + pairs):
@@ -46,10 +41,10 @@ def overhead_worker(cfg_fields: dict, pairs: int, warmup: int, rank: int, heartb
             t0 = time.perf_counter_ns()
             if cfg.phase == "fwd":
                 with torch.no_grad():
-                    ring_attention(q, k, v, ring, comm, rec)
+                    program_attention(q, k, v, ring, comm, rec)
             else:
                 ql, kl, vl = (t.detach().requires_grad_(True) for t in (q, k, v))
-                out, _ = ring_attention(ql, kl, vl, ring, comm, rec)
+                out, _ = program_attention(ql, kl, vl, ring, comm, rec)
                 out.backward(dout)
             if i >= warmup:
                 times[instrumented].append((time.perf_counter_ns() - t0) * 1e-9)

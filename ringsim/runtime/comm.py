@@ -1,20 +1,22 @@
-"""The ring communicator: one batched send-to-next / receive-from-previous per step.
+"""The point-to-point communicator: one batched post of a step's messages, then one wait.
 
-Usage per step (the same on every rank, so the batched point-to-point calls pair up)::
+Usage per step (the program says the same on every rank, so the batched calls pair up)::
 
-    comm.send_recv(send_tensors, recv_tensors)   # queue: each send goes to r+1, each recv from r−1
-    comm.commit(step, phase)                     # post them all in one batch_isend_irecv
+    comm.post([(peer, [tensors]), …], [(peer, [tensors]), …])   # queue this step's sends and receives
+    comm.commit(step, phase)                                      # post them all in one batch_isend_irecv
     ... compute ...
-    comm.wait()                                  # block until this step's transfers are done
+    comm.wait()                                                   # block until they are done
 
-The ops are posted in a fixed order (all sends, then all receives, in the order queued), which
-is what lets gloo and NCCL match them without tags. The communicator counts the bytes it sent
-and received and, with a recording :class:`~ringsim.runtime.instrument.Recorder`, files per step
-a ``send`` row (post → completion, peer r+1), a ``recv`` row (post → completion, peer r−1) and a
+A *message* is everything sent to one peer (or received from one) in a step: its tensors are
+separate point-to-point ops of the batch. The ops are posted in a fixed order (all sends, then
+all receives, in the order queued), which is what lets gloo and NCCL match them without tags.
+The communicator counts the bytes it sent and received and, with a recording
+:class:`~ringsim.runtime.instrument.Recorder`, files per message a ``send`` row (post →
+completion, the destination as peer) or a ``recv`` row (the source as peer), and per step a
 ``wait`` row (the time the rank was blocked in :meth:`wait`).
 
 Completion times on CPU come from two waiter threads (one per direction) that block on the gloo
-work objects and stamp the moment each returns — so a transfer that finished during compute is
+work objects, message by message, and stamp the moment each message's ops return — so a transfer that finished during compute is
 not charged the compute time. On GPU the NCCL work runs on its own stream, which events on the
 compute stream cannot see; there a transfer's completion is stamped after ``wait()`` (an upper
 bound: the later of the transfer's end and the compute's end).
@@ -30,7 +32,7 @@ import torch.distributed as dist
 
 from .instrument import NullRecorder, Recorder
 
-__all__ = ["RingComm"]
+__all__ = ["P2PComm"]
 
 
 class _Waiter:
@@ -46,33 +48,32 @@ class _Waiter:
             item = self.q.get()
             if item is None:
                 return
-            works, box, done = item
+            groups, box, done = item
             try:
-                for w in works:
-                    w.wait()
-                box.append(time.perf_counter_ns())
+                for works in groups:  # one message after another: a stamp per message
+                    for w in works:
+                        w.wait()
+                    box.append(time.perf_counter_ns())
             except BaseException as e:  # surfaced by the main thread's wait()
                 box.append(e)
             done.set()
 
-    def submit(self, works):
+    def submit(self, groups):
         box, done = [], threading.Event()
-        self.q.put((works, box, done))
+        self.q.put((groups, box, done))
         return box, done
 
     def close(self):
         self.q.put(None)
 
 
-class RingComm:
+class P2PComm:
     def __init__(self, rank: int, world_size: int, recorder: Recorder | None = None, group=None,
                  timed_completion: bool | None = None):
         self.rank, self.world_size, self.group = rank, world_size, group
-        self.next = (rank + 1) % world_size
-        self.prev = (rank - 1) % world_size
         self.rec = recorder or NullRecorder(rank)
-        self._sends: list[torch.Tensor] = []
-        self._recvs: list[torch.Tensor] = []
+        self._sends: list = []
+        self._recvs: list = []
         self._pending = None
         # called with True before blocking on a transfer and False after: lets a watchdog tell a
         # rank that waits on its peers from one stuck in its own work
@@ -83,9 +84,10 @@ class RingComm:
             timed_completion = self.rec.enabled and not self.rec.cuda
         self._waiters = (_Waiter(), _Waiter()) if timed_completion else None
 
-    def send_recv(self, send_tensors, recv_tensors) -> None:
-        self._sends += list(send_tensors)
-        self._recvs += list(recv_tensors)
+    def post(self, sends, recvs) -> None:
+        """Queue messages: ``sends`` and ``recvs`` are lists of ``(peer, [tensors])``."""
+        self._sends += [(int(p), list(ts)) for p, ts in sends]
+        self._recvs += [(int(p), list(ts)) for p, ts in recvs]
 
     def commit(self, step: int, phase: str) -> None:
         if self._pending is not None:
@@ -94,49 +96,57 @@ class RingComm:
             return
         sends, recvs = self._sends, self._recvs
         self._sends, self._recvs = [], []
-        ops = [dist.P2POp(dist.isend, t, self.next, self.group) for t in sends]
-        ops += [dist.P2POp(dist.irecv, t, self.prev, self.group) for t in recvs]
-        n_send = sum(t.numel() * t.element_size() for t in sends)
-        n_recv = sum(t.numel() * t.element_size() for t in recvs)
+        ops, groups = [], []
+        for fn, msgs in ((dist.isend, sends), (dist.irecv, recvs)):
+            for peer, ts in msgs:
+                groups.append(len(ts))
+                ops += [dist.P2POp(fn, t, peer, self.group) for t in ts]
+        nbytes = lambda ts: sum(t.numel() * t.element_size() for t in ts)
+        msgs = [("send", p, nbytes(ts)) for p, ts in sends] + [("recv", p, nbytes(ts)) for p, ts in recvs]
         t_post = self.rec.mark()
         works = dist.batch_isend_irecv(ops)
+        # the works of each message, in order
+        per_msg, i = [], 0
+        for n in groups:
+            per_msg.append(works[i:i + n])
+            i += n
         stamps = None
         if self._waiters is not None:
-            stamps = (self._waiters[0].submit(works[: len(sends)]), self._waiters[1].submit(works[len(sends):]))
-        self._pending = (step, phase, works, t_post, n_send, n_recv, stamps)
+            ns = len(sends)
+            stamps = (self._waiters[0].submit(per_msg[:ns]), self._waiters[1].submit(per_msg[ns:]))
+        self._pending = (step, phase, works, t_post, msgs, stamps)
 
     def wait(self) -> None:
         if self._pending is None:
             return
-        step, phase, works, t_post, n_send, n_recv, stamps = self._pending
+        step, phase, works, t_post, msgs, stamps = self._pending
         self._pending = None
         t0 = self.rec.mark()
         if self.wait_hook is not None:
             self.wait_hook(True)
+        ends = None
         if stamps is not None:
             ends = []
             for box, done in stamps:
                 done.wait()
-                if isinstance(box[0], BaseException):
-                    raise box[0]
-                ends.append(box[0])
-            t_send_end, t_recv_end = ends
+                for x in box:
+                    if isinstance(x, BaseException):
+                        raise x
+                ends += box
         else:
             for w in works:
                 w.wait()
-            t_send_end = t_recv_end = None
         if self.wait_hook is not None:
             self.wait_hook(False)
         t1 = self.rec.mark()
-        self.bytes_sent += n_send
-        self.bytes_received += n_recv
+        for side, _, n in msgs:
+            if side == "send":
+                self.bytes_sent += n
+            else:
+                self.bytes_received += n
         if self.rec.enabled:
-            if t_send_end is None:
-                t_send_end = t_recv_end = t1
-            if n_send:
-                self.rec.add(step, phase, "send", t_post, t_send_end, self.next, n_send)
-            if n_recv:
-                self.rec.add(step, phase, "recv", t_post, t_recv_end, self.prev, n_recv)
+            for j, (side, peer, n) in enumerate(msgs):
+                self.rec.add(step, phase, side, t_post, ends[j] if ends is not None else t1, peer, n)
             self.rec.add(step, phase, "wait", t0, t1)
 
     def close(self) -> None:

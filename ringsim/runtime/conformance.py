@@ -19,38 +19,32 @@ def conformance_worker(configs: list[dict], rank: int, heartbeat=None) -> list[d
     import torch
     import torch.distributed as dist
 
-    from ringsim.schedules import Plan
-
-    from .comm import RingComm
+    from .comm import P2PComm
+    from .executor import program_attention
     from .instrument import Recorder
-    from .ring import RankRing, ring_attention
-    from .runner import RunConfig, _torch_dtype, make_inputs
+    from .runner import RunConfig, rank_setup
 
     out = []
     G = dist.get_world_size()
     for i, c in enumerate(configs):
         cfg = RunConfig(world_size=G, **c).validate()
-        plan = Plan(cfg.schedule, G, cfg.seq_len, cfg.mask)
-        idx = torch.as_tensor(plan.tokens(rank))
-        dt = _torch_dtype(cfg.dtype)
-        q, k, v, dout = (t.index_select(2, idx).to(dt).contiguous() for t in make_inputs(cfg))
 
         def progress(phase, step, i=i):
             if heartbeat is not None:
                 heartbeat(i, phase, step)
 
-        ring = RankRing.build(plan, rank, cfg.head_dim, cfg.kernel, progress)
+        (q, k, v, dout), ring = rank_setup(cfg, rank, progress=progress)
         rec = Recorder(rank)
         rec.iteration = 0
-        comm = RingComm(rank, G, rec)
+        comm = P2PComm(rank, G, rec)
         try:
             if cfg.phase == "fwd":
                 with torch.no_grad():
-                    o, lse = ring_attention(q, k, v, ring, comm, rec)
+                    o, lse = program_attention(q, k, v, ring, comm, rec)
                 res = {"out": o.float(), "lse": lse}
             else:
                 ql, kl, vl = (t.detach().requires_grad_(True) for t in (q, k, v))
-                o, lse = ring_attention(ql, kl, vl, ring, comm, rec)
+                o, lse = program_attention(ql, kl, vl, ring, comm, rec)
                 o.backward(dout)
                 res = {"out": o.detach().float(), "lse": lse, "dq": ql.grad.float(), "dk": kl.grad.float(),
                        "dv": vl.grad.float()}
@@ -60,7 +54,7 @@ def conformance_worker(configs: list[dict], rank: int, heartbeat=None) -> list[d
         compute_steps = set()
         for (_, step, phase, kind, _, _, peer, nbytes, pairs, _) in rec.rows:
             if kind in ("send", "recv"):
-                rows[(phase, step, kind)] = (peer, nbytes)
+                rows.setdefault((phase, step, kind), []).append((peer, nbytes))
             if kind == "compute":
                 compute_steps.add((phase, step, pairs))
         res.update(bytes_sent=comm.bytes_sent, bytes_received=comm.bytes_received, transfer_rows=rows,

@@ -61,7 +61,7 @@ def _context():
     if _CTX is None:
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(["torch", "torch.distributed", "ringsim.runtime.runner",
-                                    "ringsim.runtime.ring"])
+                                    "ringsim.runtime.executor"])
         _CTX = ctx
     return _CTX
 

@@ -107,6 +107,36 @@ def _torch_dtype(name: str):
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[name]
 
 
+def workload_of(cfg: RunConfig):
+    """The run's workload: one attention layer of ``heads``/``kv_heads``/``head_dim``."""
+    from ringsim.workload import ModelSpec, Workload
+
+    model = ModelSpec("run", layers=1, heads=cfg.heads, kv_heads=cfg.kv_heads, head_dim=cfg.head_dim)
+    return Workload(model, cfg.seq_len, batch=cfg.batch, dtype=cfg.dtype)
+
+
+def program_of(cfg: RunConfig):
+    """The program every rank of the run executes (the same one `ringsim simulate` runs)."""
+    from ringsim.strategies import parse_strategy
+
+    return parse_strategy(cfg.schedule).build(workload_of(cfg), cfg.world_size, cfg.mask, cfg.phase)
+
+
+def rank_setup(cfg: RunConfig, rank: int, device=None, progress=None, program=None):
+    """This rank's inputs (its tokens of the global ``q, k, v, dout``, in the run's dtype) and its
+    :class:`~ringsim.runtime.executor.RankProgram`."""
+    import torch
+
+    from .executor import RankProgram
+
+    program = program or program_of(cfg)
+    plan = program.plan
+    idx = torch.as_tensor(plan.tokens(rank))
+    dt = _torch_dtype(cfg.dtype)
+    q, k, v, dout = (t.index_select(2, idx).to(device=device or "cpu", dtype=dt).contiguous() for t in make_inputs(cfg))
+    return (q, k, v, dout), RankProgram.build(program, rank, workload_of(cfg), cfg.kernel, progress)
+
+
 def _fault_hook(cfg: RunConfig, rank: int):
     """Parse the test hook: make ``rank`` exit or hang at a forward step of the first iteration."""
     if not cfg.fault:
@@ -124,16 +154,12 @@ def run_rank(cfg: RunConfig, rank: int, device=None, heartbeat=None) -> dict:
     import torch
     import torch.distributed as dist
 
-    from .comm import RingComm
+    from .comm import P2PComm
+    from .executor import program_attention
     from .instrument import NullRecorder, Recorder, common_origin
-    from .ring import RankRing, ring_attention
 
     G = cfg.world_size
     device = device or torch.device("cpu")
-    plan = Plan(cfg.schedule, G, cfg.seq_len, cfg.mask)
-    dt = _torch_dtype(cfg.dtype)
-    idx = torch.as_tensor(plan.tokens(rank))
-    q, k, v, dout = (t.index_select(2, idx).to(device=device, dtype=dt).contiguous() for t in make_inputs(cfg))
     rec = Recorder(rank, device) if cfg.instrument else NullRecorder(rank)
     state = {"iter": -1}
     fault = _fault_hook(cfg, rank)
@@ -147,8 +173,8 @@ def run_rank(cfg: RunConfig, rank: int, device=None, heartbeat=None) -> dict:
             while True:  # hang
                 time.sleep(1.0)
 
-    ring = RankRing.build(plan, rank, cfg.head_dim, cfg.kernel, progress)
-    comm = RingComm(rank, G, rec)
+    (q, k, v, dout), ring = rank_setup(cfg, rank, device, progress)
+    comm = P2PComm(rank, G, rec)
     waiting = getattr(heartbeat, "waiting", None) or (lambda flag: None)
     comm.wait_hook = getattr(heartbeat, "waiting", None)
     origin = common_origin(rank, G)
@@ -164,11 +190,11 @@ def run_rank(cfg: RunConfig, rank: int, device=None, heartbeat=None) -> dict:
             t_start = time.perf_counter_ns()
             if cfg.phase == "fwd":
                 with torch.no_grad():
-                    out, lse = ring_attention(q, k, v, ring, comm, rec)
+                    out, lse = program_attention(q, k, v, ring, comm, rec)
                 grads = None
             else:
                 ql, kl, vl = (t.detach().requires_grad_(True) for t in (q, k, v))
-                out, lse = ring_attention(ql, kl, vl, ring, comm, rec)
+                out, lse = program_attention(ql, kl, vl, ring, comm, rec)
                 out.backward(dout)
                 grads = (ql.grad, kl.grad, vl.grad)
             if device.type == "cuda":
@@ -246,9 +272,11 @@ def run_metadata(cfg: RunConfig, backend: str, device_type: str) -> dict:
         "warmup": cfg.warmup,
         "warmup_rows": "excluded (only the timed iterations' rows are kept)",
         "instrumented": cfg.instrument,
-        "protocol": "fwd: G-1 KV transfers; bwd: KV + accumulated dK/dV (fp32) one step behind, "
-                    "plus a dK/dV return to the owner recorded as step G",
-        "flops_per_pair": {"fwd": "4*B*H*d", "bwd": "10*B*H*d"},
+        "strategy": cfg.schedule,
+        "protocol": "the strategy's program (ringsim.strategies): the ring sends K/V at forward steps < G-1; "
+                    "backward K/V and the accumulated dK/dV (fp32) one step behind, then a dK/dV return "
+                    "to the owner at step G",
+        "flops_per_pair": {"fwd": "2*B*H*(d_qk+d_v)", "bwd": "2.5 x fwd"},
         # other processes on the host compete for the same cores; the load says how much
         "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }

@@ -15,8 +15,8 @@ along a fixed route (a tuple of directed link ids, see :meth:`Topology.route`):
    whose hops share no link pays O(1) work per event, however many ranks it has. Flows that start
    or stop at the same instant are settled together: one recomputation per component per instant.
 
-:func:`max_min_rates` is the allocation as a pure function; :class:`FlowNetwork` runs it inside a
-simpy environment.
+:func:`max_min_rates` is the allocation as a pure function; :class:`FlowNetwork` runs it on an
+:class:`~ringsim.engines.loop.EventLoop`.
 """
 from __future__ import annotations
 
@@ -24,10 +24,9 @@ from heapq import heappush
 from typing import Sequence
 
 import numpy as np
-import simpy
-from simpy.events import NORMAL, Event
 
-from .topology import Topology
+from ..topology import Topology
+from .loop import EventLoop
 
 __all__ = ["max_min_rates", "FlowNetwork"]
 
@@ -86,21 +85,6 @@ def max_min_rates(routes: list[tuple[int, ...]], capacity_Bps: Sequence[float]) 
     return np.array(_progressive_filling(routes, capacity_Bps), dtype=np.float64)
 
 
-class _Wake(Event):
-    """A bare simpy event the network schedules for itself (a flow's latency expiry, a completion
-    timer, the end-of-instant flush): triggered on creation, one callback, no value. Cheaper than
-    ``env.timeout`` + ``callbacks.append``; scheduled with :meth:`simpy.Environment.schedule`, so it
-    takes its place in simpy's event queue exactly like a :class:`simpy.Timeout` of the same delay."""
-
-    def __init__(self, env: simpy.Environment, callback, flow=None, version: int = 0):  # noqa: D107
-        self.env = env
-        self.callbacks = [callback]
-        self._value = None
-        self._ok = True
-        self.flow = flow
-        self.version = version
-
-
 class _Flow:
     __slots__ = ("id", "route", "nbytes", "remaining", "rate", "last_s", "version", "on_done", "token",
                  "stream_start_s", "bottleneck", "rid", "held")
@@ -121,44 +105,22 @@ class _Flow:
         self.held = None  # (due time, event id) of a completion timer not yet queued (see _stream)
 
 
-def schedule_at(env: simpy.Environment, event: simpy.Event, t: float) -> None:
-    """Schedule ``event`` (NORMAL priority) at the absolute time ``t >= env.now``, bit for bit.
-
-    :meth:`simpy.Environment.schedule` takes a delay and computes ``now + delay``; for most times
-    ``now + (t - now) == t`` and that public call is used. Not always: when ``now`` has a finer ulp
-    than ``t`` (now's last bit is set), every ``now + d`` is a rounding tie and some ``t`` can never
-    be hit. Then the event is pushed onto simpy's queue with the same entry ``schedule`` would make,
-    ``(time, priority, event id, event)``, but the exact time.
-    """
-    now = env.now
-    d = t - now
-    if now + d == t:
-        env.schedule(event, NORMAL, d)
-    else:
-        heappush(env._queue, (t, NORMAL, next(env._eid), event))
-
-
-def _succeed_event(event: simpy.Event, now: float) -> None:
-    event.succeed(now)
-
-
 class FlowNetwork:
-    """Flows over a topology's directed links inside a simpy environment.
+    """Flows over a topology's directed links on an event loop.
 
     Like water in a set of pipes: each open tap (a streaming flow) gets the max-min fair share of
     the pipes it runs through, and when a tap opens or closes the water redistributes only among
     the taps connected to it through shared pipes.
 
-    ``transfer(route, nbytes)`` returns a simpy event that fires when the last byte arrives.
-    :meth:`start_flow` is the same without an event: it calls ``on_done(token, time_s)`` at
-    completion (what the ring DES uses: one callback instead of an event per transfer). With
+    :meth:`start_flow` starts a flow and calls ``on_done(token, time_s)`` when its last byte
+    arrives. With
     ``record=True`` every change of a link's total rate is logged in ``rate_log`` as
     ``(time_s, link_id, total_rate_Bps)``. ``link_bytes`` and ``link_busy_s`` (time with at least one
     streaming flow; the latency wait does not occupy a link) are kept per directed link id.
 
     Events per transfer: one for the end of its latency (when it starts streaming and may change
     other flows' rates), one completion timer per rate it streams at (a timer made stale by a rate
-    change is recognised by its version and ignored: simpy events cannot be cancelled), and one
+    change is recognised by its version and ignored: queued entries are never cancelled), and one
     flush per instant at which shared links changed. Flows whose latency ends at the same instant
     share one event, and so do the flows that one recomputation makes due at the same instant (n
     hops synchronised on an uplink cost about two events between them, not 2n). A flow that starts
@@ -168,11 +130,11 @@ class FlowNetwork:
     ``private`` flow (see :meth:`start_flow`) costs one event. None of this changes a result: rates
     are settled once per instant after every start and end at that instant, every event is
     dispatched in the same order, and every time is computed with the same floating-point
-    operations as one event per flow and phase would (see :func:`schedule_at`).
+    operations as one event per flow and phase would.
     """
 
-    def __init__(self, env: simpy.Environment, topology: Topology, record: bool = False):
-        self.env = env
+    def __init__(self, loop: EventLoop, topology: Topology, record: bool = False):
+        self.loop = loop
         self.topology = topology
         n = len(topology.links)
         self.capacity = [l.bandwidth_Bps for l in topology.links]
@@ -189,7 +151,7 @@ class FlowNetwork:
         self._next_id = 0
         self._dirty: set = set()
         self._flush_pending = False
-        self._starting: dict[float, _Wake] = {}  # pending latency-end events by their time
+        self._starting: dict[float, list] = {}  # flows whose latency ends at a time, by that time
         self._route_info: dict[tuple, tuple[float, float, int]] = {}  # route → (latency_s, bottleneck_Bps, number)
         # per route number: the route, whether a flow on it has finished (its links are in _used),
         # and its links that another route also crosses (the only links a component can grow through)
@@ -237,13 +199,6 @@ class FlowNetwork:
             self._route_shared.append(shared)
         return info
 
-    def transfer(self, route: Sequence[int], nbytes: float, done: simpy.Event | None = None) -> simpy.Event:
-        """Start a flow of ``nbytes`` along ``route`` now; the returned event (``done`` if given)
-        fires at completion with the completion time as its value."""
-        if done is None:
-            done = self.env.event()
-        self.start_flow(tuple(route), float(nbytes), _succeed_event, done)
-        return done
 
     def start_flow(self, route: tuple, nbytes: float, on_done, token, info: tuple[float, float, int] | None = None,
                    private: bool = False) -> None:
@@ -262,30 +217,29 @@ class FlowNetwork:
         self._next_id = fid + 1
         flow = _Flow(fid, route, nbytes, on_done, token, bottleneck, rid)
         self.active_flows += 1
-        env = self.env
+        loop = self.loop
         if private and route and nbytes > 0 and not self.record:
-            now = env._now
-            flow.stream_start_s = now + latency_s  # what simpy's clock reads when the latency ends
+            flow.stream_start_s = loop.now + latency_s  # the clock when the latency ends
             end = flow.stream_start_s + nbytes / bottleneck
-            schedule_at(env, _Wake(env, self._on_private_done, flow), end)
+            heappush(loop.queue, (end, next(loop.seq), self._on_private_done, flow))
             return
         if latency_s > 0:
             # flows whose latency ends at the same instant start streaming in one event, in the
             # order they were started (their rates are settled together by one flush anyway)
-            due = env._now + latency_s
-            ev = self._starting.get(due)
-            if ev is None:
-                ev = self._starting[due] = _Wake(env, self._on_latency, [flow])
-                heappush(env._queue, (due, NORMAL, next(env._eid), ev))  # = env.schedule(ev, NORMAL, latency_s)
+            due = loop.now + latency_s
+            batch = self._starting.get(due)
+            if batch is None:
+                batch = self._starting[due] = [flow]
+                heappush(loop.queue, (due, next(loop.seq), self._on_latency, batch))
             else:
-                ev.flow.append(flow)
+                batch.append(flow)
         else:
             self._stream((flow,))
 
     # ---- internals ----------------------------------------------------------------------------
-    def _on_latency(self, ev) -> None:
-        del self._starting[self.env._now]  # keyed by the time it fires at
-        self._stream(ev.flow)
+    def _on_latency(self, batch) -> None:
+        del self._starting[self.loop.now]  # keyed by the time it fires at
+        self._stream(batch)
 
     def _stream(self, flows) -> None:
         """These flows start streaming now, in order.
@@ -294,10 +248,11 @@ class FlowNetwork:
         changes; otherwise its links are marked for the end-of-instant recomputation. A flow alone
         at its turn but joined by a later flow of the same batch would see its completion timer
         made stale or confirmed by that recomputation: the timer takes its event id now (its place
-        in simpy's queue) but is queued only when it still holds: at the end of the batch if the
+        in the loop's queue) but is queued only when it still holds: at the end of the batch if the
         flow is still alone, else by :meth:`_recompute` if the rate is unchanged."""
-        env = self.env
-        now = env._now
+        loop = self.loop
+        now = loop.now
+        queue, seq = loop.queue, loop.seq
         streaming, busy_since, route_min = self._streaming, self._busy_since, self._route_min
         held = None
         for flow in flows:
@@ -319,15 +274,15 @@ class FlowNetwork:
             if solo:  # alone on every link of its route: the bottleneck rate, nothing else changes
                 rate = flow.rate = flow.bottleneck
                 flow.version += 1
-                due = now + flow.remaining / rate  # = env.schedule(timer, NORMAL, remaining / rate)
+                due = now + flow.remaining / rate
                 if due > now:
-                    flow.held = (due, next(env._eid))
+                    flow.held = (due, next(seq))
                     if held is None:
                         held = [flow]
                     else:
                         held.append(flow)
                 else:
-                    heappush(env._queue, (due, NORMAL, next(env._eid), _Wake(env, self._on_timer, flow, flow.version)))
+                    heappush(queue, (due, next(seq), self._on_timer, (flow, flow.version)))
                 if self.record:
                     for lid in sorted(route):
                         self.rate_log.append((now, lid, rate))
@@ -338,10 +293,9 @@ class FlowNetwork:
                 self._dirty.add(route_min[flow.rid])
                 if not self._flush_pending:
                     self._flush_pending = True
-                    # behind the events already due now (= env.schedule(flush, NORMAL, 0))
-                    heappush(env._queue, (now, NORMAL, next(env._eid), _Wake(env, self._flush)))
+                    # behind the events already due now
+                    heappush(queue, (now, next(seq), self._flush, None))
         if held is not None:
-            queue = env._queue
             for flow in held:
                 for lid in flow.route:
                     if len(streaming[lid]) > 1:
@@ -349,9 +303,9 @@ class FlowNetwork:
                 else:
                     due, eid = flow.held
                     flow.held = None
-                    heappush(queue, (due, NORMAL, eid, _Wake(env, self._on_timer, flow, flow.version)))
+                    heappush(queue, (due, eid, self._on_timer, (flow, flow.version)))
 
-    def _flush(self, _ev) -> None:
+    def _flush(self, _arg) -> None:
         """Recompute the rates of every component with a marked link, in the order of their
         smallest marked link. A flow that started sharing a link marks only its route's smallest
         link: it still streams now (its first timer comes from this flush), so its whole route lies
@@ -425,9 +379,9 @@ class FlowNetwork:
 
     def _recompute(self, seed_link: int) -> set:
         """New max-min rates for the component reached from ``seed_link``; returns its links."""
-        env = self.env
-        now = env._now
-        queue = env._queue
+        loop = self.loop
+        now = loop.now
+        queue, seq = loop.queue, loop.seq
         comp, links = self._component(seed_link)
         new_rates = self._rates(comp)
         # new completion timers; flows due at the same instant share one event (they would have
@@ -438,7 +392,7 @@ class FlowNetwork:
                 if f.held is not None:  # queued now, in the place it was given (see _stream)
                     due, eid = f.held
                     f.held = None
-                    heappush(queue, (due, NORMAL, eid, _Wake(env, self._on_timer, f, f.version)))
+                    heappush(queue, (due, eid, self._on_timer, (f, f.version)))
                 continue
             f.held = None  # the timer it held alone would have been stale
             # bytes sent since the last rate change
@@ -453,17 +407,16 @@ class FlowNetwork:
                 timers[due] = [(f, f.version)]
             else:
                 group.append((f, f.version))
-        for due, group in timers.items():  # = env.schedule(timer, NORMAL, delay): due = now + delay
-            heappush(queue, (due, NORMAL, next(env._eid), _Wake(env, self._on_timers, group)))
+        for due, group in timers.items():
+            heappush(queue, (due, next(seq), self._on_timers, group))
         if self.record:
             for lid in sorted(links):
                 total = sum(f.rate for f in self._streaming[lid].values())
                 self.rate_log.append((now, lid, total))
         return links
 
-    def _on_private_done(self, ev) -> None:
-        flow = ev.flow
-        now = self.env._now
+    def _on_private_done(self, flow) -> None:
+        now = self.loop.now
         flow.remaining = 0.0
         nbytes = flow.nbytes
         bytes_, busy = self._bytes, self._busy
@@ -484,22 +437,23 @@ class FlowNetwork:
                 used_flag[lid] = 1
                 self._used.append(lid)
 
-    def _on_timers(self, ev) -> None:
+    def _on_timers(self, group) -> None:
         """Completion timers of flows due at this instant: :meth:`_finish` for each in turn."""
         finish = self._finish
-        for flow, version in ev.flow:
+        for flow, version in group:
             if version == flow.version:  # else the rate changed since this timer was set
                 finish(flow, True)
 
-    def _on_timer(self, ev) -> None:
-        if ev.version != ev.flow.version:
+    def _on_timer(self, arg) -> None:
+        flow, version = arg
+        if version != flow.version:
             return  # the rate changed since this timer was set
-        self._finish(ev.flow, streaming=True)
+        self._finish(flow, streaming=True)
 
     def _finish(self, flow: _Flow, streaming: bool) -> None:
         """The flow's last byte arrived now: count its bytes, free its links (a link left empty
         ends a busy period; one still shared is marked for recomputation), call its ``on_done``."""
-        now = self.env._now
+        now = self.loop.now
         flow.remaining = 0.0
         nbytes = flow.nbytes
         route = flow.route
@@ -521,8 +475,8 @@ class FlowNetwork:
                         self.rate_log.append((now, lid, 0.0))
             if dirty and not self._flush_pending:
                 self._flush_pending = True
-                env = self.env
-                heappush(env._queue, (now, NORMAL, next(env._eid), _Wake(env, self._flush)))
+                loop = self.loop
+                heappush(loop.queue, (now, next(loop.seq), self._flush, None))
         else:
             for lid in route:
                 bytes_[lid] += nbytes

@@ -1,0 +1,244 @@
+"""Measured runs as calibration samples: loading traces, the run's configuration, blocks, transfers.
+
+A measured run is a :class:`~ringsim.timeline.Timeline` (ringsim's own traces from ``ringsim run``,
+or Kineto traces imported by :mod:`ringsim.kineto`). This module turns one into samples:
+
+- :func:`block_samples`: one row per measured block (a rank's compute at one step), from its step
+  start (the rank's first post of the step, but not before its previous block ended) to the end
+  of its compute plus the merge that follows — the interval the simulator calls "compute";
+- :func:`transfer_samples`: one row per message, from the later of its two posts to the later
+  completion (what a rendezvous transfer takes);
+- :func:`assign_iterations`: which timed iteration each row belongs to.
+
+The block's kind comes from the program the run executed (:func:`program_for`), whose block
+classification the calibrated cost model uses when it predicts.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+
+from ..costs import classify_blocks
+from ..timeline import Timeline, read_timeline
+from ..units import InputError
+
+__all__ = ["load_measured", "workload_from_meta", "trace_link_class", "trace_load", "assign_iterations",
+           "block_samples", "transfer_samples", "program_for", "hardware", "slots"]
+
+
+def load_measured(paths: list[str], kineto_config: dict | None = None) -> list[tuple[str, Timeline]]:
+    """Load traces: each ringsim trace is one run; consecutive Kineto files (one per rank) form one
+    run, a new run starting when a rank repeats. Returns ``[(label, timeline)]``."""
+    from ..kineto import import_kineto, is_kineto_trace
+
+    out: list[tuple[str, Timeline]] = []
+    group: list[str] = []
+    ranks: set[int] = set()
+
+    def flush():
+        if group:
+            out.append((" + ".join(group), import_kineto(list(group), kineto_config)))
+            group.clear()
+            ranks.clear()
+
+    for p in paths:
+        p = os.fspath(p)
+        if not os.path.exists(p):
+            raise InputError(f"trace file {p} does not exist; check the path")
+        data = None
+        if p.endswith(".json"):
+            try:
+                with open(p) as f:
+                    data = json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise InputError(f"{p} is not a trace ({type(e).__name__}); give ringsim Chrome-trace JSON "
+                                 "or PyTorch-profiler traces") from None
+        if data is not None and is_kineto_trace(data):
+            r = int(data["distributedInfo"].get("rank", -1))
+            if r in ranks:
+                flush()
+            group.append(p)
+            ranks.add(r)
+            continue
+        flush()
+        if data is not None:
+            tl = Timeline.from_chrome_trace(data, origin=p)
+        else:
+            tl = read_timeline(p)
+        out.append((p, tl))
+    flush()
+    return out
+
+
+def workload_from_meta(meta: dict):
+    """The measured run's Workload from its metadata (None when the dims are missing)."""
+    from ..workload import ModelSpec, Workload
+
+    w = meta.get("workload") or {}
+    if not all(k in w for k in ("heads", "head_dim")):
+        return None
+    heads = int(w["heads"])
+    model = ModelSpec("measured", int(w.get("layers", 1) or 1), heads, int(w.get("kv_heads", heads) or heads),
+                      int(w["head_dim"]), v_head_dim=w.get("v_head_dim"))
+    return Workload(model, int(meta.get("seq_len") or w.get("seq_len") or 1), int(w.get("batch", 1) or 1),
+                    str(w.get("dtype", "bf16")))
+
+
+def trace_link_class(meta: dict) -> str:
+    if meta.get("link_class"):
+        return str(meta["link_class"])
+    if str(meta.get("backend", "")).lower() == "gloo" or str(meta.get("device", "")).lower() == "cpu":
+        return "loopback"
+    return "link"
+
+
+def trace_load(meta: dict) -> float:
+    """Rank threads per core on a CPU host (world_size × threads_per_rank / cpu_cores); 1 otherwise."""
+    try:
+        if str(meta.get("device", "")).lower() != "cpu" or not meta.get("cpu_cores"):
+            return 1.0
+        return float(meta["world_size"]) * float(meta.get("threads_per_rank", 1) or 1) / float(meta["cpu_cores"])
+    except (TypeError, ValueError, KeyError):
+        return 1.0
+
+
+def assign_iterations(df: pd.DataFrame) -> pd.Series:
+    """Iteration index of every row: the k-th occurrence (in time) of a (rank, phase, kind, step)
+    belongs to timed iteration k. Works for one or several iterations and for imported traces."""
+    order = df.sort_values("start_s", kind="stable")
+    it = order.groupby([order["rank"], order["phase"].astype(str), order["kind"].astype(str), order["step"]],
+                       sort=False).cumcount()
+    return it.reindex(df.index)
+
+
+def program_for(meta: dict, G: int):
+    """The program a measured run executed, rebuilt from its metadata (strategy or schedule, world
+    size, length, mask, phase, workload dims); None when the metadata does not say enough."""
+    from ..strategies import parse_strategy
+
+    spec = meta.get("strategy") or meta.get("schedule")
+    wl = workload_from_meta(meta)
+    if not spec or not meta.get("seq_len") or wl is None:
+        return None
+    try:
+        return parse_strategy(str(spec)).build(wl, G, meta.get("mask", "causal"), str(meta.get("phase", "fwd")))
+    except (InputError, ValueError):
+        return None
+
+
+def block_samples(tl: Timeline) -> pd.DataFrame:
+    """One row per measured block: rank, phase, step, iter, pairs, kind, start_s (step start),
+    end_s (end of compute + merge), time_s, compute_start_s, overlap (fraction of the block
+    overlapped by the rank's own transfers)."""
+    df = tl.df.copy()
+    if not len(df):
+        return pd.DataFrame()
+    df["iter"] = assign_iterations(df)
+    df["kind"] = df["kind"].astype(str)
+    df["phase"] = df["phase"].astype(str)
+    comp = df[df["kind"] == "compute"]
+    if not len(comp):
+        return pd.DataFrame()
+    G = int(tl.meta.get("world_size") or df["rank"].max() + 1)
+    program = program_for(tl.meta, G)
+    kinds = None
+    if program is not None:  # [rank, (phase, step)] → the block's kind
+        f = program.flat
+        k = classify_blocks(f.pairs, program.plan.tokens_per_rank)
+        kinds = {(ph, int(st)): k[n] for n, (ph, st) in enumerate(zip(f.step_phase, f.step_label))}
+    key = ["rank", "phase", "step", "iter"]
+    ring = df[df["kind"].isin(["compute", "send", "recv"])].groupby(key)["start_s"].min()
+    ends = df[df["kind"].isin(["compute", "merge"])].groupby(key)["end_s"].max()
+    xfer = df[df["kind"].isin(["send", "recv"])]
+    xfer_by_rank = {int(r): (d["start_s"].to_numpy(), d["end_s"].to_numpy()) for r, d in xfer.groupby("rank")}
+    rows = []
+    for r in comp.itertuples(index=False):
+        k = (r.rank, r.phase, r.step, r.iter)
+        start = float(ring.get(k, r.start_s))
+        end = float(ends.get(k, r.end_s))
+        if kinds is not None and (r.phase, int(r.step)) in kinds and 0 <= r.rank < G:
+            kind = str(kinds[(r.phase, int(r.step))][r.rank])
+        elif r.pairs <= 0:
+            kind = "empty"
+        else:
+            kind = "partial"
+        tx = xfer_by_rank.get(int(r.rank))
+        ov = 0.0
+        if tx is not None and end > start:
+            a = np.clip(tx[0], start, end)
+            b = np.clip(tx[1], start, end)
+            ov = float(_union_length(a, b) / (end - start))
+        rows.append({"rank": int(r.rank), "phase": r.phase, "step": int(r.step), "iter": int(r.iter),
+                     "pairs": float(r.pairs), "kind": kind, "start_s": start, "end_s": end,
+                     "time_s": end - start, "compute_start_s": float(r.start_s), "overlap": ov})
+    out = pd.DataFrame(rows)
+    # a step's posts may come before the previous block ended (e.g. a gradient sent one step behind):
+    # a block never starts before the rank's previous block ended
+    out = out.sort_values(["rank", "compute_start_s"], kind="stable")
+    prev_end = out.groupby("rank")["end_s"].shift(1)
+    out["start_s"] = np.where(prev_end.notna(), np.maximum(out["start_s"], prev_end.fillna(-np.inf)), out["start_s"])
+    out["time_s"] = out["end_s"] - out["start_s"]
+    return out.sort_index().reset_index(drop=True)
+
+
+def _union_length(a: np.ndarray, b: np.ndarray) -> float:
+    keep = b > a
+    a, b = a[keep], b[keep]
+    if not len(a):
+        return 0.0
+    o = np.argsort(a)
+    a, b = a[o], b[o]
+    total, cur_a, cur_b = 0.0, a[0], b[0]
+    for x, y in zip(a[1:], b[1:]):
+        if x > cur_b:
+            total += cur_b - cur_a
+            cur_a, cur_b = x, y
+        else:
+            cur_b = max(cur_b, y)
+    return float(total + cur_b - cur_a)
+
+
+def transfer_samples(tl: Timeline) -> pd.DataFrame:
+    """One row per transfer r → peer: bytes and duration from the later post (send on r, receive
+    on the peer) to the later completion. Sends without a matching receive keep their own interval."""
+    df = tl.df.copy()
+    if not len(df):
+        return pd.DataFrame(columns=["rank", "peer", "phase", "step", "iter", "bytes", "start_s", "end_s", "time_s"])
+    df["iter"] = assign_iterations(df)
+    df["phase"] = df["phase"].astype(str)
+    df["kind"] = df["kind"].astype(str)
+    sends = df[df["kind"] == "send"]
+    recvs = df[df["kind"] == "recv"].set_index(["rank", "peer", "phase", "step", "iter"])
+    rows = []
+    for s in sends.itertuples(index=False):
+        k = (s.peer, s.rank, s.phase, s.step, s.iter)
+        start, end = s.start_s, s.end_s
+        if k in recvs.index:
+            rv = recvs.loc[k]
+            if isinstance(rv, pd.DataFrame):
+                rv = rv.iloc[0]
+            start, end = max(start, rv["start_s"]), max(end, rv["end_s"])
+        if s.bytes > 0 and end > start:
+            rows.append({"rank": int(s.rank), "peer": int(s.peer), "phase": s.phase, "step": int(s.step),
+                         "iter": int(s.iter), "bytes": float(s.bytes), "start_s": float(start),
+                         "end_s": float(end), "time_s": float(end - start)})
+    return pd.DataFrame(rows, columns=["rank", "peer", "phase", "step", "iter", "bytes", "start_s", "end_s",
+                                       "time_s"])
+
+
+
+def hardware(meta: dict) -> dict:
+    keys = ("device", "host", "cpu_model", "cpu_cores", "threads_per_rank", "gpu_model", "backend",
+            "torch_version", "oversubscription")
+    return {k: meta.get(k) for k in keys if meta.get(k) is not None}
+
+
+def slots(meta: dict) -> float:
+    """Single-thread rank slots of a CPU host: cores / threads per rank (≥ 1)."""
+    try:
+        return max(float(meta.get("cpu_cores") or 1) / float(meta.get("threads_per_rank") or 1), 1.0)
+    except (TypeError, ValueError):
+        return 1.0

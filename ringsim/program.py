@@ -1,0 +1,351 @@
+"""The program model: what every rank does, step by step, as data (DESIGN.md §1).
+
+A context-parallel strategy (the ring with a layout, and later all-gather, Ulysses, …) is a
+*builder of programs* (:mod:`ringsim.strategies`). A program is read by everything that needs to
+know what the ranks do: the engines (:mod:`ringsim.engines`: reference, DES, fast path), the
+torch runtime (:mod:`ringsim.runtime.executor`), the critical path, the calibration's replay and
+the Kineto mapping. None of them writes the protocol out again; that is what makes a prediction
+and a measurement comparable step by step.
+
+Vocabulary
+----------
+- A **step** is one round of a rank's program: (1) post the messages due at the step's start (one
+  batched call: all sends, then all receives), (2) run the step's compute ops in order, (3) post
+  the messages due at the compute's end, (4) wait for the messages the step waits for. The next
+  step starts when all of that is done. Every rank runs the same sequence of steps (a rank with
+  nothing to do at a step computes nothing there); steps are numbered within their phase
+  (``fwd``, ``bwd``), which is how timelines label them.
+- A **stage** is a run of consecutive steps with the same structure: the same op *slots* and the
+  same message groups. Each field of a slot is an array indexed ``[step of the stage, rank]``, so
+  a 1024-rank ring is a handful of numpy arrays, not a million objects.
+- A **kernel op** (:class:`KernelOp`) is an attention kernel call: a rectangle of the rank's query
+  rows against rows of the K/V buffer it holds, ``full``, ``causal`` or ``masked``, forward or
+  backward, with its exact pair count — exactly the call the runtime makes. Its geometry comes
+  from a table of distinct calls (:class:`ringsim.blocks.CallShapes`).
+- A **memory op** (:class:`MemoryOp`) is memory-bound work between kernel calls (the output/LSE
+  merge, gradient accumulation, copies) with the bytes it touches.
+- A **message** (:class:`Messages`, a group of them per stage) is everything one rank sends to one
+  peer in one batched post: its payloads (named buffers, e.g. ``kv``, ``dkv``) are separate
+  point-to-point operations of one batch in the runtime, and one *flow* of their summed bytes in
+  the simulator. A message starts when its send is posted and, under rendezvous, its receive; the
+  post happens at the step's start or its compute's end (``send_at``/``recv_at``), and both ends
+  wait for it ``wait_after`` steps later (0: in the step that posted it; a later step may be in a
+  later stage, e.g. an outer ring's message waited at the end of an inner ring).
+
+Why ops as data (as execution-trace simulators such as ASTRA-sim/Chakra do) rather than one loop
+written against a communicator with a torch and a simulated implementation (as SimGrid's SMPI
+does): the builder is vectorised over ranks, so a 1024-rank, 1M-token ring is built in
+milliseconds, where recording a loop per rank would cost seconds of Python; and most consumers do
+not *run* the program but read it (the critical path, the Kineto mapping, the calibration replay,
+byte accounting), which data allows and a loop does not. The runtime interprets the same data
+with a small vocabulary of ops.
+
+:class:`FlatProgram` is the engines' view: steps numbered globally (``n`` over all stages), every
+message in one set of flat arrays, distinct (src, dst) *hops* in a table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Union
+
+import numpy as np
+
+from .blocks import KIND_CODES, CallShapes
+from .units import InputError
+
+__all__ = ["KernelOp", "MemoryOp", "Messages", "Stage", "Program", "FlatProgram", "POST_AT", "PHASES"]
+
+POST_AT = ("start", "end")
+PHASES = ("fwd", "bwd")
+
+
+@dataclass(frozen=True)
+class KernelOp:
+    """One attention kernel call per (step, rank) of a stage (none where ``shape`` is an empty call).
+
+    ``shape[s, r]`` indexes ``shapes``; ``kv_owner[s, r]`` is the rank whose tokens the held K/V
+    rows are (−1: not a ring shard); ``kv`` names the payload buffer the call reads keys and values
+    from; ``heads`` the query heads the call covers (``None``: all of the model's)."""
+
+    phase: str
+    shapes: CallShapes
+    shape: np.ndarray            # [S, G] int64
+    kv_owner: np.ndarray | None = None   # [S, G] int64
+    kv: str = "kv"
+    heads: int | None = None
+
+    def field(self, name: str) -> np.ndarray:
+        """``q_start``, ``q_rows``, ``k_start``, ``k_rows``, ``kind`` or ``pairs`` per (step, rank)."""
+        return getattr(self.shapes, name)[self.shape]
+
+    @property
+    def pairs(self) -> np.ndarray:
+        return self.field("pairs")
+
+    @property
+    def active(self) -> np.ndarray:
+        """Where a call runs (its kind is not ``empty``)."""
+        return self.field("kind") != KIND_CODES["empty"]
+
+    def tiles(self, tile_q: int, tile_k: int) -> np.ndarray:
+        return self.shapes.tiles(tile_q, tile_k)[self.shape]
+
+
+@dataclass(frozen=True)
+class MemoryOp:
+    """Memory-bound work per (step, rank): ``name`` (``merge``, ``accumulate``, ``copy``), the bytes
+    it reads and writes, and the kernel launches it takes (0 bytes and 0 launches: nothing runs)."""
+
+    name: str
+    bytes: np.ndarray            # [S, G] float64
+    launches: np.ndarray | int = 1
+
+
+Op = Union[KernelOp, MemoryOp]
+
+
+@dataclass(frozen=True)
+class Messages:
+    """A group of messages, ``C`` per step of the stage: message c of step s goes from
+    ``src[s, c]`` to ``dst[s, c]`` with ``bytes[s, c]`` bytes of the buffers ``payloads[s]``.
+    Arrays of one row are the same at every step (a ring's hops are)."""
+
+    src: np.ndarray              # [1 or S, C] int64
+    dst: np.ndarray              # [1 or S, C] int64
+    bytes: np.ndarray            # [1 or S, 1 or C] float64
+    payloads: tuple              # per step (or one entry for all): tuple of payload names
+    send_at: str = "start"
+    recv_at: str = "start"
+    wait_after: int = 0
+
+
+@dataclass(frozen=True)
+class Stage:
+    """``n_steps`` steps of one phase, numbered ``first_step …`` within it, with the same op slots
+    (run in order at every step) and message groups."""
+
+    phase: str
+    first_step: int
+    n_steps: int
+    ops: tuple = ()
+    messages: tuple = ()
+    name: str = ""
+
+
+def _rows(a, S: int, C: int | None = None, dtype=np.int64) -> np.ndarray:
+    a = np.asarray(a, dtype=dtype)
+    if a.ndim == 1:
+        a = a[None, :]
+    return np.broadcast_to(a, (S, a.shape[1] if C is None else C))
+
+
+@dataclass
+class Program:
+    """What every rank of a ``world_size``-rank group does, as stages (see the module docstring).
+
+    ``strategy`` is the spec that built it; ``meta`` describes the workload and layout; ``plan`` is
+    the token partition (the runtime takes every rank's positions from it)."""
+
+    world_size: int
+    stages: list
+    strategy: str = ""
+    meta: dict = field(default_factory=dict)
+    plan: object = None
+
+    def __post_init__(self):
+        self.validate()
+
+    # ---- checks -------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Structural invariants: shapes, ranks in range, no message to oneself, at most one
+        message per (hop, step) — a batch to one peer is one message —, waits inside the stage."""
+        G = self.world_size
+        if G < 1:
+            raise InputError(f"a program needs at least one rank, got {G}")
+        first_n = np.cumsum([0] + [st.n_steps for st in self.stages])
+        total = int(first_n[-1])
+        for k, st in enumerate(self.stages):
+            S = st.n_steps
+            where = f"stage {k} ({st.name or st.phase})"
+            if st.phase not in PHASES or S < 1:
+                raise ValueError(f"{where}: phase {st.phase!r}, {S} steps")
+            for op in st.ops:
+                arr = op.shape if isinstance(op, KernelOp) else op.bytes
+                if np.shape(arr) != (S, G):
+                    raise ValueError(f"{where}: op array shaped {np.shape(arr)}, expected ({S}, {G})")
+            for g in st.messages:
+                src, dst = _rows(g.src, S), _rows(g.dst, S)
+                if src.shape != dst.shape:
+                    raise ValueError(f"{where}: src {src.shape} and dst {dst.shape} differ")
+                if src.size and (src.min() < 0 or src.max() >= G or dst.min() < 0 or dst.max() >= G):
+                    raise ValueError(f"{where}: message ranks outside 0..{G - 1}")
+                if np.any(src == dst):
+                    raise ValueError(f"{where}: a message from a rank to itself")
+                if g.send_at not in POST_AT or g.recv_at not in POST_AT:
+                    raise ValueError(f"{where}: post times {g.send_at}/{g.recv_at}")
+                if g.wait_after < 0 or first_n[k] + S - 1 + g.wait_after >= total:
+                    raise ValueError(f"{where}: wait_after {g.wait_after} waits past the program's last step")
+                if len(g.payloads) not in (1, S):
+                    raise ValueError(f"{where}: {len(g.payloads)} payload entries for {S} steps")
+            # a group whose hops are the same every step is checked on one row
+            rows = 1 if all(np.ndim(g.src) == np.ndim(g.dst) == 1 or (np.shape(g.src)[0] == np.shape(g.dst)[0] == 1)
+                            for g in st.messages) else S
+            hops = [(_rows(g.src, rows) * G + _rows(g.dst, rows)) for g in st.messages]
+            if hops:
+                allh = np.concatenate(hops, axis=1)
+                srt = np.sort(allh, axis=1)
+                if allh.shape[1] > 1 and np.any(srt[:, 1:] == srt[:, :-1]):
+                    raise ValueError(f"{where}: two messages between the same ranks in one step; merge their payloads")
+
+    # ---- views ------------------------------------------------------------------------------
+    @cached_property
+    def flat(self) -> "FlatProgram":
+        return FlatProgram(self)
+
+    @property
+    def n_steps(self) -> int:
+        return sum(st.n_steps for st in self.stages)
+
+    def phases(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(st.phase for st in self.stages))
+
+    def bytes_by_step(self) -> dict[tuple[str, int], float]:
+        """Bytes sent at each (phase, step), summed over ranks (every message's bytes once)."""
+        out: dict[tuple[str, int], float] = {}
+        for st in self.stages:
+            for g in st.messages:
+                S = st.n_steps
+                b = np.broadcast_to(np.asarray(g.bytes, dtype=np.float64), (S, _rows(g.src, S).shape[1]))
+                for s in range(S):
+                    key = (st.phase, st.first_step + s)
+                    out[key] = out.get(key, 0.0) + float(b[s].sum())
+        return out
+
+    def rank_steps(self, rank: int):
+        """The program of one rank, step by step, for executors that run one rank (the runtime):
+        yields ``RankStep`` records in order."""
+        for k, st in enumerate(self.stages):
+            S = st.n_steps
+            groups = []
+            for g in st.messages:
+                src, dst = _rows(g.src, S), _rows(g.dst, S)
+                b = np.broadcast_to(np.asarray(g.bytes, dtype=np.float64), src.shape)
+                groups.append((g, src, dst, b))
+            for s in range(S):
+                sends, recvs, waits_here = [], [], []
+                for g, src, dst, b in groups:
+                    pay = g.payloads[s if len(g.payloads) > 1 else 0]
+                    for c in np.flatnonzero(src[s] == rank):
+                        sends.append(Post(int(dst[s, c]), tuple(pay), float(b[s, c]), g.send_at, g.wait_after))
+                    for c in np.flatnonzero(dst[s] == rank):
+                        recvs.append(Post(int(src[s, c]), tuple(pay), float(b[s, c]), g.recv_at, g.wait_after))
+                yield RankStep(st, k, s, st.first_step + s, sends, recvs)
+
+
+@dataclass(frozen=True)
+class Post:
+    """One side of a message as one rank sees it: the peer, the payload buffers, the bytes, when
+    it is posted (``start``/``end`` of the step) and how many steps later it is waited for."""
+
+    peer: int
+    payloads: tuple
+    bytes: float
+    at: str
+    wait_after: int
+
+
+@dataclass(frozen=True)
+class RankStep:
+    stage: Stage
+    stage_index: int
+    index: int          # step within the stage
+    step: int           # step within the phase (the timeline's label)
+    sends: list
+    recvs: list
+
+    @property
+    def phase(self) -> str:
+        return self.stage.phase
+
+
+class FlatProgram:
+    """The engines' view of a :class:`Program`: global step numbers ``n`` (``N`` in all), every
+    message in flat arrays sorted by the step that posts it, distinct hops in a table.
+
+    Per step: ``step_phase[n]``, ``step_label[n]`` (the step within its phase), ``step_stage[n]``,
+    ``has_compute[n]`` (the step has op slots: its ranks get a compute row). Per message m:
+    ``src``, ``dst``, ``bytes``, ``post_step`` (n), ``wait_step`` (n), ``send_end``/``recv_end``
+    (posted at the compute's end), ``hop`` (index into ``hop_src``/``hop_dst``).
+    ``step_msgs[n]:step_msgs[n + 1]`` are the messages posted at step n. Per (step, rank):
+    ``pairs``, ``kv_owner`` (−1 where no ring shard is held) — the timeline's compute rows."""
+
+    def __init__(self, program: Program):
+        G = program.world_size
+        self.world_size = G
+        stages = program.stages
+        self.N = N = program.n_steps
+        self.step_phase = [st.phase for st in stages for _ in range(st.n_steps)]
+        self.step_label = np.array([st.first_step + s for st in stages for s in range(st.n_steps)], dtype=np.int64)
+        self.step_stage = np.array([k for k, st in enumerate(stages) for _ in range(st.n_steps)], dtype=np.int64)
+        self.has_compute = np.array([bool(st.ops) for st in stages for _ in range(st.n_steps)], dtype=bool)
+        self.stage_first = np.cumsum([0] + [st.n_steps for st in stages])
+        pairs = np.zeros((N, G), dtype=np.int64)
+        owner = np.full((N, G), -1, dtype=np.int64)
+        for k, st in enumerate(stages):
+            n0 = int(self.stage_first[k])
+            for op in st.ops:
+                if isinstance(op, KernelOp):
+                    pairs[n0:n0 + st.n_steps] += op.pairs
+                    if op.kv_owner is not None:
+                        sl = owner[n0:n0 + st.n_steps]
+                        np.copyto(sl, op.kv_owner, where=sl < 0)
+        self.pairs, self.kv_owner = pairs, owner
+        # messages, step-major (within a step: group by group, column by column); hops deduplicated
+        # per group on the rows it has (a ring's hops are one row, the same at every step)
+        parts = {k: [] for k in ("src", "dst", "bytes", "post", "wait", "send_end", "recv_end", "hop")}
+        hop_keys: dict[int, int] = {}
+        counts = np.zeros(N, dtype=np.int64)
+        for k, st in enumerate(stages):
+            if not st.messages:
+                continue
+            n0 = int(self.stage_first[k])
+            S = st.n_steps
+            cols = {key: [] for key in parts}
+            for g in st.messages:
+                raw_s, raw_d = np.atleast_2d(np.asarray(g.src, dtype=np.int64)), np.atleast_2d(np.asarray(g.dst, dtype=np.int64))
+                rows = max(raw_s.shape[0], raw_d.shape[0])
+                src, dst = _rows(raw_s, rows), _rows(raw_d, rows)
+                C = src.shape[1]
+                uk, inv = np.unique(src * G + dst, return_inverse=True)
+                ids = np.array([hop_keys.setdefault(int(x), len(hop_keys)) for x in uk], dtype=np.int64)
+                hop = ids[inv.reshape(src.shape)]
+                steps = np.arange(n0, n0 + S, dtype=np.int64)[:, None]
+                cols["src"].append(np.broadcast_to(src, (S, C)))
+                cols["dst"].append(np.broadcast_to(dst, (S, C)))
+                cols["hop"].append(np.broadcast_to(hop, (S, C)))
+                cols["bytes"].append(np.broadcast_to(np.asarray(g.bytes, dtype=np.float64), (S, C)))
+                cols["post"].append(np.broadcast_to(steps, (S, C)))
+                cols["wait"].append(np.broadcast_to(steps + g.wait_after, (S, C)))
+                cols["send_end"].append(np.full((S, C), g.send_at == "end"))
+                cols["recv_end"].append(np.full((S, C), g.recv_at == "end"))
+                counts[n0:n0 + S] += C
+            for key in parts:
+                parts[key].append(np.concatenate(cols[key], axis=1).reshape(-1))
+        cat = lambda key, dt: (np.concatenate(parts[key]).astype(dt, copy=False) if parts[key]
+                               else np.zeros(0, dtype=dt))
+        self.src, self.dst = cat("src", np.int64), cat("dst", np.int64)
+        self.bytes = cat("bytes", np.float64)
+        self.post_step, self.wait_step = cat("post", np.int64), cat("wait", np.int64)
+        self.send_end, self.recv_end = cat("send_end", bool), cat("recv_end", bool)
+        self.hop = cat("hop", np.int64)
+        self.M = len(self.src)
+        self.step_msgs = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        hk = np.array(sorted(hop_keys, key=hop_keys.get), dtype=np.int64)
+        self.hop_src, self.hop_dst = hk // G, hk % G
+        self.wait_after_zero = bool(np.all(self.wait_step == self.post_step))
+
+    def phase_index(self) -> list[int]:
+        """Per step, the index of its phase in the order phases first appear."""
+        order = list(dict.fromkeys(self.step_phase))
+        return [order.index(p) for p in self.step_phase]
