@@ -21,8 +21,9 @@ rows, each looping over the queries — and each unit runs a *loop* over the oth
    head dim: a causal square wastes half of each diagonal tile and has a short average loop, which
    is why causal runs up to ~40 % below full at 512 rows and a few % at 16K. Between measured
    sizes the throughput is interpolated **linearly in log L** (piecewise linear between knots, so
-   monotone wherever the data is). Above the largest measured ``L`` it is held at the last measured value (never more
-   than measured). Below the smallest it follows the prologue-amortisation form
+   monotone wherever the data is). Above the largest measured ``L`` it is held at the last
+   measured value (never more than measured). Below the smallest it follows the
+   prologue-amortisation form
    ``T(L) = T(L0) · g(L)/g(L0)`` with ``g(L) = L/(L + L_half)``, ``L_half`` chosen so the slope
    at ``L0`` matches the slope between the two smallest knots (clamped to 0.2–0.95, so shorter
    loops always lose throughput, and faster towards the fixed-cost limit).
@@ -37,6 +38,8 @@ rows, each looping over the queries — and each unit runs a *loop* over the oth
    knot was measured at its own ``P_i`` (the benchmark's heads × batch), so a call's throughput at
    a knot is ``T_i · min(1, occ(P)/occ(P_i))`` — scaled down when the call has less parallelism
    than the benchmark, never up (conservative: more units than were measured gain nothing).
+   ``model.parallel`` names the dimension cut into units per phase: ``queries`` (forward),
+   ``keys`` (FA2/FA3/cuDNN backward) or ``heads`` (torch's CPU backward: one unit per (batch, head)).
 
 A **full** call (``q × k`` allowed pairs) then runs at ``T_full(L, P)``. A **causal** call is a
 triangle of side ``m = min(q, k)`` plus (for rectangles) a full part; the triangle costs what the
@@ -50,10 +53,10 @@ which is exact on squares (the tabulated case) and tends to the full rate as the
 a sliver (a short query block at the end of a long prefix). Blocks with other masks (sliding
 windows) are best costed as ``causal=False`` with their exact ``pairs``: the full rate per pair.
 ``heads`` are query heads (GQA's fewer KV heads change memory traffic, not FLOPs; the tables'
-GQA and MHA figures are used as they are). Head dims between tabulated ones are
-interpolated linearly in log d; above the largest they take the largest's value, below the
-smallest ``T ∝ (d / d_min)^head_dim_exponent`` (default 0.5, steeper than any pair of tabulated
-head dims, 0.2–0.4).
+GQA and MHA figures are used as they are). Head dims between tabulated ones are interpolated
+linearly in log d; above the largest they take the largest's value, below the smallest
+``T ∝ (d / d_min)^head_dim_exponent`` (default 0.5, steeper than any pair of tabulated head dims
+shows, 0.2–0.4).
 
 FLOPs follow the FlashAttention papers: forward ``4 · batch · heads · head_dim · pairs``,
 backward 2.5× that, forward+backward 3.5×. ``pairs`` is the exact number of (query, key) pairs the
