@@ -84,10 +84,16 @@ DEVICES = {
 DEVICE_CITE = ("peak: NVIDIA A100/H100/H200 datasheets (dense bf16, as in hardware.md of the project reference); "
                "SMs: NVIDIA A100 (108) and H100 SXM5 (132) architecture whitepapers")
 
-SRC_FA3_FIG5 = ("FlashAttention-3 paper (Shah et al. 2024), Fig. 5: H100 SXM5 attention forward, TFLOP/s, "
-                "at a fixed 1830 MHz clock, 100 repetitions; via " + REF)
-SRC_FA3_FIG6 = ("FlashAttention-3 paper (Shah et al. 2024), Fig. 6: H100 SXM5 attention backward, full mask "
-                "only (no causal backward published); via " + REF)
+
+
+def src_fa3_fig5(rows):
+    return (f"FlashAttention-3 paper (Shah et al. 2024), Fig. 5 ({rows} rows): H100 SXM5 attention forward, "
+            f"TFLOP/s, at a fixed 1830 MHz clock, 100 repetitions; via {REF}")
+
+
+def src_fa3_fig6(rows):
+    return (f"FlashAttention-3 paper (Shah et al. 2024), Fig. 6 ({rows} rows): H100 SXM5 attention backward, full "
+            f"mask only (no causal backward published); via {REF}")
 
 
 # ---- helpers --------------------------------------------------------------------------------------------
@@ -169,13 +175,13 @@ def h100_fa2_knots():
 
 def h100_fa2():
     sources = {
-        "fa3-fig5-fa2": {"cite": SRC_FA3_FIG5 + " (FA2 rows)", "flop_convention": "causal-half",
+        "fa3-fig5-fa2": {"cite": src_fa3_fig5("FA2"), "flop_convention": "causal-half",
                          "config": FA_CONFIG},
-        "fa3-fig6-fa2": {"cite": SRC_FA3_FIG6 + " (FA2 rows)", "flop_convention": "causal-half",
+        "fa3-fig6-fa2": {"cite": src_fa3_fig6("FA2"), "flop_convention": "causal-half",
                          "config": FA_CONFIG},
         "fa2-fig7": {"cite": "FlashAttention-2 paper (Dao 2023), Fig. 7: H100 SXM5 forward+backward, TFLOP/s; via "
                      + REF, "flop_convention": "causal-half", "config": FA_CONFIG},
-        "fa2-h100-joint": {"cite": "derived in ringsim/profiles/make_profiles.py from fa3-fig5-fa2, fa3-fig6-fa2 and "
+        "fa2-h100-joint": {"cite": "derived in profiles/make_profiles.py from fa3-fig5-fa2, fa3-fig6-fa2 and "
                            "fa2-fig7 (geometric mean of the two papers' runs; causal backward by difference)",
                            "flop_convention": "causal-half", "config": FA_CONFIG},
     }
@@ -228,7 +234,7 @@ def a100_fa2():
         "fa2-fig4": {"cite": "FlashAttention-2 paper (Dao 2023), Fig. 4 (repo asset flash2_a100_fwd_bwd_benchmark): "
                      "A100 80GB SXM4 forward+backward, TFLOP/s; via " + REF,
                      "flop_convention": "causal-half", "config": FA_CONFIG},
-        "fa2-a100-split": {"cite": "derived in ringsim/profiles/make_profiles.py: fa2-fig4 split into forward and "
+        "fa2-a100-split": {"cite": "derived in profiles/make_profiles.py: fa2-fig4 split into forward and "
                            "backward with FA2's forward/backward throughput ratio on H100 (h100-sxm-fa2 knots)",
                            "flop_convention": "causal-half", "config": FA_CONFIG},
     }
@@ -266,11 +272,11 @@ def h100_kernel(kernel):
     label = {"fa3": "FA3", "cudnn": "cuDNN"}[kernel]
     derived_id = f"{kernel}-causal-bwd"
     sources = {
-        f"fa3-fig5-{kernel}": {"cite": SRC_FA3_FIG5 + f" ({label} rows)", "flop_convention": "causal-half",
+        f"fa3-fig5-{kernel}": {"cite": src_fa3_fig5(label), "flop_convention": "causal-half",
                                "config": FA_CONFIG},
-        f"fa3-fig6-{kernel}": {"cite": SRC_FA3_FIG6 + f" ({label} rows)", "flop_convention": "causal-half",
+        f"fa3-fig6-{kernel}": {"cite": src_fa3_fig6(label), "flop_convention": "causal-half",
                                "config": FA_CONFIG},
-        derived_id: {"cite": f"derived in ringsim/profiles/make_profiles.py: causal backward = fa3-fig6-{kernel} "
+        derived_id: {"cite": f"derived in profiles/make_profiles.py: causal backward = fa3-fig6-{kernel} "
                      f"full backward x (fa3-fig5-{kernel} causal forward / full forward) at the same size and head dim",
                      "flop_convention": "causal-half", "config": FA_CONFIG},
     }
@@ -281,7 +287,7 @@ def h100_kernel(kernel):
         f"{label} on H100 SXM5. Forward (full and causal) and full backward as published in the FA3 paper's\n"
         f"Figs. 5-6. No causal backward is published: it is derived as full backward x the forward causal/full\n"
         f"ratio at the same size and head dim (marked derived). Check of that rule where both are known: on FA2\n"
-        f"H100 (causal backward by difference, see h100-sxm-fa2) the backward causal/full ratio is 0-10 % above\n"
+        f"H100 (causal backward by difference, see h100-sxm-fa2) the backward causal/full ratio is 1-10 % above\n"
         f"the forward one; on cuDNN H200 (measured) 1-4 % below at 2K-16K.\n")
     if missing:
         notes += (f"No {label} backward is published for head dim {', '.join(map(str, missing))}: the model "
@@ -342,7 +348,7 @@ def build_all() -> dict[str, str]:
     out = {}
     for name, build in BUILDERS.items():
         doc = build()
-        header = (f"# {name}: generated by ringsim/profiles/make_profiles.py from the kernel tables of the project\n"
+        header = (f"# {name}: generated by profiles/make_profiles.py from the kernel tables of the project\n"
                   f"# reference (../shared/reference/gpu-attention-kernels.md of the project workspace); do not edit\n"
                   f"# by hand, edit the script and rerun it.\n")
         text = header + dump_profile(doc)
