@@ -254,7 +254,7 @@ def parse_documents(text: str, seq_len: int | None = None) -> DocumentSpec:
         except json.JSONDecodeError as e:
             raise InputError(f"documents {t!r} is not a valid JSON list ({e.msg}); "
                              "write cu_seqlens such as [0,4096,10000]") from None
-        spec = DocumentSpec("lengths", tuple(_cu_seqlens_to_lengths(values, "cu_seqlens")), source=t)
+        spec = DocumentSpec("lengths", tuple(_cu_seqlens_to_lengths(values, f"documents {t!r}")), source=t)
     elif _LIST_RE.match(t):
         spec = DocumentSpec("lengths", tuple(parse_int_list(t, "document length")), source=t)
     else:
@@ -271,6 +271,9 @@ def parse_documents(text: str, seq_len: int | None = None) -> DocumentSpec:
         elif sep and re.fullmatch(r"[a-z][a-z0-9_-]+", kind):
             raise InputError(f"documents {t!r}: unknown distribution {head!r}; use lognormal:mean=8K,sigma=1.2 "
                              "or file:lengths.txt")
+        elif os.sep in t or "/" in t or re.search(r"\.[A-Za-z]\w*$", t):
+            raise InputError(f"document lengths file {t} does not exist; check the path, or give lengths "
+                             "such as 4K,60K,1000")
         elif re.fullmatch(r"[\d\s,kKmMgG.]+", t):
             raise InputError(f"documents {t!r} is not a list of positive whole token counts; write e.g. 4K,60K,1000")
         else:
@@ -472,6 +475,20 @@ class Layout:
         """Global (padded) positions of rank's tokens, in the rank's local order."""
         seg = self.segments(rank)
         return np.concatenate([s + st * np.arange(n, dtype=np.int64) for s, st, n in seg])
+
+    def real_tokens_per_rank(self) -> np.ndarray:
+        """Document (non-padding) tokens each rank holds (int64, shape (G,))."""
+        G, n = self.world_size, self.doc_lengths
+        if self.name == "striped":
+            return np.maximum(_cdiv(self.seq_len - np.arange(G, dtype=np.int64), G), 0)
+        if self.name == "zigzag-doc":
+            c = self.doc_chunk_tokens[:, None]
+            i = np.arange(2 * G, dtype=np.int64)[None, :]
+            per_chunk = np.clip(n[:, None] - i * c, 0, c).sum(axis=0)
+            return per_chunk[:G] + per_chunk[G:][::-1]
+        c = self.chunk_tokens
+        per_chunk = np.clip(self.seq_len - np.arange(len(self.chunk_owner), dtype=np.int64) * c, 0, c)
+        return np.bincount(self.chunk_owner, weights=per_chunk, minlength=G).astype(np.int64)
 
     def document_of(self, positions) -> np.ndarray:
         """Document index of each padded position, −1 for padding."""
