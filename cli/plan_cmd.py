@@ -24,8 +24,19 @@ def parse_tile(text: str | None):
     return q, k
 
 
+def _check_layout(ctx, param, value):
+    """--schedule: a schedule or, with --documents, a document layout; click's usual error otherwise."""
+    from ringsim.documents import parse_layout
+
+    try:
+        parse_layout(value)
+    except InputError as e:
+        raise click.BadParameter(str(e)) from None
+    return value.strip().lower()
+
+
 @click.command()
-@click.option("--schedule", default="zigzag", show_default=True,
+@click.option("--schedule", default="zigzag", show_default=True, callback=_check_layout,
               help=f"{', '.join(SCHEDULES)}; with --documents also zigzag-doc or balanced[:K] (K chunks per rank).")
 @click.option("--world-size", type=int, default=8, show_default=True)
 @click.option("--mask", default="causal", show_default=True, help="full, causal or sliding:W.")
