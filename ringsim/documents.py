@@ -577,9 +577,9 @@ def make_layout(name: str, doc_lengths, world_size: int, mask: Mask | str = "cau
         owner = np.concatenate([np.arange(G), np.arange(G)[::-1]])
         return Layout("zigzag", G, n, starts, Tp, chunk_tokens=Tp // (2 * G), chunk_owner=owner)
     # balanced
-    K = int(chunks_per_rank or k_arg or DEFAULT_BALANCED_CHUNKS)
-    if K <= 0:
-        raise InputError(f"chunks per rank must be positive, got {K}")
+    K = int(chunks_per_rank if chunks_per_rank is not None else k_arg or DEFAULT_BALANCED_CHUNKS)
+    if not 1 <= K <= 256:
+        raise InputError(f"chunks per rank must be a whole number from 1 to 256, got {K}")
     mask = parse_mask(mask)
     Tp = _round_up(T, K * G)
     c = Tp // (K * G)

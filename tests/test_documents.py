@@ -255,6 +255,17 @@ def test_parse_file_errors(tmp_path):
         parse_documents("2,3", seq_len=6)
 
 
+def test_make_layout_errors():
+    for kw, msg in (({"chunks_per_rank": 0}, "1 to 256"), ({"world_size": 0}, "positive")):
+        args = {"name": "balanced", "doc_lengths": [8], "world_size": 2, **kw}
+        with pytest.raises(InputError, match=msg):
+            make_layout(**args)
+    with pytest.raises(InputError, match="positive"):
+        make_layout("zigzag", [4, 0], 2)
+    with pytest.raises(InputError, match="at least one document"):
+        make_layout("zigzag", [], 2)
+
+
 def test_parse_layout():
     assert parse_layout("Zigzag-Doc") == ("zigzag-doc", None)
     assert parse_layout("balanced:16") == ("balanced", 16)
