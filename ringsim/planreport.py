@@ -74,3 +74,58 @@ def plan_report(plan: Plan, workload: Workload, tile: tuple[int, int] | None = (
                 steps.append(row)
         doc["steps"] = steps
     return doc
+
+
+def documents_report(layout, pairs: np.ndarray, workload: Workload, mask, compare: dict,
+                     peak_flops: float | None = None, efficiency: float = 1.0, per_step: bool = True) -> dict:
+    """`ringsim plan --documents` for one pack: per-rank (and per-step) work of ``layout``, its
+    imbalance, and ``compare`` ({layout name: its Layout}) summarised by imbalance.
+
+    ``imbalance`` is max/mean of per-rank work (the pair table's row sums). ``lockstep_imbalance``
+    is Σ_s max_r pairs[r, s] over the mean work: what a ring whose steps all wait for the slowest
+    rank would lose — a layout can balance totals yet not steps. Kernel tiles are not counted for
+    document masks.
+    """
+    from .documents import imbalance, work_per_rank
+
+    G = layout.world_size
+    fpp = workload.flops_per_pair()
+    flops = pairs.astype(np.float64) * fpp
+    shard_bytes = workload.shard_bytes(layout.tokens_per_rank)
+    real = layout.real_tokens_per_rank()
+    total = int(pairs.sum())
+    mean = total / G
+    doc = {
+        "documents": None,  # filled in by the caller (the spec)
+        "layout": layout.describe(),
+        "mask": str(mask),
+        "workload": workload.describe(),
+        "flops_per_pair": fpp,
+        "shard_bytes": shard_bytes,
+        "total_pairs": total,
+        "total_flops": float(flops.sum()),
+        "total_flops_all_layers": float(flops.sum()) * workload.layers,
+        "imbalance": imbalance(pairs),
+        "lockstep_imbalance": float(pairs.max(axis=0).sum() / mean) if mean > 0 else 1.0,
+        "max_flops_per_rank": float(flops.sum(axis=1).max()),
+        "ideal_flops_per_rank": float(flops.sum()) / G,
+    }
+    if peak_flops:
+        rate = peak_flops * efficiency
+        doc["ideal_compute_s"] = doc["ideal_flops_per_rank"] / rate
+        doc["ideal_compute_s_all_layers"] = doc["ideal_compute_s"] * workload.layers
+        doc["max_rank_compute_s"] = doc["max_flops_per_rank"] / rate
+    per_rank = []
+    for r in range(G):
+        row = {"rank": r, "tokens": layout.tokens_per_rank, "padding_tokens": int(layout.tokens_per_rank - real[r])}
+        row.update(pairs=int(pairs[r].sum()), flops=float(flops[r].sum()),
+                   work_vs_mean=float(pairs[r].sum() / mean) if mean > 0 else 1.0)
+        per_rank.append(row)
+    doc["per_rank"] = per_rank
+    doc["layouts"] = [{"layout": name, "imbalance": imbalance(work_per_rank(lay, mask)),
+                       "padded_len": lay.padded_len, "pad_tokens": lay.pad_tokens}
+                      for name, lay in compare.items()]
+    if per_step:
+        doc["steps"] = [{"rank": r, "step": s, "owner": (r - s) % G, "pairs": int(pairs[r, s]),
+                         "flops": float(flops[r, s])} for r in range(G) for s in range(G)]
+    return doc

@@ -102,6 +102,12 @@ class ModelSpec:
             return self.kv_lora_rank + self.rope_head_dim
         return self.kv_heads * (self.head_dim + self.v_dim)
 
+    def default_mask(self) -> str:
+        """The mask the model is trained with: its sliding window for sliding-window models, else causal."""
+        if self.attention == "sliding" and self.sliding_window:
+            return f"sliding:{self.sliding_window}"
+        return "causal"
+
     def flops_per_pair_layer(self) -> int:
         """Forward FLOPs per allowed (query, key) pair, per attention layer, for batch 1:
         QKᵀ (2·d_qk per head) plus PV (2·d_v per head) — 4·H·d_head for standard attention."""
@@ -231,11 +237,8 @@ class Workload:
         return f * BWD_FLOPS_FACTOR if phase == "bwd" else f
 
     def default_mask(self) -> str:
-        """The mask the model is trained with: its sliding window for sliding-window models, else causal."""
-        m = self.model
-        if m.attention == "sliding" and m.sliding_window:
-            return f"sliding:{m.sliding_window}"
-        return "causal"
+        """The model's own mask (:meth:`ModelSpec.default_mask`)."""
+        return self.model.default_mask()
 
     def describe(self) -> dict:
         m = self.model
