@@ -278,7 +278,9 @@ class FlatProgram:
     ``src``, ``dst``, ``bytes``, ``post_step`` (n), ``wait_step`` (n), ``send_end``/``recv_end``
     (posted at the compute's end), ``hop`` (index into ``hop_src``/``hop_dst``).
     ``step_msgs[n]:step_msgs[n + 1]`` are the messages posted at step n. Per (step, rank):
-    ``pairs``, ``kv_owner`` (−1 where no ring shard is held) — the timeline's compute rows."""
+    ``pairs``, ``work_pairs`` (pairs × the share of the model's heads the calls cover, from
+    ``program.meta["heads"]``: what FLOPs scale with), ``kv_owner`` (−1 where no ring shard is
+    held) — the timeline's compute rows."""
 
     def __init__(self, program: Program):
         G = program.world_size
@@ -291,16 +293,22 @@ class FlatProgram:
         self.has_compute = np.array([bool(st.ops) for st in stages for _ in range(st.n_steps)], dtype=bool)
         self.stage_first = np.cumsum([0] + [st.n_steps for st in stages])
         pairs = np.zeros((N, G), dtype=np.int64)
+        work = np.zeros((N, G))
         owner = np.full((N, G), -1, dtype=np.int64)
+        heads = program.meta.get("heads")
         for k, st in enumerate(stages):
             n0 = int(self.stage_first[k])
             for op in st.ops:
                 if isinstance(op, KernelOp):
                     pairs[n0:n0 + st.n_steps] += op.pairs
+                    frac = op.heads / heads if (op.heads and heads) else 1.0
+                    work[n0:n0 + st.n_steps] += op.pairs * frac
                     if op.kv_owner is not None:
                         sl = owner[n0:n0 + st.n_steps]
                         np.copyto(sl, op.kv_owner, where=sl < 0)
         self.pairs, self.kv_owner = pairs, owner
+        # pairs weighted by the share of the model's heads each call covers: what FLOPs scale with
+        self.work_pairs = work
         # messages, step-major (within a step: group by group, column by column); hops deduplicated
         # per group on the rows it has (a ring's hops are one row, the same at every step)
         parts = {k: [] for k in ("src", "dst", "bytes", "post", "wait", "send_end", "recv_end", "hop")}

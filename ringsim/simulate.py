@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .costs import CostModel, RooflineCost
-from .metrics import critical_path, hide_block_tokens, program_metrics, ring_memory_bytes
+from .metrics import critical_path, hide_block_tokens, program_metrics
 from .topology import Topology
 from .units import InputError
 from .workload import Workload
@@ -88,7 +88,7 @@ def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
         "bottleneck_hop": f"{slowest['src']}->{slowest['dst']} ({'/'.join(slowest['link_classes'])}, "
                           f"{slowest['bottleneck_Bps'] / 1e9:.4g} GB/s)" if slowest else None,
         "critical_path": critical_path(res.program, res.arrays, res.compute_s),
-        **ring_memory_bytes(plan, wl, spec.phase, knobs.double_buffer),
+        **strategy.memory(wl, G, spec.resolved_mask(), spec.phase, knobs.double_buffer),
         "per_rank": m["per_rank"],
         "hops": hops,
         "busiest_links": [{"link": lid, "src": topo.links[lid].src, "dst": topo.links[lid].dst,

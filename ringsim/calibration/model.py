@@ -97,7 +97,7 @@ class CalibratedCost(CostModel):
         prog = ctx.program
         f = prog.flat
         fpp = float(ctx.workload.flops_per_pair("fwd")) if self.dims_known else self.ref_fpp
-        work = f.pairs.astype(np.float64) * (fpp / self.ref_fpp)
+        work = f.work_pairs * (fpp / self.ref_fpp)
         kinds = classify_blocks(f.pairs, ctx.tokens_per_rank)
         has_kernel = np.zeros(f.N, dtype=bool)
         n0 = 0
@@ -138,10 +138,10 @@ class CalibratedCost(CostModel):
                     out[rows] = out[rows] * self._draw(ph, out[rows].shape)
         return out / speed
 
-    def call_seconds(self, workload, topology, q_rows, k_rows, pairs, kind, phase, tiles=None):
+    def call_seconds(self, workload, topology, q_rows, k_rows, pairs, kind, phase, tiles=None, heads=None):
         """Synthetic calls (the hide-block search): the phase's pooled fit at the calls' work."""
         fpp = float(workload.flops_per_pair("fwd")) if self.dims_known else self.ref_fpp
-        work = np.asarray(pairs, float) * (fpp / self.ref_fpp)
+        work = np.asarray(pairs, float) * (fpp / self.ref_fpp) * self.head_share(workload, heads)
         t = predict_entry(self.compute, phase, "*", work)
         return np.where(np.asarray(pairs) > 0, t, 0.0)
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..blocks import KIND_CODES
+
+
 from ..program import KernelOp, MemoryOp, Program
 from ..topology import Topology
 from ..workload import Workload
@@ -56,11 +58,12 @@ class CostModel:
 
     # ---- one kind of call -------------------------------------------------------------------------
     def call_seconds(self, workload: Workload, topology: Topology, q_rows, k_rows, pairs, kind, phase: str,
-                     tiles=None) -> np.ndarray:  # pragma: no cover - interface
+                     tiles=None, heads: int | None = None) -> np.ndarray:  # pragma: no cover - interface
         """Seconds of kernel calls on the topology's device at speed factor 1: arrays of query
         rows, key rows, exact pairs, kind codes (:data:`ringsim.blocks.KIND_CODES`) and, when the
-        device tiles its kernels, the non-empty tiles; ``phase`` is ``fwd`` or ``bwd``. An empty
-        call (kind ``empty``) costs nothing."""
+        device tiles its kernels, the non-empty tiles; ``phase`` is ``fwd`` or ``bwd``; ``heads``
+        the query heads a call covers (None: all of the model's, e.g. H/U after a Ulysses
+        all-to-all). An empty call (kind ``empty``) costs nothing."""
         raise NotImplementedError
 
     def kernel_seconds(self, op: KernelOp, ctx: CostContext) -> np.ndarray:
@@ -69,7 +72,7 @@ class CostModel:
         tile = ctx.topology.device.tile
         tiles = sh.tiles(*tile) if tile else None
         per_shape = self.call_seconds(ctx.workload, ctx.topology, sh.q_rows, sh.k_rows, sh.pairs, sh.kind, op.phase,
-                                      tiles)
+                                      tiles, op.heads)
         return np.asarray(per_shape, dtype=np.float64)[op.shape]
 
     def memory_seconds(self, op: MemoryOp, ctx: CostContext) -> np.ndarray:
@@ -109,3 +112,8 @@ class CostModel:
     @staticmethod
     def empty(kind) -> np.ndarray:
         return np.asarray(kind) == KIND_CODES["empty"]
+
+    @staticmethod
+    def head_share(workload: Workload, heads: int | None) -> float:
+        """The share of the model's query heads a call covers (1 for all)."""
+        return float(heads) / workload.model.heads if heads else 1.0

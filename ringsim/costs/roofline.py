@@ -20,7 +20,7 @@ class RooflineCost(CostModel):
 
     name = "roofline"
 
-    def call_seconds(self, workload, topology, q_rows, k_rows, pairs, kind, phase, tiles=None):
+    def call_seconds(self, workload, topology, q_rows, k_rows, pairs, kind, phase, tiles=None, heads=None):
         dev = topology.device
         pairs = np.asarray(pairs, dtype=np.float64)
         tile = dev.tile
@@ -29,7 +29,8 @@ class RooflineCost(CostModel):
             charged = np.minimum(charged, np.asarray(q_rows, dtype=np.float64) * np.asarray(k_rows, dtype=np.float64))
         else:
             charged = pairs
-        t = charged * workload.flops_per_pair(phase) / (dev.peak_flops * dev.efficiency) + dev.kernel_overhead_s
+        flops = charged * workload.flops_per_pair(phase) * self.head_share(workload, heads)
+        t = flops / (dev.peak_flops * dev.efficiency) + dev.kernel_overhead_s
         return np.where((pairs > 0) & ~self.empty(kind), t, 0.0)
 
     def describe(self) -> dict:

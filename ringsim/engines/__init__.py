@@ -169,7 +169,7 @@ def build_timeline(program: Program, workload: Workload, arrays: EngineArrays, m
     parts = [
         (cr, cn, np.zeros(len(cn), np.int8), np.zeros(len(cn), np.int64), T[cn, cr], E[cn, cr],
          flat.kv_owner[cn, cr], np.zeros(len(cn)), flat.pairs[cn, cr].astype(np.float64),
-         flat.pairs[cn, cr] * fpp[cn]),
+         flat.work_pairs[cn, cr] * fpp[cn]),
         (flat.src, flat.post_step, np.ones(M, np.int8), np.arange(M), arrays.msg_start_s, arrays.msg_end_s,
          flat.dst, flat.bytes, np.zeros(M), np.zeros(M)),
         (flat.dst, flat.post_step, np.full(M, 2, np.int8), np.arange(M), arrays.msg_start_s, arrays.msg_end_s,

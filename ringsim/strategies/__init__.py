@@ -9,9 +9,10 @@ Specs: a bare layout name (``contiguous``, ``striped``, ``zigzag``) is the ring 
 from __future__ import annotations
 
 from ..units import InputError
+from .base import NotApplicable, Strategy
 from .ring import LAYOUTS, Ring, build_ring
 
-__all__ = ["parse_strategy", "Ring", "build_ring", "STRATEGY_NAMES"]
+__all__ = ["parse_strategy", "Strategy", "NotApplicable", "Ring", "build_ring", "STRATEGY_NAMES"]
 
 STRATEGY_NAMES = LAYOUTS
 

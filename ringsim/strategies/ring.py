@@ -29,6 +29,7 @@ import numpy as np
 from ..program import KernelOp, MemoryOp, Messages, Program, Stage
 from ..schedules import Plan
 from ..workload import GRAD_BYTES_PER_VALUE, Workload
+from .base import Strategy
 
 __all__ = ["Ring", "build_ring"]
 
@@ -90,11 +91,11 @@ def build_ring(plan: Plan, workload: Workload, phase: str = "fwd") -> Program:
 
         raise InputError(f"unknown phase {phase!r}; use fwd or fwd+bwd")
     meta = {"layout": plan.schedule, "mask": str(plan.mask), "seq_len": plan.seq_len, "phase": phase,
-            "tokens_per_rank": n}
+            "tokens_per_rank": n, "heads": workload.model.heads}
     return Program(G, stages, strategy=plan.schedule, meta=meta, plan=plan)
 
 
-class Ring:
+class Ring(Strategy):
     """The ring strategy with a token layout (``contiguous``, ``striped``, ``zigzag``)."""
 
     def __init__(self, layout: str):
@@ -106,3 +107,8 @@ class Ring:
 
     def build(self, workload: Workload, world_size: int, mask, phase: str) -> Program:
         return build_ring(self.plan(workload, world_size, mask), workload, phase)
+
+    def memory(self, workload: Workload, world_size: int, mask, phase: str, double_buffer: bool = True) -> dict:
+        from ..metrics import ring_memory_bytes
+
+        return ring_memory_bytes(self.plan(workload, world_size, mask), workload, phase, double_buffer)
