@@ -202,18 +202,32 @@ def system_options(f):
         click.option("--double-buffer/--no-double-buffer", default=True, show_default=True,
                      help="Receive the next shard into a second buffer during compute."),
         click.option("--calibration", type=click.Path(dir_okay=False), default=None,
-                     help="calib.json from `ringsim calibrate`, replacing the roofline defaults."),
+                     help="calib.json from `ringsim calibrate`, replacing the device's cost model."),
+        click.option("--kernels", default=None, metavar="fa2|fa3|cudnn|roofline|FILE",
+                     help="Attention kernel costs: the device's profile of that family, the ideal roofline, a "
+                          "shipped profile name or a profile file (default: the device preset's own, e.g. fa3 "
+                          "on H100; the roofline where the device has no profile)."),
+        click.option("--implementation", type=click.Choice(["ringsim", "ring-flash-attn"]), default="ringsim",
+                     show_default=True,
+                     help="The memory work between kernels (merges, accumulations) and the backward's dK/dV "
+                          "protocol: this project's runtime, or zhuzilin/ring-flash-attention's."),
     ]
     for o in reversed(opts):
         f = o(f)
     return f
 
 
-def build_cost_model(calibration):
-    from ringsim.costs import RooflineCost
+def build_cost_model(calibration, kernels=None, topology=None):
+    """The cost model the options name: a calibration, else ``--kernels`` for the topology's device
+    (its default kernels when not given; the roofline without a topology)."""
+    from ringsim.costs import RooflineCost, resolve_kernels
 
-    if not calibration:
-        return RooflineCost()
-    from ringsim.calibration import load_calibration
+    if calibration:
+        if kernels:
+            raise InputError("give --calibration or --kernels, not both (a calibration is its own cost model)")
+        from ringsim.calibration import load_calibration
 
-    return load_calibration(calibration)
+        return load_calibration(calibration)
+    if topology is None:
+        return RooflineCost() if kernels in (None, "roofline") else None
+    return resolve_kernels(kernels, topology)

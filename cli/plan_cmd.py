@@ -48,6 +48,12 @@ def _check_layout(ctx, param, value):
               help="Achieved fraction of peak (FlashAttention-3 on H100 reaches ~0.75).")
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
               help="calib.json from `ringsim calibrate`: compute seconds from it instead of the roofline.")
+@click.option("--kernels", default=None, metavar="roofline|PROFILE|FILE",
+              help="Price the blocks with a kernel profile (a shipped name such as h100-sxm-fa3, or a file) "
+                   "instead of the roofline of --peak-flops × --efficiency.")
+@click.option("--implementation", type=click.Choice(["ringsim", "ring-flash-attn"]), default="ringsim",
+              show_default=True, help="The memory work between kernels, priced with --kernels.")
+@click.option("--memory-bandwidth", default=None, help="Device memory bandwidth for the memory work (e.g. 3.35TB/s).")
 @click.option("--steps/--no-steps", default=None, help="Per-step rows (default: on up to 64 ranks).")
 @click.option("--documents", default=None, metavar="SPEC",
               help="Packed documents, the mask applying within each: lengths (4K,60K,1000), a cu_seqlens list "
@@ -62,8 +68,9 @@ def _check_layout(ctx, param, value):
 @workload_options()
 @format_option
 @click.pass_context
-def plan(ctx, schedule, world_size, mask, tile, peak_flops, efficiency, calibration, steps, documents, samples, seed,
-         layouts, model, layers, heads, kv_heads, head_dim, hidden, ffn, seq_len, batch, dtype, fmt, output):
+def plan(ctx, schedule, world_size, mask, tile, peak_flops, efficiency, calibration, kernels, implementation,
+         memory_bandwidth, steps, documents, samples, seed, layouts, model, layers, heads, kv_heads, head_dim, hidden,
+         ffn, seq_len, batch, dtype, fmt, output):
     """Per-rank, per-step work of one ring (one attention layer): shard owner, allowed pairs,
     non-empty tiles, FLOPs, KV bytes received; per-rank totals, imbalance and the ideal bound.
 
@@ -88,10 +95,20 @@ def plan(ctx, schedule, world_size, mask, tile, peak_flops, efficiency, calibrat
     per_step = steps if steps is not None else world_size <= 64
     from ringsim.topology import Device, Topology
 
+    from ringsim.units import parse_bandwidth
+
     tile_qk = parse_tile(tile)
-    device = Device("plan device", parse_flops(peak_flops), efficiency, 0.0, tile_qk)
+    hbm = parse_bandwidth(memory_bandwidth, "--memory-bandwidth") if memory_bandwidth else None
+    device = Device("plan device", parse_flops(peak_flops), efficiency, 0.0, tile_qk, memory_bandwidth_Bps=hbm)
     topo = Topology("plan", device, [f"g{i}" for i in range(world_size)], [])
-    doc = plan_report(p, wl, tile_qk, build_cost_model(calibration), topo, per_step)
+    if kernels and kernels != "roofline" and not calibration:
+        from ringsim.costs import ProfileCost
+        from ringsim.kernelprofile import load_profile
+
+        cost = ProfileCost(load_profile(kernels), kernels)
+    else:  # a calibration, or the roofline of --peak-flops × --efficiency
+        cost = build_cost_model(calibration, kernels, None)
+    doc = plan_report(p, wl, tile_qk, cost, topo, per_step, implementation)
     if fmt == "json":
         emit(to_json(doc), output)
     elif fmt == "csv":

@@ -28,7 +28,8 @@ def _spec(schedule: str, opts: dict):
     return SimSpec(workload=wl, topology=topo, schedule=schedule, world_size=opts["world_size"], mask=opts["mask"],
                    phase=opts["phase"], engine=opts["engine"],
                    knobs=Knobs(opts["overlap"], opts["rendezvous"], opts["double_buffer"]),
-                   cost_model=build_cost_model(opts["calibration"]))
+                   cost_model=build_cost_model(opts["calibration"], opts["kernels"], topo),
+                   implementation=opts["implementation"])
 
 
 def _public(r: dict) -> dict:
@@ -47,7 +48,8 @@ def _render(results: list[dict], fmt: str, output, speedups: bool) -> None:
     else:
         r0 = results[0]
         head = (f"{r0['model']} on {r0['topology']}: G={r0['world_size']}, T={r0['seq_len']}, mask={r0['mask']}, "
-                f"phase={r0['phase']}, {r0['attention_layers']} attention layers, cost model {r0['cost_model']}")
+                f"phase={r0['phase']}, {r0['attention_layers']} attention layers, kernels {r0['kernels']}, "
+                f"implementation {r0['implementation']}")
         rows = [dict(r, makespan=format_seconds(r["makespan_s"]), layer=format_seconds(r["layer_makespan_s"]),
                      ideal=format_seconds(r["ideal_bound_s"]), memory=format_bytes(r["peak_memory_bytes"]),
                      critical=r["critical_path"]["holder"]) for r in results]

@@ -82,6 +82,10 @@ def _serialise(rows, fmt, output):
 @click.option("--batch", type=int, default=None)
 @click.option("--dtype", default=None)
 @click.option("--engine", type=click.Choice(["auto", "des", "fast"]), default=None)
+@click.option("--kernels", default=None, metavar="fa2|fa3|cudnn|roofline|FILE",
+              help="Attention kernel costs (default: each device's own; see `ringsim simulate --help`).")
+@click.option("--implementation", type=click.Choice(["ringsim", "ring-flash-attn"]), default=None,
+              help="Memory work between kernels (default ringsim).")
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
               help="calib.json from `ringsim calibrate`, replacing the roofline defaults.")
 @click.option("--jobs", "-j", type=int, default=None, help="Parallel local processes (default: all cores).")
@@ -93,7 +97,7 @@ def _serialise(rows, fmt, output):
               help="Write results here (atomically; rewritten as points finish, so an interrupt keeps them).")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write an HTML sweep report.")
 def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, mask, model, phase, batch, dtype,
-          engine, calibration, jobs, executor, scheduler, fmt, output, report):
+          engine, kernels, implementation, calibration, jobs, executor, scheduler, fmt, output, report):
     """Run a grid of what-if points (the cartesian product of the option lists).
 
     \b
@@ -131,7 +135,11 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
         dtype=str(opt("dtype", dtype, "bf16")),
         engine=str(opt("engine", engine, "auto")),
         calibration=opt("calibration", calibration, None),
+        kernels=opt("kernels", kernels, None),
+        implementation=str(opt("implementation", implementation, "ringsim")),
     )
+    if st.calibration and st.kernels:
+        raise InputError("give --calibration or --kernels, not both (a calibration is its own cost model)")
     if st.calibration:
         from ringsim.calibration import load_calibration
 
@@ -140,8 +148,12 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
     from ringsim.topoload import load_topology
     from ringsim.workload import get_model
 
+    from ringsim.costs import resolve_kernels
+
     for t in st.topologies:
-        load_topology(t)
+        topo = load_topology(t)
+        if not st.calibration:
+            resolve_kernels(st.kernels, topo)  # a family the device has no profile of fails here, once
     for m in st.models:
         get_model(m)
     if fmt == "parquet" and not output:

@@ -10,7 +10,7 @@ __all__ = ["plan_report"]
 
 
 def plan_report(plan: Plan, workload: Workload, tile: tuple[int, int] | None = (128, 128),
-                cost_model=None, topology=None, per_step: bool = True) -> dict:
+                cost_model=None, topology=None, per_step: bool = True, implementation: str = "ringsim") -> dict:
     """Everything `ringsim plan` shows, as one JSON-ready dict.
 
     FLOPs and bytes are for one ring, i.e. one attention layer; ``*_all_layers`` multiplies by the
@@ -57,9 +57,10 @@ def plan_report(plan: Plan, workload: Workload, tile: tuple[int, int] | None = (
         from .costs import CostContext
         from .strategies import build_ring
 
-        program = build_ring(plan, workload, "fwd")
+        program = build_ring(plan, workload, "fwd", implementation)
         secs = cost_model.step_seconds(CostContext(program, workload, topology)).sum(axis=0)  # per rank
-        doc["cost_model"] = cost_model.name
+        doc["cost_model"] = cost_model.describe().get("profile", cost_model.name)
+        doc["implementation"] = implementation
         doc["ideal_compute_s"] = float(secs.sum() / G)
         doc["ideal_compute_s_all_layers"] = doc["ideal_compute_s"] * workload.layers
         doc["max_rank_compute_s"] = float(secs.max())

@@ -6,17 +6,36 @@ system (strategy, mask, phase, protocol knobs, cost model, engine) and network (
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .costs import CostModel, RooflineCost
+import numpy as np
+
+from .costs import CostModel, resolve_kernels
 from .metrics import critical_path, hide_block_tokens, program_metrics
 from .topology import Topology
 from .units import InputError
 from .workload import Workload
 
-__all__ = ["SimSpec", "simulate_point", "compare_schedules"]
+__all__ = ["SimSpec", "simulate_point", "compare_schedules", "ideal_bound_s"]
 
 PHASES = ("fwd", "fwd+bwd")
+
+
+def ideal_bound_s(workload: Workload, topology: Topology, cost_model: CostModel, plan, phase: str) -> float:
+    """One attention layer's ideal time per rank: all its work as ONE kernel call over the whole
+    sequence (per phase) at the cost model's rate — the device's best, large-block throughput —
+    spread evenly over the ranks, with no communication, no memory work between kernels and no
+    imbalance. A schedule's efficiency is this over its makespan, so small or odd-shaped blocks,
+    merges, exposed transfers and imbalance all show as lost efficiency."""
+    from .blocks import KIND_CODES
+
+    T, G = plan.seq_len, plan.world_size
+    kind = {"full": "full", "causal": "causal"}.get(plan.mask.kind, "masked")
+    total = 0.0
+    for ph in ("fwd",) if phase == "fwd" else ("fwd", "bwd"):
+        total += float(cost_model.call_seconds(workload, topology, np.array([T]), np.array([T]),
+                                               np.array([plan.total_pairs()]), np.array([KIND_CODES[kind]]), ph)[0])
+    return total / G
 
 
 @dataclass
@@ -29,7 +48,11 @@ class SimSpec:
     phase: str = "fwd"
     engine: str = "auto"
     knobs: object = None            # ringsim.engines.Knobs; None → defaults
-    cost_model: CostModel = field(default_factory=RooflineCost)
+    cost_model: CostModel | None = None  # None: the device's default kernels (a profile, or the roofline)
+    implementation: str = "ringsim"  # the memory work between kernels (ringsim, ring-flash-attn)
+
+    def resolved_cost_model(self) -> CostModel:
+        return self.cost_model if self.cost_model is not None else resolve_kernels(None, self.topology)
 
     def resolved_world_size(self) -> int:
         G = self.world_size or self.topology.num_gpus
@@ -49,16 +72,18 @@ def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
         raise InputError(f"unknown phase {spec.phase!r}; use fwd or fwd+bwd")
     G = spec.resolved_world_size()
     wl = spec.workload
-    strategy = parse_strategy(spec.schedule)
+    strategy = parse_strategy(spec.schedule, spec.implementation)
     program = strategy.build(wl, G, spec.resolved_mask(), spec.phase)
     plan = program.plan
     knobs = spec.knobs or Knobs()
-    res = simulate_program(program, wl, spec.topology, spec.cost_model, knobs, spec.engine)
+    cost = spec.resolved_cost_model()
+    res = simulate_program(program, wl, spec.topology, cost, knobs, spec.engine)
     m = program_metrics(res.program, res.arrays)
-    topo = spec.cost_model.apply_to_topology(spec.topology, program)
+    topo = cost.apply_to_topology(spec.topology, program)
     layers = wl.layers
     density = plan.total_pairs() / float(plan.seq_len) ** 2
-    hops = hide_block_tokens(wl, topo, G, spec.cost_model, density)
+    hops = hide_block_tokens(wl, topo, G, cost, density)
+    ideal = ideal_bound_s(wl, topo, cost, plan, spec.phase)
     slowest = min(hops, key=lambda h: h["bottleneck_Bps"]) if hops else None
     busy = sorted(res.link_busy_s.items(), key=lambda kv: -kv[1])[:5]
     hide = max(h["hide_block_tokens"] for h in hops) if hops else 0
@@ -71,12 +96,15 @@ def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
         "model": wl.model.name,
         "topology": spec.topology.name,
         "engine": res.engine,
-        "cost_model": spec.cost_model.name,
+        "cost_model": cost.name,
+        "kernels": cost.describe().get("profile", cost.name),
+        "implementation": spec.implementation,
         "makespan_s": m["layer_makespan_s"] * layers,
         "layer_makespan_s": m["layer_makespan_s"],
         "attention_layers": layers,
-        "ideal_bound_s": m["ideal_bound_s"] * layers,
-        "efficiency": m["efficiency"],
+        "ideal_bound_s": ideal * layers,
+        "efficiency": ideal / m["layer_makespan_s"] if m["layer_makespan_s"] > 0 else 1.0,
+        "mean_compute_s": m["ideal_bound_s"] * layers,
         "imbalance": m["imbalance"],
         "work_imbalance": plan.imbalance(),
         "overlap": m["overlap"],

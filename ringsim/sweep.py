@@ -18,13 +18,13 @@ from .units import InputError
 
 __all__ = ["Interrupted", "Study", "load_study", "run_point", "run_study", "add_speedups", "ROW_COLUMNS"]
 
-ROW_COLUMNS = ["topology", "model", "world_size", "seq_len", "schedule", "mask", "phase", "bw_scale", "engine",
+ROW_COLUMNS = ["topology", "model", "world_size", "seq_len", "schedule", "mask", "phase", "bw_scale", "engine", "kernels",
                "makespan_s", "layer_makespan_s", "ideal_bound_s", "efficiency", "imbalance", "overlap",
                "hide_block_tokens", "transfers_hidden", "peak_memory_bytes", "critical_path",
                "speedup_vs_contiguous", "error"]
 
 _STUDY_KEYS = {"seq_len", "world_size", "topology", "bw_scale", "bw_class", "schedules", "mask", "model", "phase",
-               "batch", "dtype", "engine", "calibration"}
+               "batch", "dtype", "engine", "calibration", "kernels", "implementation"}
 
 
 @dataclass
@@ -41,14 +41,16 @@ class Study:
     batch: int = 1
     dtype: str = "bf16"
     engine: str = "auto"
-    calibration: str | None = None  # calib.json replacing the roofline cost model
+    calibration: str | None = None  # calib.json replacing the device's cost model
+    kernels: str | None = None  # --kernels (None: each device's default)
+    implementation: str = "ringsim"
 
     def points(self) -> list[dict]:
         grid = itertools.product(self.topologies, self.models, self.world_sizes, self.seq_lens, self.masks,
                                  self.phases, self.bw_scales, self.schedules)
         return [dict(topology=t, model=m, world_size=g, seq_len=T, mask=k, phase=p, bw_scale=b, schedule=s,
                      bw_class=self.bw_class, batch=self.batch, dtype=self.dtype, engine=self.engine,
-                     calibration=self.calibration)
+                     calibration=self.calibration, kernels=self.kernels, implementation=self.implementation)
                 for t, m, g, T, k, p, b, s in grid]
 
 
@@ -88,9 +90,11 @@ def run_point(point: dict) -> dict:
         wl = Workload(build_model(point["model"]), point["seq_len"], point.get("batch", 1), point.get("dtype", "bf16"))
         spec = SimSpec(workload=wl, topology=topo, schedule=point["schedule"], world_size=point["world_size"],
                        mask=point["mask"], phase=point["phase"], engine=point.get("engine", "auto"),
-                       cost_model=_cost_model(point.get("calibration")))
+                       cost_model=_cost_model(point.get("calibration"), point.get("kernels"), topo),
+                       implementation=point.get("implementation", "ringsim"))
         res = simulate_point(spec)
         row["mask"] = res["mask"]
+        row["kernels"] = res["kernels"]
         row.update({k: res[k] for k in ("world_size", "engine", "makespan_s", "layer_makespan_s", "ideal_bound_s",
                                         "efficiency", "imbalance", "overlap", "hide_block_tokens",
                                         "transfers_hidden", "peak_memory_bytes")})
@@ -101,12 +105,12 @@ def run_point(point: dict) -> dict:
     return row
 
 
-def _cost_model(calibration: str | None):
-    """Roofline, or the calibrated model (loaded once per worker process)."""
-    from .costs import RooflineCost
+def _cost_model(calibration: str | None, kernels: str | None, topology):
+    """The calibrated model (loaded once per worker process), else ``kernels`` for the topology."""
+    from .costs import resolve_kernels
 
     if not calibration:
-        return RooflineCost()
+        return resolve_kernels(kernels, topology)
     if calibration not in _CALIBRATIONS:
         from .calibration import load_calibration
 

@@ -63,7 +63,8 @@ _TOP_COMMON = ("name", "description", "source", "device", "placement")
 _TOP_HIER = _TOP_COMMON + ("dimensions",)
 _TOP_EXPL = _TOP_COMMON + ("nodes", "links")
 _DIM_KEYS = ("topology", "size", "bandwidth", "latency", "link_class")
-_DEV_KEYS = ("name", "peak_flops", "efficiency", "memory", "tile", "kernel_overhead")
+_DEV_KEYS = ("name", "peak_flops", "efficiency", "memory", "tile", "kernel_overhead", "memory_bandwidth",
+             "launch_overhead", "kernels", "p2p_efficiency")
 _NODE_KEYS = ("name", "kind")
 _LINK_KEYS = ("a", "b", "bandwidth", "latency", "link_class")
 _COORD_PREFIX = ("g", "n", "p")
@@ -185,7 +186,28 @@ def _build_device(doc: dict, label: str) -> Device:
             raise _err(label, "device.tile", f"must be two positive integers [q, k], got {tile!r}; e.g. [128, 128]")
         tile = (tile[0], tile[1])
     overhead = _parse(label, "device.kernel_overhead", parse_time, d.get("kernel_overhead", 0.0), "kernel_overhead")
-    return Device(name, peak, float(eff), mem, tile, overhead)
+    hbm = None
+    if d.get("memory_bandwidth") is not None:
+        hbm = _parse(label, "device.memory_bandwidth", parse_bandwidth, d["memory_bandwidth"], "memory_bandwidth")
+    launch = _parse(label, "device.launch_overhead", parse_time, d.get("launch_overhead", 0.0), "launch_overhead")
+    profiles, default = (), None
+    k = d.get("kernels")
+    if k is not None:
+        if not isinstance(k, dict) or not k:
+            raise _err(label, "device.kernels", "must map kernel families to profiles, e.g. "
+                       "{default: fa3, fa2: h100-sxm-fa2, fa3: h100-sxm-fa3}")
+        default = k.get("default")
+        profiles = tuple((str(f), str(v)) for f, v in k.items() if f != "default")
+        if default is not None and default != "roofline" and default not in dict(profiles):
+            raise _err(label, "device.kernels.default", f"{default!r} is not one of the families listed "
+                       f"({', '.join(dict(profiles)) or 'none'}) nor roofline")
+    p2p = d.get("p2p_efficiency") or {}
+    if not isinstance(p2p, dict) or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1
+                                        for v in p2p.values()):
+        raise _err(label, "device.p2p_efficiency", "must map link classes to fractions in (0, 1], e.g. {nvlink: 0.88}")
+    return Device(name, peak, float(eff), mem, tile, overhead, memory_bandwidth_Bps=hbm, launch_s=launch,
+                  kernel_profiles=profiles, default_kernels=default,
+                  p2p_efficiency=tuple((str(c), float(v)) for c, v in p2p.items()))
 
 
 def _full_duplex(links: list[Link], a: str, b: str, bw: float, lat: float, cls: str) -> None:
@@ -412,7 +434,9 @@ def describe_topology(topology: Topology, world_size: int | None = None) -> dict
         "gpus": t.num_gpus,
         "device": {"name": dev.name, "peak_flops": dev.peak_flops, "efficiency": dev.efficiency,
                    "memory_bytes": dev.memory_bytes, "tile": list(dev.tile) if dev.tile else None,
-                   "kernel_overhead_s": dev.kernel_overhead_s},
+                   "kernel_overhead_s": dev.kernel_overhead_s, "memory_bandwidth_Bps": dev.memory_bandwidth_Bps,
+                   "launch_s": dev.launch_s, "kernels": dict(dev.kernel_profiles),
+                   "default_kernels": dev.default_kernels, "p2p_efficiency": dict(dev.p2p_efficiency)},
         "vertices": kinds,
         "dimensions": t.meta.get("dimensions"),
         "link_classes": link_rows,

@@ -23,7 +23,14 @@ __all__ = ["Device", "Link", "Topology"]
 
 @dataclass(frozen=True)
 class Device:
-    """A GPU as the roofline cost model sees it."""
+    """A GPU as the cost models see it.
+
+    The roofline uses ``peak_flops × efficiency``, ``tile`` and ``kernel_overhead_s``. The
+    GPU-faithful model (:class:`ringsim.costs.kernels.ProfileCost`) uses a kernel profile per family
+    (``kernel_profiles``: family → profile name or file; ``default_kernels``: the family a preset
+    uses by default), ``memory_bandwidth_Bps`` for the memory-bound ops between kernels,
+    ``launch_s`` per kernel launch of those ops, and ``p2p_efficiency`` (link class → the fraction
+    of a link's bandwidth NCCL point-to-point transfers achieve)."""
 
     name: str
     peak_flops: float  # FLOP/s, dense, in the workload's dtype
@@ -32,6 +39,14 @@ class Device:
     tile: tuple[int, int] | None = None  # (q, k) tokens; kernels skip only whole empty tiles
     kernel_overhead_s: float = 0.0  # fixed cost per kernel launch
     speed_factor: float = 1.0  # what-ifs: 0.5 = this device runs at half speed
+    memory_bandwidth_Bps: float | None = None  # HBM (or DRAM) bandwidth for memory-bound ops
+    launch_s: float = 0.0  # per kernel launch of a memory-bound op
+    kernel_profiles: tuple = ()  # ((family, profile name or path), ...)
+    default_kernels: str | None = None  # the family used by default ("roofline" when None)
+    p2p_efficiency: tuple = ()  # ((link class, achieved fraction of the link's bandwidth), ...)
+
+    def profile_for(self, family: str) -> str | None:
+        return dict(self.kernel_profiles).get(family)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """Cost models: the seconds of a program's compute ops (see :mod:`ringsim.costs.base`)."""
 from .base import CostContext, CostModel, speed_factors
+from .kernels import ProfileCost, resolve_kernels
 from .roofline import RooflineCost
 
-__all__ = ["CostModel", "CostContext", "RooflineCost", "speed_factors", "classify_blocks", "BLOCK_KINDS"]
+__all__ = ["CostModel", "CostContext", "RooflineCost", "ProfileCost", "resolve_kernels", "speed_factors",
+           "classify_blocks", "BLOCK_KINDS"]
 
 BLOCK_KINDS = ("empty", "full", "diagonal", "lower", "partial")
 

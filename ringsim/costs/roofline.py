@@ -4,7 +4,8 @@ A kernel call of ``pairs`` allowed (query, key) pairs costs ``pairs × flops_per
 (peak_flops × efficiency)`` plus a per-kernel overhead; when the device sets a tile shape, a
 partly masked tile is charged as a full tile (``tiles × tile_q × tile_k`` pairs, at most the
 call's rows × columns). Backward FLOPs are :data:`ringsim.workload.BWD_FLOPS_FACTOR` × forward.
-Memory ops cost their bytes at the device's memory bandwidth when the device states one.
+Memory ops between kernels (merges, accumulations) cost nothing here: the ideal roofline prices
+attention FLOPs only (the GPU-faithful :class:`~ringsim.costs.kernels.ProfileCost` prices them).
 """
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ class RooflineCost(CostModel):
         flops = charged * workload.flops_per_pair(phase) * self.head_share(workload, heads)
         t = flops / (dev.peak_flops * dev.efficiency) + dev.kernel_overhead_s
         return np.where((pairs > 0) & ~self.empty(kind), t, 0.0)
+
+    def memory_seconds(self, op, ctx):
+        return np.zeros(np.shape(op.bytes))
 
     def describe(self) -> dict:
         from ..workload import BWD_FLOPS_FACTOR

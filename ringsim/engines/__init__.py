@@ -124,7 +124,8 @@ def simulate_program(program: Program, workload: Workload, topology: Topology, c
 
 
 def simulate_ring(plan, workload: Workload, topology: Topology, cost_model: CostModel | None = None,
-                  phase: str = "fwd", knobs: Knobs = Knobs(), engine: str = "auto") -> SimResult:
+                  phase: str = "fwd", knobs: Knobs = Knobs(), engine: str = "auto",
+                  implementation: str = "ringsim") -> SimResult:
     """The ring program of ``plan`` (:func:`ringsim.strategies.build_ring`) through :func:`simulate_program`."""
     from ..strategies import build_ring
 
@@ -133,7 +134,8 @@ def simulate_ring(plan, workload: Workload, topology: Topology, cost_model: Cost
     if plan.seq_len != workload.seq_len:
         raise InputError(f"plan sequence length {plan.seq_len} differs from the workload's {workload.seq_len}; "
                          "build both from the same --seq-len")
-    return simulate_program(build_ring(plan, workload, phase), workload, topology, cost_model, knobs, engine)
+    return simulate_program(build_ring(plan, workload, phase, implementation), workload, topology, cost_model, knobs,
+                            engine)
 
 
 def _check_compute(arr, N: int, G: int, name: str) -> np.ndarray:

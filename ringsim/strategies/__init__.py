@@ -10,16 +10,19 @@ from __future__ import annotations
 
 from ..units import InputError
 from .base import NotApplicable, Strategy
-from .ring import LAYOUTS, Ring, build_ring
+from .ring import IMPLEMENTATIONS, LAYOUTS, Ring, build_ring
 
-__all__ = ["parse_strategy", "Strategy", "NotApplicable", "Ring", "build_ring", "STRATEGY_NAMES"]
+__all__ = ["parse_strategy", "Strategy", "NotApplicable", "Ring", "build_ring", "STRATEGY_NAMES", "IMPLEMENTATIONS"]
 
 STRATEGY_NAMES = LAYOUTS
 
 
-def parse_strategy(spec: str):
-    """The strategy a spec names (see the module docstring)."""
+def parse_strategy(spec: str, implementation: str = "ringsim"):
+    """The strategy a spec names (see the module docstring); ``implementation`` fixes the memory
+    work between kernels of the ring (``ringsim``, ``ring-flash-attn``)."""
     s = str(spec).strip().lower()
+    if implementation not in IMPLEMENTATIONS:
+        raise InputError(f"unknown implementation {implementation!r}; use one of {', '.join(IMPLEMENTATIONS)}")
     if s in LAYOUTS:
-        return Ring(s)
+        return Ring(s, implementation)
     raise InputError(f"unknown strategy {spec!r}; use one of {', '.join(STRATEGY_NAMES)}")

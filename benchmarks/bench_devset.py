@@ -1,0 +1,85 @@
+"""The GPU model against the development set: ring-flash-attention's README benchmark.
+
+gpu-attention-kernels.md §4 (the project reference) gives iterations per second of
+zhuzilin/ring-flash-attention on 8 GPUs — bf16, batch 1, 8192 tokens per GPU (64K in all), 32 query
+and 8 KV heads, d128, causal — for the contiguous ring ("ring"), zigzag and stripe, forward and
+forward+backward, on 8×A100 and 8×H800. This script simulates each case as
+
+    ringsim compare --topology dgx-a100-8|dgx-h800-8 --world-size 8 --layers 1 --heads 32 --kv-heads 8
+                    --head-dim 128 --seq-len 64K --mask causal --phase fwd|fwd+bwd --kernels fa2
+                    --implementation ring-flash-attn
+
+and prints predicted against published iterations per second and the speedups over ring. Nothing in
+the model is fitted to these numbers: kernel costs come from the shipped FA2 profiles (built from
+the kernel tables of §2), memory work from the implementation's traffic at the datasheet's HBM
+bandwidth, transfers from NVLink's figures (see ``ringsim.costs.kernels``).
+
+Targets (issue 12): every speedup within ±0.1 of the published one, every iter/s within 15 %.
+
+Run: ``python benchmarks/bench_devset.py [--format json]``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ringsim.costs import resolve_kernels
+from ringsim.simulate import SimSpec, compare_schedules
+from ringsim.topoload import load_topology
+from ringsim.workload import ModelSpec, Workload
+
+# published iter/s: ring (contiguous), zigzag, stripe
+PUBLISHED = {
+    ("dgx-a100-8", "fwd"): (24.0, 38.2, 32.5),
+    ("dgx-a100-8", "fwd+bwd"): (6.2, 10.6, 9.75),
+    ("dgx-h800-8", "fwd"): (38.5, 63.0, 55.0),
+    ("dgx-h800-8", "fwd+bwd"): (10.4, 17.4, 16.0),
+}
+SCHEDULES = ("contiguous", "zigzag", "striped")
+
+
+def run_case(topology: str, phase: str) -> dict:
+    topo = load_topology(topology)
+    wl = Workload(ModelSpec("ring-flash-attn-bench", 1, 32, 8, 128), 64 * 1024, 1, "bf16")
+    spec = SimSpec(wl, topo, "zigzag", 8, "causal", phase, cost_model=resolve_kernels("fa2", topo),
+                   implementation="ring-flash-attn")
+    res = {r["schedule"]: r for r in compare_schedules(spec, list(SCHEDULES))}
+    pub = dict(zip(SCHEDULES, PUBLISHED[(topology, phase)]))
+    row = {"topology": topology, "phase": phase}
+    for s in SCHEDULES:
+        row[f"{s}_iter_s"] = 1.0 / res[s]["layer_makespan_s"]
+        row[f"{s}_published"] = pub[s]
+        row[f"{s}_error"] = row[f"{s}_iter_s"] / pub[s] - 1.0
+    for s in ("zigzag", "striped"):
+        row[f"{s}_speedup"] = row[f"{s}_iter_s"] / row["contiguous_iter_s"]
+        row[f"{s}_speedup_published"] = pub[s] / pub["contiguous"]
+        row[f"{s}_speedup_diff"] = row[f"{s}_speedup"] - row[f"{s}_speedup_published"]
+    row["engine"] = res["zigzag"]["engine"]
+    return row
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--format", choices=["table", "json"], default="table")
+    args = ap.parse_args(argv)
+    rows = [run_case(t, p) for (t, p) in PUBLISHED]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return
+    print("| GPUs, mode | ring iter/s | zigzag iter/s | stripe iter/s | zigzag/ring | stripe/ring |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        gpu = "8×A100" if "a100" in r["topology"] else "8×H800"
+        cells = [f"{r[f'{s}_iter_s']:.1f} vs {r[f'{s}_published']:g} ({r[f'{s}_error']:+.1%})" for s in SCHEDULES]
+        sp = [f"{r[f'{s}_speedup']:.2f} vs {r[f'{s}_speedup_published']:.2f} ({r[f'{s}_speedup_diff']:+.2f})"
+              for s in ("zigzag", "striped")]
+        print(f"| {gpu} {r['phase']} | " + " | ".join(cells + sp) + " |")
+    worst_err = max(abs(r[f"{s}_error"]) for r in rows for s in SCHEDULES)
+    worst_sp = max(abs(r[f"{s}_speedup_diff"]) for r in rows for s in ("zigzag", "striped"))
+    inside = sum(abs(r[f"{s}_speedup_diff"]) <= 0.1 for r in rows for s in ("zigzag", "striped"))
+    print(f"\nmax |iter/s error| {worst_err:.1%} (target 15 %); max |speedup difference| {worst_sp:.2f} "
+          f"(target 0.1); speedups within 0.1: {inside} of 8")
+
+
+if __name__ == "__main__":
+    main()
