@@ -185,6 +185,39 @@ def build_topology(topology, world_size=None, link_scale=(), straggler=(), degra
     return topo
 
 
+def documents_options(f):
+    """--documents (a packed sequence: lengths, cu_seqlens, a file, or a distribution) and --seed."""
+    opts = [
+        click.option("--documents", default=None, metavar="SPEC",
+                     help="Packed documents, the mask applying within each: lengths (4K,60K,1000), a cu_seqlens "
+                          "list ([0,4096,10000]), a file of lengths, or a distribution to draw one pack of "
+                          "--seq-len tokens from (lognormal:mean=8K,sigma=1.2, file:lengths.txt). Layouts "
+                          "zigzag-doc and balanced[:K] need it."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed for drawing a pack."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def pack_of(ctx, documents, seq_len, seed):
+    """``(pack lengths or None, seq_len text)``: a distribution draws a pack of --seq-len tokens
+    (its default too); an explicit list sets the length unless --seq-len was given on the command
+    line, in which case the two must agree."""
+    from click.core import ParameterSource
+
+    from ringsim.documents import pack_for, parse_documents
+
+    if not documents:
+        return None, seq_len
+    given = ctx.get_parameter_source("seq_len") not in (ParameterSource.DEFAULT, None)
+    T = parse_seq_len(seq_len)
+    if parse_documents(documents, None).is_distribution:
+        return pack_for(documents, T, seed), seq_len
+    pack = pack_for(documents, T if given else None, seed)
+    return pack, str(sum(pack))
+
+
 def system_options(f):
     """Schedule-independent system knobs: mask, phase, engine, protocol knobs, calibration."""
     opts = [

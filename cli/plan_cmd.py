@@ -62,6 +62,8 @@ def _check_layout(ctx, param, value):
 @click.option("--samples", type=int, default=None,
               help="With a --documents distribution: draw this many packs and report the imbalance distribution.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for drawing packs.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None,
+              help="With --documents and --samples: also write an HTML report of the imbalance distribution.")
 @click.option("--layouts", default=None, metavar="A,B,...",
               help="With --documents: layouts to compare (comma list, or 'all'); "
                    "default: --schedule, zigzag-doc, balanced.")
@@ -69,8 +71,8 @@ def _check_layout(ctx, param, value):
 @format_option
 @click.pass_context
 def plan(ctx, schedule, world_size, mask, tile, peak_flops, efficiency, calibration, kernels, implementation,
-         memory_bandwidth, steps, documents, samples, seed, layouts, model, layers, heads, kv_heads, head_dim, hidden,
-         ffn, seq_len, batch, dtype, fmt, output):
+         memory_bandwidth, steps, documents, samples, seed, report, layouts, model, layers, heads, kv_heads, head_dim,
+         hidden, ffn, seq_len, batch, dtype, fmt, output):
     """Per-rank, per-step work of one ring (one attention layer): shard owner, allowed pairs,
     non-empty tiles, FLOPs, KV bytes received; per-rank totals, imbalance and the ideal bound.
 
@@ -81,8 +83,8 @@ def plan(ctx, schedule, world_size, mask, tile, peak_flops, efficiency, calibrat
     if documents is not None:
         return _plan_documents(ctx, schedule, world_size, mask, peak_flops, efficiency, steps, documents, samples,
                                seed, layouts, model, layers, heads, kv_heads, head_dim, hidden, ffn, seq_len, batch,
-                               dtype, fmt, output)
-    for flag, value in (("--samples", samples), ("--layouts", layouts)):
+                               dtype, fmt, output, report)
+    for flag, value in (("--samples", samples), ("--layouts", layouts), ("--report", report)):
         if value is not None:
             raise InputError(f"{flag} needs --documents; give e.g. --documents lognormal:mean=16K,sigma=1")
     if schedule.strip().lower() not in SCHEDULES:
@@ -131,7 +133,7 @@ def plan(ctx, schedule, world_size, mask, tile, peak_flops, efficiency, calibrat
 
 def _plan_documents(ctx, schedule, world_size, mask, peak_flops, efficiency, steps, documents, samples, seed,
                     layouts, model, layers, heads, kv_heads, head_dim, hidden, ffn, seq_len, batch, dtype, fmt,
-                    output):
+                    output, report=None):
     """`ringsim plan --documents`: one pack's per-rank work, or the imbalance over sampled packs."""
     from click.core import ParameterSource
 
@@ -169,9 +171,18 @@ def _plan_documents(ctx, schedule, world_size, mask, peak_flops, efficiency, ste
             raise InputError("--samples draws packs from a distribution, but --documents lists one pack; "
                              "drop --samples or give e.g. lognormal:mean=16K,sigma=1")
         T = sum(spec.lengths)
+    if report and samples is None:
+        raise InputError("--report draws the imbalance distribution; give --samples N with a --documents distribution")
     if samples is not None:
         packs = sample_packs(spec, T, samples, seed)
         dist = imbalance_distribution(packs, world_size, mask, names)
+        if report:
+            from ringsim.docreport import write_documents_report
+
+            try:
+                write_documents_report(dist, spec.describe(), report)
+            except OSError as e:
+                raise InputError(f"cannot write --report {report}: {e.strerror or e}") from None
         counts = np.array([len(p) for p in packs])
         doc = {"documents": spec.describe(), "world_size": world_size, "seq_len": T, "mask": str(mask),
                "samples": samples, "seed": seed,

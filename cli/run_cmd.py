@@ -11,7 +11,8 @@ from .common import render_table, to_json
 
 @click.command()
 @click.option("--world-size", type=int, default=2, show_default=True, help="Ranks (local processes).")
-@click.option("--schedule", type=click.Choice(SCHEDULES), default="zigzag", show_default=True)
+@click.option("--schedule", default="zigzag", show_default=True,
+              help=f"{', '.join(SCHEDULES)}; with --documents also zigzag-doc or balanced[:K].")
 @click.option("--seq-len", default="4096", show_default=True, help="Tokens; K/M are binary.")
 @click.option("--heads", type=int, default=4, show_default=True)
 @click.option("--kv-heads", type=int, default=None, help="Key/value heads (GQA); default = --heads.")
@@ -31,10 +32,13 @@ from .common import render_table, to_json
 @click.option("--kernel", type=click.Choice(["auto", "fused", "plain"]), default="auto", show_default=True,
               help="Block kernel: fused SDPA op where it applies, or plain torch.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--documents", default=None, metavar="SPEC",
+              help="Packed documents (lengths such as 1000,2000,1096, a cu_seqlens list or a file; they set "
+                   "--seq-len): each token attends only within its document.")
 @click.option("--no-instrument", is_flag=True, help="Record nothing (for overhead comparisons).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def run(world_size, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, phase, dtype, repeat, warmup,
-        check, trace, timeout_s, threads_per_rank, kernel, seed, no_instrument, fmt):
+        check, trace, timeout_s, threads_per_rank, kernel, seed, documents, no_instrument, fmt):
     """Run ring attention for real on WORLD_SIZE local processes (gloo on CPU), or as one rank
     under an external torchrun (NCCL when CUDA is available), and record every rank's compute,
     transfers, waits and merges per step in the simulator's timeline schema."""
@@ -47,9 +51,19 @@ def run(world_size, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, p
     from ringsim.runtime.launch import RankFailure, launch_local, run_under_torchrun, under_torchrun
     from ringsim.runtime.runner import RunConfig, assemble, check_outputs
 
-    cfg = RunConfig(world_size=world_size, schedule=schedule, seq_len=parse_seq_len(seq_len), heads=heads,
-                    kv_heads=kv_heads, head_dim=head_dim, batch=batch, mask=mask, phase=phase, dtype=dtype,
-                    repeat=repeat, warmup=warmup, check=check, seed=seed, threads_per_rank=threads_per_rank,
+    docs = None
+    if documents:
+        from ringsim.documents import parse_documents
+
+        spec = parse_documents(documents, None)
+        if spec.is_distribution:
+            raise InputError("ringsim run takes an explicit pack for --documents (lengths, cu_seqlens or a file), "
+                             "not a distribution")
+        docs = [int(x) for x in spec.lengths]
+        seq_len = str(sum(docs))
+    cfg = RunConfig(world_size=world_size, schedule=schedule.strip().lower(), seq_len=parse_seq_len(seq_len),
+                    documents=docs, heads=heads, kv_heads=kv_heads, head_dim=head_dim, batch=batch, mask=mask,
+                    phase=phase, dtype=dtype, repeat=repeat, warmup=warmup, check=check, seed=seed, threads_per_rank=threads_per_rank,
                     kernel=kernel, timeout_s=timeout_s, instrument=not no_instrument,
                     fault=os.environ.get("RINGSIM_TEST_FAULT") or None).validate()
     if trace:

@@ -6,8 +6,8 @@ import click
 from ringsim.schedules import SCHEDULES
 from ringsim.units import InputError, format_bytes, format_seconds
 
-from .common import (build_cost_model, build_topology, build_workload, emit, format_option, render_csv,
-                     render_table, system_options, to_json, topology_options, workload_options)
+from .common import (build_cost_model, build_topology, build_workload, documents_options, emit, format_option,
+                     pack_of, render_csv, render_table, system_options, to_json, topology_options, workload_options)
 
 SUMMARY = ["schedule", "world_size", "seq_len", "phase", "engine", "makespan_s", "layer_makespan_s",
            "ideal_bound_s", "efficiency", "imbalance", "overlap", "hide_block_tokens", "transfers_hidden",
@@ -23,13 +23,14 @@ def _spec(schedule: str, opts: dict):
     from ringsim.engines import Knobs
     from ringsim.simulate import SimSpec
 
+    pack, opts["seq_len"] = pack_of(click.get_current_context(), opts["documents"], opts["seq_len"], opts["seed"])
     wl = build_workload(**{k: opts[k] for k in _WORKLOAD_KEYS})
     topo = build_topology(**{k: opts[k] for k in _TOPOLOGY_KEYS})
     return SimSpec(workload=wl, topology=topo, schedule=schedule, world_size=opts["world_size"], mask=opts["mask"],
                    phase=opts["phase"], engine=opts["engine"],
                    knobs=Knobs(opts["overlap"], opts["rendezvous"], opts["double_buffer"]),
                    cost_model=build_cost_model(opts["calibration"], opts["kernels"], topo),
-                   implementation=opts["implementation"])
+                   implementation=opts["implementation"], documents=pack)
 
 
 def _public(r: dict) -> dict:
@@ -79,8 +80,10 @@ def _write_trace(results: list[dict], trace: str | None) -> None:
 
 
 @click.command()
-@click.option("--schedule", type=click.Choice(SCHEDULES), default="zigzag", show_default=True)
+@click.option("--schedule", default="zigzag", show_default=True,
+              help=f"{', '.join(SCHEDULES)}; with --documents also zigzag-doc or balanced[:K].")
 @workload_options()
+@documents_options
 @topology_options
 @system_options
 @click.option("--trace", type=click.Path(dir_okay=False), default=None,
@@ -101,8 +104,9 @@ def simulate(schedule, trace, fmt, output, **opts):
 
 @click.command()
 @click.option("--schedules", default="contiguous,striped,zigzag", show_default=True,
-              help="Comma list of schedules to compare.")
+              help="Comma list of schedules to compare (with --documents also zigzag-doc, balanced[:K]).")
 @workload_options()
+@documents_options
 @topology_options
 @system_options
 @click.option("--trace", type=click.Path(dir_okay=False), default=None,
@@ -113,7 +117,8 @@ def compare(schedules, trace, fmt, output, **opts):
     from ringsim.simulate import compare_schedules
 
     names = [s.strip().lower() for s in schedules.split(",") if s.strip()]
-    bad = [s for s in names if s not in SCHEDULES]
+    doc_layouts = ("zigzag-doc", "balanced") if opts.get("documents") else ()
+    bad = [s for s in names if s not in SCHEDULES and s.split(":")[0] not in doc_layouts]
     if bad or not names:
         raise InputError(f"unknown schedule(s) {', '.join(bad) or '(none)'} in --schedules; use a comma list of "
                          f"{', '.join(SCHEDULES)}")

@@ -84,6 +84,10 @@ def _serialise(rows, fmt, output):
 @click.option("--engine", type=click.Choice(["auto", "des", "fast"]), default=None)
 @click.option("--kernels", default=None, metavar="fa2|fa3|cudnn|roofline|FILE",
               help="Attention kernel costs (default: each device's own; see `ringsim simulate --help`).")
+@click.option("--documents", default=None, metavar="SPEC",
+              help="Packed documents: a distribution to draw one pack per point at its --seq-len "
+                   "(lognormal:mean=8K,sigma=1.2), or one explicit pack (its length must be the --seq-len).")
+@click.option("--seed", type=int, default=None, help="Seed for drawing packs (default 0).")
 @click.option("--implementation", type=click.Choice(["ringsim", "ring-flash-attn"]), default=None,
               help="Memory work between kernels (default ringsim).")
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
@@ -97,7 +101,8 @@ def _serialise(rows, fmt, output):
               help="Write results here (atomically; rewritten as points finish, so an interrupt keeps them).")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write an HTML sweep report.")
 def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, mask, model, phase, batch, dtype,
-          engine, kernels, implementation, calibration, jobs, executor, scheduler, fmt, output, report):
+          engine, kernels, documents, seed, implementation, calibration, jobs, executor, scheduler, fmt, output,
+          report):
     """Run a grid of what-if points (the cartesian product of the option lists).
 
     \b
@@ -114,7 +119,8 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
         load = load_study(study)
     opt = lambda name, val, default: val if val is not None else load.get(name, default)
     scheds = _names(opt("schedules", schedules, "contiguous,striped,zigzag"))
-    bad = [s for s in scheds if s not in SCHEDULES]
+    doc_layouts = ("zigzag-doc", "balanced") if opt("documents", documents, None) else ()
+    bad = [s for s in scheds if s not in SCHEDULES and s.split(":")[0] not in doc_layouts]
     if bad:
         raise InputError(f"unknown schedule(s) {', '.join(bad)}; use a comma list of {', '.join(SCHEDULES)}")
     phases = _names(opt("phase", phase, "fwd"))
@@ -137,7 +143,13 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
         calibration=opt("calibration", calibration, None),
         kernels=opt("kernels", kernels, None),
         implementation=str(opt("implementation", implementation, "ringsim")),
+        documents=opt("documents", documents, None),
+        seed=int(opt("seed", seed, 0)),
     )
+    if st.documents:
+        from ringsim.documents import parse_documents
+
+        parse_documents(st.documents, None)  # fail fast on a bad spec
     if st.calibration and st.kernels:
         raise InputError("give --calibration or --kernels, not both (a calibration is its own cost model)")
     if st.calibration:

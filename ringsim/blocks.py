@@ -19,7 +19,7 @@ distinct block geometries), indexed by the program's kernel ops.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,8 +34,10 @@ class BlockPlan:
     """What a kernel runs for one (queries × held keys) block.
 
     Rows ``[r0, r1)`` and columns ``[c0, c1)`` (local indices) bound every allowed pair;
-    ``kind`` is ``full``, ``causal``, ``masked`` or ``empty``; ``mask`` (bool, rows × cols of the
-    trimmed block) only for ``masked``; ``pairs`` the exact count of allowed pairs.
+    ``kind`` is ``full``, ``causal``, ``masked`` or ``empty``; ``pairs`` the exact count of allowed
+    pairs. For ``masked`` calls ``lo``/``hi`` hold each trimmed row's allowed columns ``[lo, hi)``
+    (relative to ``c0``), from which :attr:`mask` (bool, rows × cols) is made on demand — a dense
+    mask of a 128K-token block would be 16 GB, the intervals are a few hundred KB.
     """
 
     kind: str
@@ -44,7 +46,8 @@ class BlockPlan:
     c0: int = 0
     c1: int = 0
     pairs: int = 0
-    mask: np.ndarray | None = None
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
 
     @property
     def rows(self) -> slice:
@@ -54,6 +57,13 @@ class BlockPlan:
     def cols(self) -> slice:
         return slice(self.c0, self.c1)
 
+    @property
+    def mask(self) -> np.ndarray | None:
+        if self.kind != "masked":
+            return None
+        cols = np.arange(self.c1 - self.c0)
+        return (cols[None, :] >= self.lo[:, None]) & (cols[None, :] < self.hi[:, None])
+
 
 def _row_intervals(q_pos: np.ndarray, k_pos: np.ndarray, lo: int, hi: int):
     """For increasing key positions, the allowed keys of each query form one index interval [a, b)."""
@@ -62,15 +72,26 @@ def _row_intervals(q_pos: np.ndarray, k_pos: np.ndarray, lo: int, hi: int):
     return a, np.maximum(b, a)
 
 
-def block_plan(q_pos, k_pos, lo: int, hi: int) -> BlockPlan:
+def block_plan(q_pos, k_pos, lo: int, hi: int, doc_bounds=None) -> BlockPlan:
     """Classify the block of queries at global positions ``q_pos`` against keys at ``k_pos``
     under the band ``lo ≤ q − k ≤ hi``. Key positions must be increasing (every layout's local
-    order is); query positions may be in any order."""
+    order is); query positions may be in any order.
+
+    ``doc_bounds`` (packed documents): ``(start, end)`` arrays aligned with ``q_pos`` — the
+    positions ``[start, end)`` of each query's document (``end <= start`` for a padding token,
+    which sees nothing). A query then sees only keys of its own document, which keeps its allowed
+    keys one interval (keys increase, a document is a range of positions)."""
     q_pos = np.asarray(q_pos, dtype=np.int64)
     k_pos = np.asarray(k_pos, dtype=np.int64)
     if len(k_pos) > 1 and np.any(np.diff(k_pos) <= 0):
         raise ValueError("block_plan needs strictly increasing key positions")
-    a, b = _row_intervals(q_pos, k_pos, lo, hi)
+    if doc_bounds is None:
+        a, b = _row_intervals(q_pos, k_pos, lo, hi)
+    else:
+        first = np.maximum(q_pos - hi, doc_bounds[0])
+        last = np.minimum(q_pos - lo, doc_bounds[1] - 1)
+        a = np.searchsorted(k_pos, first, side="left")
+        b = np.maximum(np.searchsorted(k_pos, last, side="right"), a)
     count = b - a
     pairs = int(count.sum())
     if pairs == 0:
@@ -84,9 +105,7 @@ def block_plan(q_pos, k_pos, lo: int, hi: int) -> BlockPlan:
         return BlockPlan("full", r0, r1, c0, c1, pairs)
     if nr == nc and np.all(a_t == c0) and np.all(b_t == c0 + np.arange(1, nr + 1)):
         return BlockPlan("causal", r0, r1, c0, c1, pairs)
-    cols = np.arange(c0, c1)
-    mask = (cols[None, :] >= a_t[:, None]) & (cols[None, :] < b_t[:, None])
-    return BlockPlan("masked", r0, r1, c0, c1, pairs, mask)
+    return BlockPlan("masked", r0, r1, c0, c1, pairs, (a_t - c0).astype(np.int64), (b_t - c0).astype(np.int64))
 
 
 def causal_tiles(n: np.ndarray, tile_q: int, tile_k: int) -> np.ndarray:
@@ -102,48 +121,77 @@ def causal_tiles(n: np.ndarray, tile_q: int, tile_k: int) -> np.ndarray:
     return out
 
 
-def call_tiles(kind: str, q_rows: int, k_rows: int, mask: np.ndarray | None, tile_q: int, tile_k: int) -> int:
-    """Non-empty tiles of one call, tiles aligned to the call's origin (its first row and column)."""
+def call_tiles(kind: str, q_rows: int, k_rows: int, block: "BlockPlan | None", tile_q: int, tile_k: int) -> int:
+    """Non-empty tiles of one call, tiles aligned to the call's origin (its first row and column);
+    a masked call's from its rows' allowed column intervals (a difference array per tile row)."""
     if kind == "empty" or q_rows == 0 or k_rows == 0:
         return 0
     if kind == "full":
         return int(-(-q_rows // tile_q) * -(-k_rows // tile_k))
     if kind == "causal":
         return int(causal_tiles(np.array([q_rows]), tile_q, tile_k)[0])
-    rows = -(-q_rows // tile_q)
-    cols = -(-k_rows // tile_k)
-    pad = np.zeros((rows * tile_q, cols * tile_k), dtype=bool)
-    pad[:q_rows, :k_rows] = mask
-    return int(pad.reshape(rows, tile_q, cols, tile_k).any(axis=(1, 3)).sum())
+    lo, hi = np.asarray(block.lo), np.asarray(block.hi)
+    live = hi > lo
+    rows = np.arange(q_rows)[live] // tile_q
+    first, last = lo[live] // tile_k, (hi[live] - 1) // tile_k
+    n_rows, n_cols = -(-q_rows // tile_q), -(-k_rows // tile_k)
+    diff = np.zeros((n_rows, n_cols + 1), dtype=np.int64)
+    np.add.at(diff, (rows, first), 1)
+    np.add.at(diff, (rows, last + 1), -1)
+    return int((np.cumsum(diff, axis=1)[:, :n_cols] > 0).sum())
 
 
-@dataclass
 class CallShapes:
     """A table of distinct kernel calls: per entry u the call's first local query row and row
-    count, first row and row count of the held K/V buffer, kind code (:data:`KIND_NAMES`), exact
-    pairs, and (for ``masked`` calls) the explicit mask, made on demand from ``blocks[u]``."""
+    count, first row and row count of the held K/V buffer, kind code (:data:`KIND_NAMES`) and
+    exact pairs; :meth:`block` gives entry u's :class:`BlockPlan` (with its mask for ``masked``
+    calls) — what the runtime runs.
 
-    blocks: list[BlockPlan]
-    q_start: np.ndarray = field(init=False)
-    q_rows: np.ndarray = field(init=False)
-    k_start: np.ndarray = field(init=False)
-    k_rows: np.ndarray = field(init=False)
-    kind: np.ndarray = field(init=False)
-    pairs: np.ndarray = field(init=False)
+    Built from a list of blocks (exact), or from arrays with a function that makes a block on
+    demand (``from_arrays``: packed documents at scale, where every (rank, step) is its own entry
+    and only the runtime's own blocks are ever made)."""
 
-    def __post_init__(self):
-        b = self.blocks
-        self.q_start = np.array([x.r0 for x in b], dtype=np.int64)
-        self.q_rows = np.array([x.r1 - x.r0 for x in b], dtype=np.int64)
-        self.k_start = np.array([x.c0 for x in b], dtype=np.int64)
-        self.k_rows = np.array([x.c1 - x.c0 for x in b], dtype=np.int64)
-        self.kind = np.array([KIND_CODES[x.kind] for x in b], dtype=np.int8)
-        self.pairs = np.array([x.pairs for x in b], dtype=np.int64)
+    def __init__(self, blocks: list | None = None):
+        self._blocks = list(blocks) if blocks is not None else None
+        self._block_fn = None
+        self.exact = True
+        if blocks is not None:
+            b = blocks
+            self.q_start = np.array([x.r0 for x in b], dtype=np.int64)
+            self.q_rows = np.array([x.r1 - x.r0 for x in b], dtype=np.int64)
+            self.k_start = np.array([x.c0 for x in b], dtype=np.int64)
+            self.k_rows = np.array([x.c1 - x.c0 for x in b], dtype=np.int64)
+            self.kind = np.array([KIND_CODES[x.kind] for x in b], dtype=np.int8)
+            self.pairs = np.array([x.pairs for x in b], dtype=np.int64)
+
+    @classmethod
+    def from_arrays(cls, q_start, q_rows, k_start, k_rows, kind, pairs, block_fn, exact: bool = False) -> "CallShapes":
+        """A table from arrays; ``block_fn(u)`` makes entry u's BlockPlan when asked. ``exact``:
+        whether the arrays are the trimmed calls (else each entry is its whole block, untrimmed)."""
+        t = cls(None)
+        t.q_start, t.q_rows = np.asarray(q_start, np.int64), np.asarray(q_rows, np.int64)
+        t.k_start, t.k_rows = np.asarray(k_start, np.int64), np.asarray(k_rows, np.int64)
+        t.kind, t.pairs = np.asarray(kind, np.int8), np.asarray(pairs, np.int64)
+        t._block_fn = block_fn
+        t.exact = exact
+        return t
 
     def __len__(self) -> int:
-        return len(self.blocks)
+        return len(self.pairs)
 
-    def tiles(self, tile_q: int, tile_k: int) -> np.ndarray:
-        """Non-empty tiles of each entry's call (see :func:`call_tiles`)."""
-        return np.array([call_tiles(x.kind, x.r1 - x.r0, x.c1 - x.c0, x.mask, tile_q, tile_k) for x in self.blocks],
+    def block(self, u: int) -> BlockPlan:
+        if self._blocks is not None:
+            return self._blocks[u]
+        return self._block_fn(int(u))
+
+    @property
+    def blocks(self) -> list:
+        return self._blocks if self._blocks is not None else [self.block(u) for u in range(len(self))]
+
+    def tiles(self, tile_q: int, tile_k: int) -> np.ndarray | None:
+        """Non-empty tiles of each entry's call (see :func:`call_tiles`); None when the table is
+        not exact (untrimmed blocks: the cost models then charge the exact pairs)."""
+        if not self.exact:
+            return None
+        return np.array([call_tiles(x.kind, x.r1 - x.r0, x.c1 - x.c0, x, tile_q, tile_k) for x in self.blocks],
                         dtype=np.int64)

@@ -962,3 +962,145 @@ def imbalance_distribution(packs: list[np.ndarray], world_size: int, mask: Mask 
                      "padded_len_mean": float(padded.mean())})
     return {"packs": len(packs), "world_size": G, "seq_len": T, "mask": str(mask), "layouts": rows,
             "per_pack": per_pack}
+
+
+# ================================================================================================
+# A pack as the ring's plan
+# ================================================================================================
+EXACT_CALLS_LIMIT = 5e7  # G² blocks × tokens per rank: past it, calls are priced on untrimmed blocks
+
+
+class DocumentPlan:
+    """A pack of documents placed on G ranks, as the ring's plan (the interface of
+    :class:`ringsim.schedules.Plan` the builders and the runtime use): every rank's positions,
+    the exact ``pairs[r, s]`` (:func:`pair_table`) and every block's kernel call.
+
+    Positions are those of the padded pack (``seq_len`` = ``padded_len``; ``real_seq_len`` the
+    documents' tokens). A block's call is its trimmed rectangle with a document-aware mask
+    (:func:`ringsim.blocks.block_plan` with each query's document bounds: a padding token sees
+    nothing), computed exactly when G²·n ≤ :data:`EXACT_CALLS_LIMIT`; past that, a block is priced
+    as its whole n × n rectangle with its exact pairs (kind ``masked``), and only the blocks a
+    runtime rank runs are ever trimmed. Varlen kernels run a block's document pieces in one call,
+    which is what one call per block stands for."""
+
+    closed_form = False
+
+    def __init__(self, layout_name: str, doc_lengths, world_size: int, mask: Mask | str = "causal"):
+        self.mask = parse_mask(mask)
+        self.layout = make_layout(layout_name, doc_lengths, world_size, self.mask)
+        self.schedule = str(layout_name).strip().lower()
+        self.world_size = int(world_size)
+        self.seq_len = int(self.layout.padded_len)
+        self.real_seq_len = int(self.layout.seq_len)
+        self.tokens_per_rank = self.layout.tokens_per_rank
+        self._cache: dict = {}
+
+    # ---- partition ------------------------------------------------------------------------------
+    def tokens(self, rank: int) -> np.ndarray:
+        key = ("tokens", rank)
+        if key not in self._cache:
+            self._cache[key] = self.layout.tokens(rank)
+        return self._cache[key]
+
+    def shard_owner(self, rank: int, step: int) -> int:
+        return (rank - step) % self.world_size
+
+    @property
+    def permutation(self) -> np.ndarray:
+        return np.concatenate([self.tokens(r) for r in range(self.world_size)])
+
+    def shard(self, x: np.ndarray, axis: int = 0) -> list:
+        return [np.take(x, self.tokens(r), axis=axis) for r in range(self.world_size)]
+
+    def unshard(self, parts, axis: int = 0) -> np.ndarray:
+        cat = np.concatenate(list(parts), axis=axis)
+        inv = np.empty_like(self.permutation)
+        inv[self.permutation] = np.arange(self.seq_len)
+        return np.take(cat, inv, axis=axis)
+
+    def doc_bounds(self, positions) -> tuple[np.ndarray, np.ndarray]:
+        """``(start, end)`` of each position's document; a padding position gets an empty range."""
+        p = np.asarray(positions, dtype=np.int64)
+        d = self.layout.document_of(p)
+        dd = np.maximum(d, 0)
+        start = np.where(d >= 0, self.layout.doc_starts[dd], p + 1)
+        end = np.where(d >= 0, self.layout.doc_starts[dd] + self.layout.doc_lengths[dd], p)
+        return start, end
+
+    # ---- work -----------------------------------------------------------------------------------
+    @property
+    def pairs(self) -> np.ndarray:
+        if "pairs" not in self._cache:
+            self._cache["pairs"] = pair_table(self.layout, self.mask)
+        return self._cache["pairs"]
+
+    def total_pairs(self) -> int:
+        return int(self.pairs.sum())
+
+    def work_per_rank(self) -> np.ndarray:
+        return self.pairs.sum(axis=1)
+
+    def imbalance(self) -> float:
+        return imbalance(self.work_per_rank())
+
+    def block(self, rank: int, step: int):
+        """The trimmed call of rank's block at ``step`` (document-aware mask)."""
+        from .blocks import block_plan
+
+        lo, hi = self.mask.bounds(self.seq_len)
+        q = self.tokens(rank)
+        return block_plan(q, self.tokens(self.shard_owner(rank, step)), lo, hi, self.doc_bounds(q))
+
+    @property
+    def call_shapes(self):
+        """``(CallShapes, ids[r, s])``: one entry per (rank, step) — see the class docstring."""
+        if "calls" in self._cache:
+            return self._cache["calls"]
+        from .blocks import KIND_CODES, CallShapes
+
+        G, n = self.world_size, self.tokens_per_rank
+        ids = np.arange(G * G, dtype=np.int64).reshape(G, G)
+        block = lambda u: self.block(*divmod(u, G))
+        if G * G * n <= EXACT_CALLS_LIMIT:
+            shapes = CallShapes([block(u) for u in range(G * G)])
+            assert np.array_equal(shapes.pairs, self.pairs.reshape(-1)), "document pairs disagree with the blocks"
+        else:
+            p = self.pairs.reshape(-1)
+            full = np.full(G * G, n, dtype=np.int64)
+            zero = np.zeros(G * G, dtype=np.int64)
+            kind = np.where(p > 0, KIND_CODES["masked"], KIND_CODES["empty"]).astype(np.int8)
+            shapes = CallShapes.from_arrays(zero, np.where(p > 0, full, 0), zero, np.where(p > 0, full, 0), kind, p,
+                                            block, exact=False)
+        self._cache["calls"] = (shapes, ids)
+        return shapes, ids
+
+    def tiles(self, tile_q: int, tile_k: int) -> np.ndarray:
+        shapes, ids = self.call_shapes
+        t = shapes.tiles(tile_q, tile_k)
+        if t is None:
+            raise InputError("tile counts of a pack are computed exactly only up to G²·n = "
+                             f"{EXACT_CALLS_LIMIT:.0e} token lookups; use --tile none")
+        return t[ids]
+
+    def describe(self) -> dict:
+        return {"schedule": self.schedule, "world_size": self.world_size, "seq_len": self.seq_len,
+                "mask": str(self.mask), "tokens_per_rank": self.tokens_per_rank,
+                "documents": self.layout.describe()}
+
+
+def pack_for(text: str | None, seq_len: int | None, seed: int = 0) -> list | None:
+    """The one pack ``--documents`` names for a simulation: its explicit lengths (which must sum to
+    ``seq_len`` when that is given), or one pack of ``seq_len`` tokens drawn (``seed``) from its
+    distribution; None without ``--documents``."""
+    if not text:
+        return None
+    spec = parse_documents(text, seq_len)
+    if spec.is_distribution:
+        if seq_len is None:
+            raise InputError("--documents draws a pack from a distribution; give --seq-len for the pack's length")
+        return [int(x) for x in sample_packs(spec, seq_len, 1, seed)[0]]
+    lengths = [int(x) for x in spec.lengths]
+    if seq_len is not None and sum(lengths) != seq_len:
+        raise InputError(f"--documents lists {sum(lengths)} tokens but --seq-len is {seq_len}; "
+                         f"drop --seq-len or give --seq-len {sum(lengths)}")
+    return lengths

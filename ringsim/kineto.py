@@ -176,13 +176,13 @@ def _program_calls(config: dict, world: int):
     if not config or "schedule" not in config or "seq_len" not in config:
         return None, None
     from .calibration.measured import workload_from_meta
-    from .strategies import parse_strategy
+    from .strategies import program_from_meta
     from .workload import ModelSpec, Workload
 
     dims = {k: config[k] for k in ("heads", "kv_heads", "head_dim", "batch", "dtype") if k in config}
     meta = {"seq_len": config["seq_len"], "workload": dims}
     wl = workload_from_meta(meta) or Workload(ModelSpec("unknown", 1, 1, 1, 1), int(config["seq_len"]))
-    program = parse_strategy(str(config["schedule"])).build(wl, world, config.get("mask", "causal"), "fwd+bwd")
+    program = program_from_meta(config, world, wl, "fwd+bwd")
     f = program.flat
     known = workload_from_meta(meta) is not None
     calls: dict = {}

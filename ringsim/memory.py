@@ -42,12 +42,13 @@ def parse_device_memory(text: str | None) -> float | None:
                          f"({', '.join(DEVICE_MEMORY)})") from None
 
 
-def kv_memory(workload: Workload, world_size: int = 1) -> dict:
-    """The KV figures of a workload over ``world_size`` GPUs (see the module docstring)."""
+def kv_memory(workload: Workload, world_size: int = 1, tokens_per_rank: int | None = None) -> dict:
+    """The KV figures of a workload over ``world_size`` GPUs (see the module docstring);
+    ``tokens_per_rank`` overrides ⌈T/G⌉ (a padded pack of documents holds padding tokens too)."""
     if world_size <= 0:
         raise InputError(f"world size must be positive, got {world_size}")
     per_token = workload.kv_bytes_per_token() * workload.batch
-    shard_tokens = -(-workload.seq_len // world_size)
+    shard_tokens = tokens_per_rank if tokens_per_rank is not None else -(-workload.seq_len // world_size)
     decode = workload.decode_cache_bytes()
     return {
         "kv_bytes_per_token": workload.kv_bytes_per_token(),

@@ -219,7 +219,7 @@ def ring_memory_bytes(plan: Plan, workload: Workload, phase: str, double_buffer:
     if phase == "fwd+bwd":
         dq = B * n * m.heads * m.head_dim * 4
         ring += dq + buffers * workload.grad_shard_bytes(n)
-    kv = kv_memory(workload, plan.world_size)["kv_shard_per_gpu_bytes"]
+    kv = kv_memory(workload, plan.world_size, plan.tokens_per_rank)["kv_shard_per_gpu_bytes"]
     return {"ring_working_set_bytes": int(ring), "kv_shard_per_gpu_bytes": int(kv),
             "peak_memory_bytes": int(ring + kv)}
 

@@ -88,8 +88,9 @@ class KernelOp:
         """Where a call runs (its kind is not ``empty``)."""
         return self.field("kind") != KIND_CODES["empty"]
 
-    def tiles(self, tile_q: int, tile_k: int) -> np.ndarray:
-        return self.shapes.tiles(tile_q, tile_k)[self.shape]
+    def tiles(self, tile_q: int, tile_k: int) -> np.ndarray | None:
+        t = self.shapes.tiles(tile_q, tile_k)
+        return None if t is None else t[self.shape]
 
 
 @dataclass(frozen=True)

@@ -334,17 +334,27 @@ class Plan:
         return per_geometry[inverse].astype(np.int64)
 
     def _tiles_blockwise(self, tile_q: int, tile_k: int) -> np.ndarray:
-        from .blocks import call_tiles
+        from .blocks import BlockPlan, call_tiles
 
         G, n = self.world_size, self.tokens_per_rank
         out = np.zeros((G, G), dtype=np.int64)
-        lo, hi = self.mask.bounds(self.seq_len)
         for r in range(G):
-            q = self.tokens(r)
             for s in range(G):
-                k = self.tokens(self.shard_owner(r, s))
-                d = q[:, None] - k[None, :]
-                out[r, s] = call_tiles("masked", n, n, (d >= lo) & (d <= hi), tile_q, tile_k)
+                b = self._blocks[r][s]
+                if b.kind == "empty":
+                    continue
+                # tiles of the whole local block (aligned to its origin): the trimmed call's
+                # intervals, shifted to the block's rows and columns
+                lo = np.zeros(n, dtype=np.int64)
+                hi = np.zeros(n, dtype=np.int64)
+                rows = np.arange(b.r0, b.r1)
+                if b.kind == "masked":
+                    lo[rows], hi[rows] = b.lo + b.c0, b.hi + b.c0
+                elif b.kind == "full":
+                    lo[rows], hi[rows] = b.c0, b.c1
+                else:  # causal
+                    lo[rows], hi[rows] = b.c0, b.c0 + np.arange(1, b.r1 - b.r0 + 1)
+                out[r, s] = call_tiles("masked", n, n, BlockPlan("masked", 0, n, 0, n, b.pairs, lo, hi), tile_q, tile_k)
         return out
 
     @cached_property

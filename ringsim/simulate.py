@@ -50,6 +50,7 @@ class SimSpec:
     knobs: object = None            # ringsim.engines.Knobs; None → defaults
     cost_model: CostModel | None = None  # None: the device's default kernels (a profile, or the roofline)
     implementation: str = "ringsim"  # the memory work between kernels (ringsim, ring-flash-attn)
+    documents: list | None = None   # packed document lengths (None: one sequence)
 
     def resolved_cost_model(self) -> CostModel:
         return self.cost_model if self.cost_model is not None else resolve_kernels(None, self.topology)
@@ -72,7 +73,7 @@ def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
         raise InputError(f"unknown phase {spec.phase!r}; use fwd or fwd+bwd")
     G = spec.resolved_world_size()
     wl = spec.workload
-    strategy = parse_strategy(spec.schedule, spec.implementation)
+    strategy = parse_strategy(spec.schedule, spec.implementation, spec.documents)
     program = strategy.build(wl, G, spec.resolved_mask(), spec.phase)
     plan = program.plan
     knobs = spec.knobs or Knobs()
@@ -110,6 +111,7 @@ def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
         "overlap": m["overlap"],
         "max_compute_s": max(p["compute_s"] for p in m["per_rank"]) * layers,
         "tokens_per_rank": plan.tokens_per_rank,
+        **({"documents": plan.layout.describe()} if spec.documents is not None else {}),
         "shard_bytes": wl.shard_bytes(plan.tokens_per_rank),
         "hide_block_tokens": hide,
         "transfers_hidden": bool(hops) and plan.tokens_per_rank >= hide,

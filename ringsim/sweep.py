@@ -24,7 +24,7 @@ ROW_COLUMNS = ["topology", "model", "world_size", "seq_len", "schedule", "mask",
                "speedup_vs_contiguous", "error"]
 
 _STUDY_KEYS = {"seq_len", "world_size", "topology", "bw_scale", "bw_class", "schedules", "mask", "model", "phase",
-               "batch", "dtype", "engine", "calibration", "kernels", "implementation"}
+               "batch", "dtype", "engine", "calibration", "kernels", "implementation", "documents", "seed"}
 
 
 @dataclass
@@ -44,13 +44,16 @@ class Study:
     calibration: str | None = None  # calib.json replacing the device's cost model
     kernels: str | None = None  # --kernels (None: each device's default)
     implementation: str = "ringsim"
+    documents: str | None = None  # --documents (one pack per point: drawn at its length, or the listed one)
+    seed: int = 0
 
     def points(self) -> list[dict]:
         grid = itertools.product(self.topologies, self.models, self.world_sizes, self.seq_lens, self.masks,
                                  self.phases, self.bw_scales, self.schedules)
         return [dict(topology=t, model=m, world_size=g, seq_len=T, mask=k, phase=p, bw_scale=b, schedule=s,
                      bw_class=self.bw_class, batch=self.batch, dtype=self.dtype, engine=self.engine,
-                     calibration=self.calibration, kernels=self.kernels, implementation=self.implementation)
+                     calibration=self.calibration, kernels=self.kernels, implementation=self.implementation,
+                     documents=self.documents, seed=self.seed)
                 for t, m, g, T, k, p, b, s in grid]
 
 
@@ -87,11 +90,14 @@ def run_point(point: dict) -> dict:
             classes = [point["bw_class"]] if point.get("bw_class") else sorted({l.link_class for l in topo.links})
             for c in classes:
                 topo = topo.scale_link_class(c, point["bw_scale"])
+        from .documents import pack_for
+
         wl = Workload(build_model(point["model"]), point["seq_len"], point.get("batch", 1), point.get("dtype", "bf16"))
+        pack = pack_for(point.get("documents"), point["seq_len"], point.get("seed", 0))
         spec = SimSpec(workload=wl, topology=topo, schedule=point["schedule"], world_size=point["world_size"],
                        mask=point["mask"], phase=point["phase"], engine=point.get("engine", "auto"),
                        cost_model=_cost_model(point.get("calibration"), point.get("kernels"), topo),
-                       implementation=point.get("implementation", "ringsim"))
+                       implementation=point.get("implementation", "ringsim"), documents=pack)
         res = simulate_point(spec)
         row["mask"] = res["mask"]
         row["kernels"] = res["kernels"]

@@ -157,7 +157,7 @@ def validate_timeline(tl: Timeline, cost_model: CostModel | None = None, topolog
                       engine: str = "auto", samples: int = DISPERSION_SAMPLES) -> tuple[dict, Timeline]:
     """Simulate the measured configuration; return (validation dict, predicted timeline)."""
     from .engines import simulate_program
-    from .strategies import parse_strategy
+    from .strategies import program_from_meta
 
     cfg = measured_config(tl.meta, label)
     G = cfg["world_size"]
@@ -167,7 +167,7 @@ def validate_timeline(tl: Timeline, cost_model: CostModel | None = None, topolog
         topology = localhost_cpu(G)
     topology.check_world_size(G)
     cost = cost_model or RooflineCost()
-    program = parse_strategy(cfg["schedule"]).build(cfg["workload"], G, cfg["mask"], cfg["phase"])
+    program = program_from_meta(tl.meta, G, cfg["workload"], cfg["phase"])
     res = simulate_program(program, cfg["workload"], topology, cost, engine=engine)
     pred_tl = res.timeline
     pred_tl = Timeline(pred_tl.df, dict(pred_tl.meta))

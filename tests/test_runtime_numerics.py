@@ -13,7 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from ringsim.runtime.kernels import (attention_reference, block_backward, block_forward, block_plan,  # noqa: E402
+from ringsim.blocks import block_plan  # noqa: E402
+from ringsim.runtime.kernels import (attention_reference, block_backward, block_forward,  # noqa: E402
                                      merge_)
 from ringsim.schedules import SCHEDULES, Plan  # noqa: E402
 

@@ -117,14 +117,13 @@ def assign_iterations(df: pd.DataFrame) -> pd.Series:
 def program_for(meta: dict, G: int):
     """The program a measured run executed, rebuilt from its metadata (strategy or schedule, world
     size, length, mask, phase, workload dims); None when the metadata does not say enough."""
-    from ..strategies import parse_strategy
+    from ..strategies import program_from_meta
 
-    spec = meta.get("strategy") or meta.get("schedule")
     wl = workload_from_meta(meta)
-    if not spec or not meta.get("seq_len") or wl is None:
+    if not meta.get("seq_len") or wl is None:
         return None
     try:
-        return parse_strategy(str(spec)).build(wl, G, meta.get("mask", "causal"), str(meta.get("phase", "fwd")))
+        return program_from_meta(meta, G, wl)
     except (InputError, ValueError):
         return None
 

@@ -131,7 +131,7 @@ def simulate_ring(plan, workload: Workload, topology: Topology, cost_model: Cost
 
     if phase not in PHASES:
         raise InputError(f"unknown phase {phase!r}; use fwd or fwd+bwd")
-    if plan.seq_len != workload.seq_len:
+    if getattr(plan, "real_seq_len", plan.seq_len) != workload.seq_len:
         raise InputError(f"plan sequence length {plan.seq_len} differs from the workload's {workload.seq_len}; "
                          "build both from the same --seq-len")
     return simulate_program(build_ring(plan, workload, phase, implementation), workload, topology, cost_model, knobs,

@@ -103,7 +103,7 @@ def _ops(rs, rank: int):
     """The step's (kernel op, BlockPlan of this rank's call) and memory ops, in order."""
     for op in rs.stage.ops:
         if isinstance(op, KernelOp):
-            yield op, op.shapes.blocks[int(op.shape[rs.index, rank])]
+            yield op, op.shapes.block(int(op.shape[rs.index, rank]))
         else:
             yield op, None
 

@@ -1,16 +1,8 @@
 """Block attention kernels and the log-sum-exp merge used by the ring.
 
-A ring step gives rank r a *block*: its queries against the key/value shard it holds. The block's
-mask comes from global token positions (the plan's): query q may see key k iff ``lo ≤ q − k ≤ hi``
-(:meth:`ringsim.schedules.Mask.bounds`). :func:`block_plan` reduces that mask to what a kernel
-needs: the rows and columns that hold any allowed pair (a trimmed sub-block) and whether the
-sub-block is ``full`` (every pair allowed), ``causal`` (the top-left lower triangle, what a fused
-kernel's ``is_causal`` computes), ``masked`` (anything else: an explicit boolean mask) or ``empty``.
-
-Trimming is what makes zigzag and striped cheap without special cases: a zigzag off-diagonal block
-is half full and half empty, so only the full half runs; a striped block whose shard comes from a
-later rank is a lower triangle shifted by one row and column, which trimming turns into an exact
-``causal`` block.
+A ring step gives rank r a *block*: its queries against the key/value shard it holds, as one
+kernel call on the trimmed block the program names (:class:`ringsim.blocks.BlockPlan`: rows,
+columns, ``full``/``causal``/``masked``/``empty``; :func:`ringsim.blocks.block_plan` makes them).
 
 Each block returns ``(out, lse)``: the block's softmax-weighted values and the natural-log
 log-sum-exp of its scaled scores per query row, both fp32. Partial results combine exactly by
@@ -34,75 +26,16 @@ returns the log-sum-exp) is tried first, falling back to plain torch if the buil
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-__all__ = ["BlockPlan", "block_plan", "block_forward", "block_backward", "merge_", "attention_reference",
+from ringsim.blocks import BlockPlan
+
+__all__ = ["BlockPlan", "block_forward", "block_backward", "merge_", "attention_reference",
            "KERNELS"]
 
 NEG_INF = float("-inf")
-
-
-@dataclass(frozen=True)
-class BlockPlan:
-    """What a kernel runs for one (queries × held keys) block.
-
-    Rows ``[r0, r1)`` and columns ``[c0, c1)`` (local indices) bound every allowed pair;
-    ``kind`` is ``full``, ``causal``, ``masked`` or ``empty``; ``mask`` (bool, rows × cols of the
-    trimmed block) only for ``masked``; ``pairs`` the exact count of allowed pairs.
-    """
-
-    kind: str
-    r0: int = 0
-    r1: int = 0
-    c0: int = 0
-    c1: int = 0
-    pairs: int = 0
-    mask: np.ndarray | None = None
-
-    @property
-    def rows(self) -> slice:
-        return slice(self.r0, self.r1)
-
-    @property
-    def cols(self) -> slice:
-        return slice(self.c0, self.c1)
-
-
-def _row_intervals(q_pos: np.ndarray, k_pos: np.ndarray, lo: int, hi: int):
-    """For increasing key positions, the allowed keys of each query form one index interval [a, b)."""
-    a = np.searchsorted(k_pos, q_pos - hi, side="left")
-    b = np.searchsorted(k_pos, q_pos - lo, side="right")
-    return a, np.maximum(b, a)
-
-
-def block_plan(q_pos, k_pos, lo: int, hi: int) -> BlockPlan:
-    """Classify the block of queries at global positions ``q_pos`` against keys at ``k_pos``
-    under the band ``lo ≤ q − k ≤ hi``. Key positions must be increasing (every schedule's local
-    order is); query positions may be in any order."""
-    q_pos = np.asarray(q_pos, dtype=np.int64)
-    k_pos = np.asarray(k_pos, dtype=np.int64)
-    if len(k_pos) > 1 and np.any(np.diff(k_pos) <= 0):
-        raise ValueError("block_plan needs strictly increasing key positions")
-    a, b = _row_intervals(q_pos, k_pos, lo, hi)
-    count = b - a
-    pairs = int(count.sum())
-    if pairs == 0:
-        return BlockPlan("empty")
-    live = np.nonzero(count > 0)[0]
-    r0, r1 = int(live[0]), int(live[-1]) + 1
-    c0, c1 = int(a[live].min()), int(b[live].max())
-    a_t, b_t = a[r0:r1], b[r0:r1]
-    nr, nc = r1 - r0, c1 - c0
-    if pairs == nr * nc:
-        return BlockPlan("full", r0, r1, c0, c1, pairs)
-    if nr == nc and np.all(a_t == c0) and np.all(b_t == c0 + np.arange(1, nr + 1)):
-        return BlockPlan("causal", r0, r1, c0, c1, pairs)
-    cols = np.arange(c0, c1)
-    mask = (cols[None, :] >= a_t[:, None]) & (cols[None, :] < b_t[:, None])
-    return BlockPlan("masked", r0, r1, c0, c1, pairs, mask)
 
 
 # ---- kernels --------------------------------------------------------------------------------------
@@ -246,11 +179,13 @@ def merge_(out_acc: torch.Tensor, lse_acc: torch.Tensor, out_b: torch.Tensor, ls
 
 
 def attention_reference(q, k, v, q_pos, k_pos, lo: int, hi: int, scale: float, dout=None,
-                        dtype=torch.float64, head_chunk: int = 1):
+                        dtype=torch.float64, head_chunk: int = 1, docs=None):
     """Single-process attention over whole sequences by explicit math (default fp64), for checks.
 
     Returns ``(out, lse)`` or, with ``dout``, ``(out, lse, dq, dk, dv)``; fully masked rows give
     out 0, lse −inf and zero gradients. Heads are processed ``head_chunk`` at a time to bound memory.
+    ``docs`` (packed documents, one id per position, −1 for padding; positions are the same for
+    queries and keys): a pair is allowed only inside one document.
     """
     H, Hkv = q.shape[1], k.shape[1]
     g = H // Hkv
@@ -258,6 +193,9 @@ def attention_reference(q, k, v, q_pos, k_pos, lo: int, hi: int, scale: float, d
     kp = torch.as_tensor(np.asarray(k_pos), device=q.device)
     d = qp[:, None] - kp[None, :]
     allowed = (d >= lo) & (d <= hi)
+    if docs is not None:  # packed documents: same document only; −1 (padding) sees nothing
+        doc = torch.as_tensor(np.asarray(docs), device=q.device)
+        allowed = allowed & (doc[:, None] == doc[None, :]) & (doc[:, None] >= 0)
     outs, lses, dqs = [], [], []
     dk = torch.zeros(k.shape, dtype=dtype, device=k.device) if dout is not None else None
     dv = torch.zeros(v.shape, dtype=dtype, device=v.device) if dout is not None else None

@@ -56,12 +56,22 @@ class RunConfig:
     timeout_s: float = 120.0
     instrument: bool = True
     fault: str | None = None  # test hook "exit:RANK:STEP" / "hang:RANK:STEP" (forward, first iteration)
+    documents: list | None = None  # packed document lengths (summing to seq_len); None: one sequence
+
+    def plan(self):
+        """The token partition (a Plan, or a DocumentPlan for packed documents)."""
+        from ringsim.strategies import parse_strategy
+
+        return parse_strategy(self.schedule, documents=self.documents).plan(workload_of(self), self.world_size,
+                                                                             self.mask)
 
     def validate(self) -> "RunConfig":
         if self.world_size < 1:
             raise InputError(f"--world-size must be at least 1, got {self.world_size}")
-        if self.schedule not in SCHEDULES:
-            raise InputError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
+        if self.schedule not in SCHEDULES and not (self.documents and self.schedule.split(":")[0] in
+                                                   ("zigzag-doc", "balanced")):
+            raise InputError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)} "
+                             "(with --documents also zigzag-doc or balanced[:K])")
         if self.kv_heads is None:
             self.kv_heads = self.heads
         for name in ("heads", "kv_heads", "head_dim", "batch", "repeat"):
@@ -80,7 +90,7 @@ class RunConfig:
         if not self.timeout_s > 0:
             raise InputError(f"--timeout-s must be positive, got {self.timeout_s}")
         self.mask = str(parse_mask(self.mask))
-        Plan(self.schedule, self.world_size, self.seq_len, self.mask)  # divisibility errors here
+        self.plan()  # divisibility and document errors here
         if self.threads_per_rank is None:
             self.threads_per_rank = max(1, (os.cpu_count() or 1) // self.world_size)
         if self.threads_per_rank < 1:
@@ -88,12 +98,14 @@ class RunConfig:
         return self
 
 
-def make_inputs(cfg: RunConfig):
-    """The global ``q, k, v, dout`` (B, heads, T, D) in fp32, from ``cfg.seed``."""
+def make_inputs(cfg: RunConfig, seq_len: int | None = None):
+    """The global ``q, k, v, dout`` (B, heads, T, D) in fp32, from ``cfg.seed``; ``seq_len``: T
+    when it differs from ``cfg.seq_len`` (a padded pack of documents)."""
     import torch
 
     g = torch.Generator().manual_seed(cfg.seed)
-    B, H, Hk, T, D = cfg.batch, cfg.heads, cfg.kv_heads, cfg.seq_len, cfg.head_dim
+    B, H, Hk, D = cfg.batch, cfg.heads, cfg.kv_heads, cfg.head_dim
+    T = seq_len or cfg.seq_len
     q = torch.randn(B, H, T, D, generator=g)
     k = torch.randn(B, Hk, T, D, generator=g)
     v = torch.randn(B, Hk, T, D, generator=g)
@@ -119,7 +131,8 @@ def program_of(cfg: RunConfig):
     """The program every rank of the run executes (the same one `ringsim simulate` runs)."""
     from ringsim.strategies import parse_strategy
 
-    return parse_strategy(cfg.schedule).build(workload_of(cfg), cfg.world_size, cfg.mask, cfg.phase)
+    return parse_strategy(cfg.schedule, documents=cfg.documents).build(workload_of(cfg), cfg.world_size, cfg.mask,
+                                                                        cfg.phase)
 
 
 def rank_setup(cfg: RunConfig, rank: int, device=None, progress=None, program=None):
@@ -133,7 +146,8 @@ def rank_setup(cfg: RunConfig, rank: int, device=None, progress=None, program=No
     plan = program.plan
     idx = torch.as_tensor(plan.tokens(rank))
     dt = _torch_dtype(cfg.dtype)
-    q, k, v, dout = (t.index_select(2, idx).to(device=device or "cpu", dtype=dt).contiguous() for t in make_inputs(cfg))
+    q, k, v, dout = (t.index_select(2, idx).to(device=device or "cpu", dtype=dt).contiguous()
+                     for t in make_inputs(cfg, plan.seq_len))
     return (q, k, v, dout), RankProgram.build(program, rank, workload_of(cfg), cfg.kernel, progress)
 
 
@@ -262,6 +276,7 @@ def run_metadata(cfg: RunConfig, backend: str, device_type: str) -> dict:
                              if oversub else "none"),
         "world_size": cfg.world_size,
         "schedule": cfg.schedule,
+        **({"documents": list(cfg.documents)} if cfg.documents else {}),
         "mask": cfg.mask,
         "seq_len": cfg.seq_len,
         "phase": cfg.phase,
@@ -335,31 +350,40 @@ def check_outputs(cfg: RunConfig, results: list[dict]) -> dict:
 
     from .kernels import attention_reference, default_scale
 
-    plan = Plan(cfg.schedule, cfg.world_size, cfg.seq_len, cfg.mask)
+    plan = cfg.plan()
     results = sorted(results, key=lambda r: r["rank"])
     names = ["out", "lse"] + (["dq", "dk", "dv"] if cfg.phase == "fwd+bwd" else [])
     ring = {n: torch.from_numpy(plan.unshard([r["outputs"][n].numpy() for r in results], axis=2)) for n in names}
-    q, k, v, dout = make_inputs(cfg)
+    T = plan.seq_len
+    q, k, v, dout = make_inputs(cfg, T)
     dt = _torch_dtype(cfg.dtype)
     q, k, v, dout = (t.to(dt).float() for t in (q, k, v, dout))  # the values the ring actually saw
-    T = cfg.seq_len
     lo, hi = plan.mask.bounds(T)
     pos = np.arange(T)
+    # packed documents: a token sees only its own document (padding tokens see nothing)
+    docs = plan.layout.document_of(pos) if cfg.documents else None
     scale = default_scale(cfg.head_dim)
     ref64 = attention_reference(q, k, v, pos, pos, lo, hi, scale,
-                                dout=dout if cfg.phase == "fwd+bwd" else None, dtype=torch.float64)
+                                dout=dout if cfg.phase == "fwd+bwd" else None, dtype=torch.float64, docs=docs)
     ref64 = dict(zip(["out", "lse", "dq", "dk", "dv"], ref64))
-    # single-process fp32: SDPA (with autograd) for out and grads, explicit fp32 lse
-    qs, ks, vs = (t.clone().requires_grad_(cfg.phase == "fwd+bwd") for t in (q, k, v))
-    d = torch.as_tensor(pos[:, None] - pos[None, :])
-    allowed = (d >= lo) & (d <= hi)
-    kw = {"is_causal": True} if str(plan.mask) == "causal" else ({} if str(plan.mask) == "full" else {"attn_mask": allowed})
-    out32 = F.scaled_dot_product_attention(qs, ks, vs, scale=scale, enable_gqa=cfg.heads != cfg.kv_heads, **kw)
-    ref32 = {"out": out32.detach()}
-    ref32["lse"] = attention_reference(q, k, v, pos, pos, lo, hi, scale, dtype=torch.float32, head_chunk=cfg.heads)[1]
-    if cfg.phase == "fwd+bwd":
-        out32.backward(dout)
-        ref32.update(dq=qs.grad, dk=ks.grad, dv=vs.grad)
+    if docs is not None:  # fully masked padding rows: SDPA would give NaN; explicit fp32 math instead
+        r32 = attention_reference(q, k, v, pos, pos, lo, hi, scale, dout=dout if cfg.phase == "fwd+bwd" else None,
+                                  dtype=torch.float32, head_chunk=cfg.heads, docs=docs)
+        ref32 = dict(zip(["out", "lse", "dq", "dk", "dv"], r32))
+    else:
+        # single-process fp32: SDPA (with autograd) for out and grads, explicit fp32 lse
+        qs, ks, vs = (t.clone().requires_grad_(cfg.phase == "fwd+bwd") for t in (q, k, v))
+        d = torch.as_tensor(pos[:, None] - pos[None, :])
+        allowed = (d >= lo) & (d <= hi)
+        kw = ({"is_causal": True} if str(plan.mask) == "causal"
+              else ({} if str(plan.mask) == "full" else {"attn_mask": allowed}))
+        out32 = F.scaled_dot_product_attention(qs, ks, vs, scale=scale, enable_gqa=cfg.heads != cfg.kv_heads, **kw)
+        ref32 = {"out": out32.detach()}
+        ref32["lse"] = attention_reference(q, k, v, pos, pos, lo, hi, scale, dtype=torch.float32,
+                                           head_chunk=cfg.heads)[1]
+        if cfg.phase == "fwd+bwd":
+            out32.backward(dout)
+            ref32.update(dq=qs.grad, dk=ks.grad, dv=vs.grad)
     atol, rtol = TOLERANCES[cfg.dtype]
     errors = []
     ok_all = True

@@ -166,15 +166,26 @@ def build_ring(plan: Plan, workload: Workload, phase: str = "fwd", implementatio
 
 
 class Ring(Strategy):
-    """The ring strategy with a token layout (``contiguous``, ``striped``, ``zigzag``) and an
+    """The ring strategy with a token layout (``contiguous``, ``striped``, ``zigzag``; with packed
+    ``documents`` also ``zigzag-doc`` and ``balanced[:K]``, see :mod:`ringsim.documents`) and an
     implementation (``ringsim``: this project's runtime; ``ring-flash-attn``: simulated only)."""
 
-    def __init__(self, layout: str, implementation: str = "ringsim"):
+    def __init__(self, layout: str, implementation: str = "ringsim", documents=None):
         self.layout = layout
         self.spec = layout
         self.implementation = implementation
+        self.documents = None if documents is None else [int(x) for x in documents]
 
-    def plan(self, workload: Workload, world_size: int, mask) -> Plan:
+    def plan(self, workload: Workload, world_size: int, mask):
+        if self.documents is not None:
+            from ..documents import DocumentPlan
+
+            if sum(self.documents) != workload.seq_len:
+                from ..units import InputError
+
+                raise InputError(f"the documents hold {sum(self.documents)} tokens but the sequence length is "
+                                 f"{workload.seq_len}; give --seq-len {sum(self.documents)} or other documents")
+            return DocumentPlan(self.layout, self.documents, world_size, mask)
         return Plan(self.layout, world_size, workload.seq_len, mask)
 
     def build(self, workload: Workload, world_size: int, mask, phase: str) -> Program:
