@@ -291,18 +291,23 @@ def test_cli_calibrate_writes_json_and_exit_codes(tmp_path, capsys):
     assert err.count("\n") == 1 and "does not exist" in err
 
 
-def test_one_size_kind_borrows_the_pooled_overhead():
+def test_one_size_kind_never_takes_another_kinds_intercept():
     # one length: each kind is seen at one size only, the pooled fit spans two sizes (diagonal, full)
+    # and finds an intercept; a one-size kind cannot tell an intercept from a per-pair cost, so it
+    # goes through the origin and its own median (issue 12: no intercept shared across kinds)
     doc = calibrate(_runs([("contiguous", 2, 2048, "fwd")], noise=0.0))
     pooled = doc["compute"]["fwd"]["*"]
-    assert pooled["n_sizes"] == 2 and pooled["roofline"]["overhead_s"] > 0
+    assert pooled["n_sizes"] == 2
     for kind in ("diagonal", "full"):
         e = doc["compute"]["fwd"][kind]
         r = e["roofline"]
-        assert e["n_sizes"] == 1 and e["roofline_overhead_from"] == "pooled fit of the phase" and e["chosen"] == "roofline"
+        assert e["n_sizes"] == 1 and e["chosen"] == "roofline" and "roofline_overhead_from" not in e
         x, t = e["table"]["pairs"][0], e["table"]["seconds"][0]
-        assert r["overhead_s"] == pytest.approx(min(pooled["roofline"]["overhead_s"], 0.9 * t))
-        assert r["overhead_s"] + r["seconds_per_pair"] * x == pytest.approx(t)  # through the kind's median
+        assert r["overhead_s"] == 0.0
+        assert r["seconds_per_pair"] * x == pytest.approx(t)
+        # twice the work, twice the time
+        from ringsim.calibration.fits import entry_from_dict
+        assert entry_from_dict(e).predict([2 * x])[0] == pytest.approx(2 * t)
 
 
 def test_core_time_s_takes_time_sharing_out():

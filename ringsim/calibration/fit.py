@@ -284,9 +284,9 @@ def _fit_compute(B: pd.DataFrame) -> dict:
         for kind in BLOCK_KINDS:
             K = P[P["kind"] == kind]
             if len(K):
-                choice = ModelChoice.fit(K["work"].to_numpy(), K["time_s"].to_numpy())
-                _borrow_overhead(choice, pooled, K)
-                compute[phase][kind] = choice.to_dict()
+                # each kind its own fit: an intercept is never taken from another kind (a kind seen
+                # at one size goes through the origin, its per-pair cost from its own blocks)
+                compute[phase][kind] = ModelChoice.fit(K["work"].to_numpy(), K["time_s"].to_numpy()).to_dict()
     E = B[B["pairs"] <= 0]
     for phase in ("fwd", "bwd"):
         K = E[E["phase"] == phase]
@@ -295,25 +295,6 @@ def _fit_compute(B: pd.DataFrame) -> dict:
             compute[phase]["empty"] = ConstantFit(med, int(len(K)), mape(np.full(len(K), med),
                                                                          K["time_s"].to_numpy())).to_dict()
     return compute
-
-
-def _borrow_overhead(choice: ModelChoice, pooled: ModelChoice, K: pd.DataFrame) -> None:
-    """A kind measured at one size cannot separate overhead from per-pair cost; when the phase's
-    pooled fit (several sizes across kinds) has an overhead, take it (capped at 90 % of the kind's
-    median time) and fit the slope through the kind's median — better than a line through the
-    origin when the kernel has a large fixed cost."""
-    if choice.n_sizes != 1 or pooled.n_sizes < 2 or pooled.models["roofline"].overhead_s <= 0:
-        return
-    table = choice.models["table"]
-    x, t = float(table.xs[0]), float(table.ts[0])
-    a = min(pooled.models["roofline"].overhead_s, 0.9 * t)
-    b = (t - a) / x if x > 0 else 0.0
-    xs, ts = K["work"].to_numpy(), K["time_s"].to_numpy()
-    choice.models["roofline"] = RooflineFit(a, b)
-    err = mape(a + b * xs, ts)
-    choice.scores["roofline"] = {"mape_fit": err, "mape_loo": err}
-    choice.extra["roofline_overhead_from"] = "pooled fit of the phase"
-    choice.chosen = "roofline"
 
 
 def _scale_to_level(fit: dict, D: pd.DataFrame) -> None:
