@@ -1,8 +1,12 @@
 """`ringsim plan`: the per-rank, per-step work table of one ring."""
 from __future__ import annotations
 
+import math
+
 import click
 
+from ringsim.limits import MAX_TILE, TABLE_ROWS
+from ringsim.outputs import check_destination
 from ringsim.planreport import plan_report
 from ringsim.schedules import SCHEDULES, Plan
 from ringsim.units import InputError, format_bytes, parse_flops
@@ -15,11 +19,14 @@ def parse_tile(text: str | None):
         return None
     parts = str(text).lower().replace("×", "x").split("x")
     try:
-        q, k = (int(parts[0]), int(parts[1])) if len(parts) == 2 else (int(parts[0]), int(parts[0]))
+        if len(parts) not in (1, 2):
+            raise ValueError
+        nums = [int(p) if len(p.strip()) <= 12 else MAX_TILE + 1 for p in parts]
+        q, k = (nums[0], nums[-1])
     except ValueError:
         raise InputError(f"tile {text!r} is not QxK; write e.g. 128x128 or 'none'") from None
-    if q <= 0 or k <= 0:
-        raise InputError(f"tile {text!r} must be positive, e.g. 128x128")
+    if not (0 < q <= MAX_TILE and 0 < k <= MAX_TILE):
+        raise InputError(f"tile {text!r}: both sides must be in [1, {MAX_TILE}] tokens, e.g. 128x128")
     return q, k
 
 
@@ -40,11 +47,18 @@ def plan(schedule, world_size, mask, tile, peak_flops, efficiency, steps, model,
     non-empty tiles, FLOPs, KV bytes received; per-rank totals, imbalance and the ideal bound."""
     if not 0 < efficiency <= 1:
         raise InputError(f"--efficiency must be in (0, 1], got {efficiency}")
+    per_step = steps if steps is not None else world_size <= 64
+    if per_step and world_size > 0:  # G² rows: refuse before planning, not after minutes of it
+        most = math.isqrt(TABLE_ROWS.value)
+        TABLE_ROWS.check(world_size * world_size, f"--steps at world size {world_size}",
+                         f"use --no-steps for the per-rank totals (--format json keeps per_rank), or a world size "
+                         f"of at most {most}")
+    check_destination(output, "--output")
     wl = build_workload(model=model, layers=layers, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
                         hidden=hidden, ffn=ffn, seq_len=seq_len, batch=batch, dtype=dtype)
+    tile_qk, peak = parse_tile(tile), parse_flops(peak_flops, "--peak-flops")
     p = Plan(schedule, world_size, wl.seq_len, mask)
-    per_step = steps if steps is not None else world_size <= 64
-    doc = plan_report(p, wl, parse_tile(tile), parse_flops(peak_flops), efficiency, per_step)
+    doc = plan_report(p, wl, tile_qk, peak, efficiency, per_step)
     if fmt == "json":
         emit(to_json(doc), output)
     elif fmt == "csv":

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from .units import InputError
 
 __all__ = ["Limit", "GPUS", "LINKS", "RANKS", "TABLE_ROWS", "YAML_BYTES", "YAML_DEPTH", "YAML_NODES",
-           "MAX_SEQ_LEN", "MAX_KV_BYTES", "RANGES", "check_int", "check_float", "limits_table"]
+           "MAX_SEQ_LEN", "MAX_KV_BYTES", "MAX_TILE", "RANGES", "check_int", "check_float", "limits_table"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,7 @@ ALL_LIMITS = (GPUS, LINKS, RANKS, TABLE_ROWS, YAML_BYTES, YAML_DEPTH, YAML_NODES
 # ---- model ranges (fixed) ------------------------------------------------------------------------
 
 MAX_SEQ_LEN = 1 << 31  # tokens: T² allowed pairs must fit in int64
+MAX_TILE = 1 << 16  # tokens per side of a kernel tile
 MAX_KV_BYTES = 1 << 53  # bytes of K/V of one sequence batch, all layers: exact in float64 and int64 sums
 
 # name → (low, high, low is open, unit for messages)

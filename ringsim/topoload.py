@@ -50,6 +50,7 @@ from importlib import resources
 import networkx as nx
 
 from . import limits
+from .limits import MAX_TILE
 from .topology import Device, Link, Topology
 from .units import InputError, parse_bandwidth, parse_bytes, parse_flops, parse_time
 from .yamlio import load_yaml, read_yaml_file
@@ -68,7 +69,6 @@ _NODE_KEYS = ("name", "kind")
 _LINK_KEYS = ("a", "b", "bandwidth", "latency", "link_class")
 _COORD_PREFIX = ("g", "n", "p")
 _FILE_FIX = "see DESIGN.md §3.5 for what a topology file holds"
-MAX_TILE = 1 << 16  # tokens per tile side
 
 
 # ---- presets -----------------------------------------------------------------------------------

@@ -208,6 +208,8 @@ def os_error_message(e: OSError, path: str, what: str = "") -> str:
         return f"cannot write {label}: the file system is read-only; write somewhere else"
     if n == errno.ENOENT:
         d = os.path.dirname(os.path.abspath(os.fspath(path)))
+        if os.path.isdir(d):  # e.g. /proc: a directory that takes no new files
+            return f"cannot write {label}: {d} does not take new files; write somewhere else"
         return f"cannot write {label}: directory {d} does not exist; create it first"
     if n == errno.ENOTDIR:
         return f"cannot write {label}: a part of the path is not a directory; check the path"
