@@ -246,7 +246,7 @@ def merge_(out_acc: torch.Tensor, lse_acc: torch.Tensor, out_b: torch.Tensor, ls
 
 
 def attention_reference(q, k, v, q_pos, k_pos, lo: int, hi: int, scale: float, dout=None,
-                        dtype=torch.float64, head_chunk: int = 1):
+                        dtype=torch.float64, head_chunk: int = 1, allowed=None):
     """Single-process attention over whole sequences by explicit math (default fp64), for checks.
 
     Returns ``(out, lse)`` or, with ``dout``, ``(out, lse, dq, dk, dv)``; fully masked rows give
@@ -256,8 +256,10 @@ def attention_reference(q, k, v, q_pos, k_pos, lo: int, hi: int, scale: float, d
     g = H // Hkv
     qp = torch.as_tensor(np.asarray(q_pos), device=q.device)
     kp = torch.as_tensor(np.asarray(k_pos), device=q.device)
-    d = qp[:, None] - kp[None, :]
-    allowed = (d >= lo) & (d <= hi)
+    if allowed is None:  # the band lo <= q - k <= hi; or an explicit (q, k) mask (runner's --check)
+        d = qp[:, None] - kp[None, :]
+        allowed = (d >= lo) & (d <= hi)
+    allowed = torch.as_tensor(allowed, dtype=torch.bool, device=q.device)
     outs, lses, dqs = [], [], []
     dk = torch.zeros(k.shape, dtype=dtype, device=k.device) if dout is not None else None
     dv = torch.zeros(v.shape, dtype=dtype, device=v.device) if dout is not None else None
