@@ -62,12 +62,36 @@ def test_report_content(material, tmp_path):
     assert "Calibration: transfer time per message" in titles
 
 
-def test_gantt_uses_the_median_iteration(material):
-    runs, *_ = material
-    tl = runs[0][1]
+def _iterations_of_spans(scales):
+    """One measured-like iteration repeated with its times stretched by each scale, in that order."""
+    import pandas as pd
+
+    from ringsim.timeline import Timeline
+
+    base, _ = measured_like("zigzag", 2, 2048, "fwd", iters=1)
+    d0 = base.df
+    origin, span = float(d0["start_s"].min()), float(d0["end_s"].max() - d0["start_s"].min())
+    parts, t = [], 0.5
+    for s in scales:
+        d = d0.copy()
+        d["start_s"] = (d0["start_s"] - origin) * s + t
+        d["end_s"] = (d0["end_s"] - origin) * s + t
+        parts.append(d)
+        t = float(d["end_s"].max()) + 0.01
+    return Timeline(pd.concat(parts, ignore_index=True), dict(base.meta)), span
+
+
+def test_gantt_uses_the_median_iteration():
+    # iterations 1.0x, 1.3x and 1.1x as long: the median is the third, neither the fastest nor the first
+    tl, span = _iterations_of_spans([1.0, 1.3, 1.1])
     rows = gantt_rows(tl)
-    assert set(rows["iter"]) == {1} or set(rows["iter"]) <= {0, 1, 2}
+    assert set(rows["iter"]) == {2}
     assert rows["start_ms"].min() == pytest.approx(0.0, abs=1e-9)
+    drawn = float((rows["start_ms"] + rows["dur_ms"]).max())
+    assert drawn == pytest.approx(1.1 * span * 1e3, rel=1e-9)
+    # and in another order: the median of 1.3x, 1.0x, 1.2x is the last again, of 1.2x, 1.3x, 1.0x the first
+    assert set(gantt_rows(_iterations_of_spans([1.3, 1.0, 1.2])[0])["iter"]) == {2}
+    assert set(gantt_rows(_iterations_of_spans([1.2, 1.3, 1.0])[0])["iter"]) == {0}
 
 
 def test_write_is_atomic(material, tmp_path, monkeypatch):
