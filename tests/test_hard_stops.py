@@ -1,0 +1,203 @@
+"""Hard stops: real SIGTERM, SIGKILL and SIGINT to real `ringsim run` and `ringsim sweep` processes.
+
+Each test starts the command with a workload long enough to still be running, waits until its
+children (ranks, sweep workers) are at work, learns the whole process tree from /proc, sends the
+signal to the command, and checks that 5 s later no process of that tree is alive and that the
+temporary folder it was given (TMPDIR) is empty: no ``ringsim-run-*``, no ``pymp-*``. A test that
+fails kills what is left, so a failure never leaves work behind for the next test.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+# ---- /proc, without psutil -------------------------------------------------------------------------
+
+def _stat(pid: int):
+    """(state, ppid, start time) of a live pid, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            rest = f.read().rsplit(b")", 1)[1].split()
+        return rest[0].decode(), int(rest[1]), int(rest[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _tree(root: int) -> dict[int, tuple[int, int]]:
+    """Every descendant of ``root``: pid → (depth, start time)."""
+    children: dict[int, list[int]] = {}
+    starts = {}
+    for e in os.listdir("/proc"):
+        if e.isdigit() and (st := _stat(int(e))) is not None:
+            children.setdefault(st[1], []).append(int(e))
+            starts[int(e)] = st[2]
+    out, todo = {}, [(root, 0)]
+    while todo:
+        pid, depth = todo.pop()
+        for c in children.get(pid, []):
+            out[c] = (depth + 1, starts[c])
+            todo.append((c, depth + 1))
+    return out
+
+
+def _alive(pid: int, start: int) -> bool:
+    st = _stat(pid)
+    return st is not None and st[0] != "Z" and st[2] == start  # a zombie or a recycled pid is not ours
+
+
+class _Command:
+    """A `ringsim` command in its own session (so a group signal reaches it and its children only)."""
+
+    def __init__(self, args, tmp_path):
+        self.tmp = tmp_path / "tmp"
+        self.cwd = tmp_path / "work"
+        self.tmp.mkdir(parents=True)
+        self.cwd.mkdir(parents=True)
+        env = dict(os.environ, TMPDIR=str(self.tmp), PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen([sys.executable, "-m", "ringsim.cli", *args], cwd=self.cwd, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        self.err: list[str] = []
+        self.out: list[str] = []
+        threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()
+        threading.Thread(target=lambda: self.out.extend(self.proc.stdout), daemon=True).start()
+        self.seen: dict[int, int] = {}
+
+    def wait_for(self, ready, timeout=90.0):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            tree = _tree(self.proc.pid)
+            self.seen.update({p: s for p, (_, s) in tree.items()})
+            if ready(tree, "".join(self.err)):
+                return tree
+            if self.proc.poll() is not None:
+                pytest.fail(f"the command ended early ({self.proc.returncode}): {''.join(self.err)[-800:]}")
+            time.sleep(0.05)
+        pytest.fail(f"not ready after {timeout} s; tree {tree}; stderr {''.join(self.err)[-800:]}")
+
+    def stop(self, sig, group=False):
+        """Send ``sig``; return (exit code, seconds until nothing of the tree is alive, survivors)."""
+        self.seen.update({p: s for p, (_, s) in _tree(self.proc.pid).items()})
+        (os.killpg if group else os.kill)(self.proc.pid, sig)
+        t0 = time.monotonic()
+        code = self.proc.wait(timeout=60)
+        while time.monotonic() - t0 < 5.0 and any(_alive(p, s) for p, s in self.seen.items()):
+            time.sleep(0.05)
+        left = [p for p, s in self.seen.items() if _alive(p, s)]
+        return code, time.monotonic() - t0, left
+
+    def cleanup(self):
+        for p, s in self.seen.items():
+            if _alive(p, s):
+                os.kill(p, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def leftovers(self, settle=1.0):
+        time.sleep(settle)  # the reaper removes folders right after the launcher's pipe closes
+        return sorted(os.listdir(self.tmp))
+
+
+@pytest.fixture
+def command(tmp_path):
+    cmds = []
+
+    def start(*args):
+        c = _Command(args, tmp_path / f"c{len(cmds)}")
+        cmds.append(c)
+        return c
+
+    yield start
+    for c in cmds:
+        c.cleanup()
+
+
+# ---- ringsim run -------------------------------------------------------------------------------------
+
+RUN = ["run", "--world-size", "2", "--schedule", "zigzag", "--seq-len", "4096", "--heads", "2", "--head-dim", "32",
+       "--repeat", "100000", "--warmup", "0", "--threads-per-rank", "1", "--timeout-s", "600"]
+
+
+def _ranks_running(tree, err):
+    # the ranks are the forkserver's children: grandchildren of the launcher
+    return sum(1 for depth, _ in tree.values() if depth == 2) >= 2 and "local rank(s)" in err
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("sig,codes", [(signal.SIGTERM, (143,)), (signal.SIGKILL, (-9,)), (signal.SIGINT, (130,))])
+def test_run_stopped_by_a_signal_leaves_no_process_and_no_temporaries(command, tmp_path, sig, codes):
+    c = command(*RUN)
+    tree = c.wait_for(_ranks_running)
+    time.sleep(1.0)  # well inside the ring's iterations
+    assert sum(1 for d, _ in _tree(c.proc.pid).values() if d == 2) >= 2
+    assert any(n.startswith("ringsim-run-") for n in os.listdir(c.tmp))  # there is something to clean up
+    code, took, left = c.stop(sig)
+    assert code in codes, (code, "".join(c.err)[-600:])
+    assert left == [], f"alive 5 s after {sig.name}: {left} of {tree}"
+    assert c.leftovers() == []
+    assert "Traceback" not in "".join(c.err)
+
+
+# ---- ringsim sweep -----------------------------------------------------------------------------------
+
+# three quick points on one 8-GPU node, then three that take many seconds each (1024 ranks, DES)
+SWEEP = ["sweep", "-j", "2", "--topology", "dgx-h100-8,dgx-h100-128n", "--seq-len", "16K", "--engine", "des",
+         "--schedules", "contiguous,striped,zigzag", "-o", "out.csv"]
+
+
+def _workers_and_points(n_points):
+    def ready(tree, err):
+        return sum(1 for d, _ in tree.values() if d == 1) >= 2 and err.count(" points ") >= n_points
+    return ready
+
+
+@pytest.mark.parametrize("sig,group,code", [(signal.SIGINT, False, 130), (signal.SIGINT, True, 130),
+                                            (signal.SIGTERM, False, 143)])
+def test_sweep_interrupted_keeps_finished_points_and_stops_its_workers(command, tmp_path, sig, group, code):
+    """Ctrl-C (to the process or, as a terminal sends it, to the whole group) and SIGTERM: the
+    finished points are kept, the workers stop at once, exit 128 + the signal."""
+    c = command(*SWEEP)
+    c.wait_for(_workers_and_points(1))
+    got, took, left = c.stop(sig, group=group)
+    err = "".join(c.err)
+    assert got == code, err[-800:]
+    assert left == [] and took < 5.0
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("ringsim sweep: ") and "finished points" in last and " of 6 " in last
+    kept = int(last.split("kept ")[1].split()[0])
+    assert 1 <= kept < 6
+    rows = (c.cwd / "out.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("topology,model,world_size") and len(rows) == 1 + kept
+    assert c.leftovers(0) == []
+
+
+def test_sweep_killed_leaves_no_workers(command, tmp_path):
+    c = command(*SWEEP)
+    tree = c.wait_for(_workers_and_points(1))
+    code, took, left = c.stop(signal.SIGKILL)
+    assert code == -9
+    assert left == [], f"alive 5 s after SIGKILL: {left} of {tree}"
+    assert c.leftovers(0) == []
+
+
+def test_sweep_interrupted_before_the_first_point_writes_nothing(command, tmp_path):
+    args = list(SWEEP)
+    args[args.index("--topology") + 1] = "dgx-h100-128n"  # every point slow
+    c = command(*args)
+    c.wait_for(_workers_and_points(0))
+    code, took, left = c.stop(signal.SIGINT)
+    err = "".join(c.err)
+    assert code == 130 and left == []
+    assert "before any point finished; nothing written" in err and "Traceback" not in err
+    assert not (c.cwd / "out.csv").exists()
