@@ -10,11 +10,12 @@ each covering what the one before cannot:
    blocks that handle Ctrl-C stop the children and remove the temporary folders.
 2. **Children watch their parent** (:func:`die_with_parent`). Every rank and sweep worker asks
    the Linux kernel for ``SIGKILL`` when its parent dies (``prctl(PR_SET_PDEATHSIG)``), so a
-   ``SIGKILL``\\ed launcher cannot leave them computing; a rank's parent is the forkserver, which
-   multiprocessing ends when the launcher's end of its pipe closes, so the chain reaches the
-   ranks within milliseconds. A child that finds its launcher already gone exits at once (the
-   race between the fork and the ``prctl``). Where ``prctl`` does not exist, a thread polls the
-   parent's pid instead.
+   ``SIGKILL``\\ed launcher cannot leave them computing. A rank's parent is the forkserver, which
+   multiprocessing ends when every copy of its keep-alive pipe is closed; a rank closes the copy
+   it inherits (:func:`release_forkserver`), so the launcher's death ends the forkserver, and the
+   forkserver's the ranks, within milliseconds. A child that finds its launcher already gone
+   exits at once (the race between the fork and the ``prctl``). Where ``prctl`` does not exist,
+   a thread polls the parent's pid instead.
 3. **A reaper outlives the launcher** (:class:`Reaper`). A small separate process (``python -m
    ringsim.procguard``, in its own session, deaf to ``SIGINT``/``SIGTERM``/``SIGHUP``) reads a
    pipe from the launcher, on which the launcher registers the pids it starts and the temporary
@@ -39,7 +40,8 @@ import sys
 import threading
 import time
 
-__all__ = ["Terminated", "signals_as_exceptions", "die_with_parent", "set_process_name", "process_start_time",
+__all__ = ["Terminated", "signals_as_exceptions", "die_with_parent", "release_forkserver", "set_process_name",
+           "process_start_time",
            "pid_alive", "Reaper", "reaper", "descendants"]
 
 _LINUX = sys.platform.startswith("linux")
@@ -137,6 +139,22 @@ def die_with_parent(launcher_pid: int | None = None) -> None:
                     os._exit(1)
 
         threading.Thread(target=watch, name="ringsim-parent-watch", daemon=True).start()
+
+
+def release_forkserver() -> None:
+    """In a child of multiprocessing's forkserver: close the child's copy of the forkserver's
+    keep-alive pipe. Every forkserver child inherits that pipe's write end, which keeps the
+    forkserver running while any child lives; closed here, the forkserver ends when the launcher
+    ends, and this child (parent-death signal) with it."""
+    try:
+        from multiprocessing import forkserver
+
+        fs = forkserver._forkserver
+        if fs._forkserver_alive_fd is not None:
+            os.close(fs._forkserver_alive_fd)
+            fs._forkserver_alive_fd = None
+    except (AttributeError, OSError, ImportError):
+        pass
 
 
 def process_start_time(pid: int) -> int | None:

@@ -134,7 +134,8 @@ def _ranks_running(tree, err):
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("sig,codes", [(signal.SIGTERM, (143,)), (signal.SIGKILL, (-9,)), (signal.SIGINT, (130,))])
+@pytest.mark.parametrize("sig,codes", [(signal.SIGTERM, (143,)), (signal.SIGKILL, (-9,)), (signal.SIGINT, (130,))],
+                         ids=["SIGTERM", "SIGKILL", "SIGINT"])
 def test_run_stopped_by_a_signal_leaves_no_process_and_no_temporaries(command, tmp_path, sig, codes):
     c = command(*RUN)
     tree = c.wait_for(_ranks_running)
@@ -162,7 +163,8 @@ def _workers_and_points(n_points):
 
 
 @pytest.mark.parametrize("sig,group,code", [(signal.SIGINT, False, 130), (signal.SIGINT, True, 130),
-                                            (signal.SIGTERM, False, 143)])
+                                            (signal.SIGTERM, False, 143)],
+                         ids=["SIGINT", "SIGINT-to-group", "SIGTERM"])
 def test_sweep_interrupted_keeps_finished_points_and_stops_its_workers(command, tmp_path, sig, group, code):
     """Ctrl-C (to the process or, as a terminal sends it, to the whole group) and SIGTERM: the
     finished points are kept, the workers stop at once, exit 128 + the signal."""
@@ -201,3 +203,87 @@ def test_sweep_interrupted_before_the_first_point_writes_nothing(command, tmp_pa
     assert code == 130 and left == []
     assert "before any point finished; nothing written" in err and "Traceback" not in err
     assert not (c.cwd / "out.csv").exists()
+
+
+# ---- each mechanism on its own -----------------------------------------------------------------------
+
+_PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+print(child.pid, flush=True)
+{register}
+time.sleep(120)
+"""
+_CHILD_DIES_WITH_PARENT = ("from ringsim.procguard import die_with_parent; die_with_parent(); "
+                           "import time; time.sleep(120)")
+_CHILD_PLAIN = "import time; time.sleep(120)"
+
+
+def _parent_and_child(child_code, register=""):
+    p = subprocess.Popen([sys.executable, "-c", _PARENT.format(register=register), child_code],
+                         stdout=subprocess.PIPE, text=True, start_new_session=True)
+    child = int(p.stdout.readline())
+    t0 = time.monotonic()
+    while (_stat(child) is None or time.monotonic() - t0 < 1.0) and time.monotonic() - t0 < 30:
+        time.sleep(0.05)  # the child is up and has armed itself
+    return p, child, _stat(child)[2]
+
+
+def _gone_within(pid, start, seconds):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds and _alive(pid, start):
+        time.sleep(0.05)
+    return not _alive(pid, start)
+
+
+def test_a_child_that_watches_its_parent_dies_with_it():
+    for code, dies in ((_CHILD_DIES_WITH_PARENT, True), (_CHILD_PLAIN, False)):  # and the control
+        p, child, start = _parent_and_child(code)
+        try:
+            p.kill()
+            p.wait()
+            assert _gone_within(child, start, 3.0) == dies
+        finally:
+            if _alive(child, start):
+                os.kill(child, signal.SIGKILL)
+
+
+def test_the_reaper_cleans_up_after_a_killed_launcher(tmp_path):
+    folder = tmp_path / "ringsim-run-test"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "f").write_text("x")
+    register = ("from ringsim.procguard import reaper; r = reaper(); r.add_pid(child.pid); "
+                f"r.add_dir({str(folder)!r}); print(r.pid, flush=True)")
+    p, child, start = _parent_and_child(_CHILD_PLAIN, register)
+    reaper_pid = int(p.stdout.readline())
+    reaper_start = _stat(reaper_pid)[2]
+    try:
+        time.sleep(0.3)
+        assert folder.exists() and _alive(child, start)
+        p.kill()  # the launcher only: its child (which does not watch it) is the reaper's to kill
+        p.wait()
+        assert _gone_within(child, start, 5.0)
+        assert _gone_within(reaper_pid, reaper_start, 5.0)
+        assert not folder.exists()
+    finally:
+        for pid, st in ((child, start), (reaper_pid, reaper_start)):
+            if _alive(pid, st):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_stale_run_folders_of_dead_launchers_are_removed(tmp_path):
+    import json
+
+    from ringsim.runtime.launch import remove_stale_run_dirs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for name, owner in (("ringsim-run-dead", {"pid": dead.pid, "start": None}),
+                        ("ringsim-run-live", {"pid": os.getppid(), "start": _stat(os.getppid())[2]}),
+                        ("ringsim-run-unknown", None)):
+        (tmp_path / name).mkdir()
+        if owner is not None:
+            (tmp_path / name / "owner.json").write_text(json.dumps(owner))
+    removed = remove_stale_run_dirs(str(tmp_path))
+    assert [os.path.basename(r) for r in removed] == ["ringsim-run-dead"]
+    assert sorted(os.listdir(tmp_path)) == ["ringsim-run-live", "ringsim-run-unknown"]

@@ -72,7 +72,8 @@ def _child(fn, args, rank, world_size, port, timeout_s, threads, result_dir, hb_
     """Entry point of a local rank: set threads, join the gloo group, run ``fn``, save its result."""
     from ringsim import procguard
 
-    procguard.die_with_parent(launcher_pid)  # killed with the forkserver, which ends with the launcher
+    procguard.release_forkserver()  # so the forkserver ends with the launcher ...
+    procguard.die_with_parent(launcher_pid)  # ... and this rank with the forkserver
     procguard.set_process_name(f"ringsim-rank{rank}")
     err_path = os.path.join(result_dir, f"rank{rank}.err")
     try:
