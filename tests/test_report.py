@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from optional import require
 from ringsim.calibrate import calibrate
 from ringsim.report import gantt_rows, write_report
 from ringsim.validate import validate_runs
@@ -147,17 +148,15 @@ def test_cli_report_and_bad_inputs(tmp_path, capsys):
 
 
 def test_report_renders_in_headless_chromium_without_console_errors(material, tmp_path):
-    import shutil
     import subprocess
 
-    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-    if exe is None:
-        pytest.skip("no headless Chromium on this machine")
+    exe = require("chromium")
     runs, predicted, doc, calib = material
     path = tmp_path / "r.html"
     write_report(str(path), runs, predicted, doc, calib)
     n_figs = len(_figures(path.read_text()))
-    proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+    proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--no-first-run", "--enable-logging=stderr",
                            "--log-level=0", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000",
                            "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120)
     console = [l for l in proc.stderr.splitlines() if ":CONSOLE" in l]
