@@ -91,9 +91,15 @@ def _delete(doc, path):
     del node[path[-1]]
 
 
+# for studies, valid numbers stay small: a valid 2^30-token point is a real (seconds-long) simulation,
+# not a reader's problem; the out-of-range ones (2^63, 10^30, ...) stay
+HOSTILE_SMALL = HOSTILE.filter(lambda v: not (isinstance(v, int) and not isinstance(v, bool)
+                                             and 1 << 16 < abs(v) <= 1 << 31))
+
+
 @st.composite
-def damaged(draw, valid_docs):
-    """A valid document with one to three damages."""
+def damaged(draw, valid_docs, hostile=HOSTILE):
+    """A valid document with up to two damages."""
     doc = copy.deepcopy(draw(st.sampled_from(valid_docs)))
     for _ in range(draw(st.integers(0, 2))):  # none: the valid file itself, whose result is checked
         paths = [p for p, _ in _paths(doc) if p]
@@ -103,7 +109,7 @@ def damaged(draw, valid_docs):
         kind = draw(st.sampled_from(["replace", "replace", "benign", "benign", "delete", "unknown-key", "deepen"]))
         try:
             if kind == "replace":
-                _set(doc, path, draw(HOSTILE))
+                _set(doc, path, draw(hostile))
             elif kind == "benign":  # another plausible value: small sizes, real figures, other names
                 _set(doc, path, draw(BENIGN))
             elif kind == "delete":
@@ -111,7 +117,7 @@ def damaged(draw, valid_docs):
             elif kind == "unknown-key":
                 _set(doc, path[:-1] + ("colour",), "red") if isinstance(doc, dict) else None
             else:
-                v = draw(HOSTILE)
+                v = draw(hostile)
                 for _ in range(draw(st.integers(1, 60))):
                     v = [v]
                 _set(doc, path, v)
@@ -201,7 +207,7 @@ def _run_cli(argv):
 
 @settings(max_examples=200, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(doc=damaged(VALID_STUDIES), cut=st.one_of(st.none(), st.none(), st.none(), st.integers(0, 200)))
+@given(doc=damaged(VALID_STUDIES, HOSTILE_SMALL), cut=st.one_of(st.none(), st.none(), st.none(), st.integers(0, 200)))
 def test_fuzzed_study_file_runs_correctly_or_is_one_line(tmp_path_factory, doc, cut):
     from ringsim.sweep import load_study
 
