@@ -39,8 +39,8 @@ def check_destination(path, what: str) -> str:
     except (OSError, ValueError):
         name_max = 255
     if len(name.encode("utf-8", "surrogateescape")) > name_max:
-        raise InputError(f"cannot write {what} {p[:60]}…: the file name is {len(name.encode())} bytes, longer than "
-                         f"the {name_max} the file system allows; choose a shorter name")
+        raise InputError(f"cannot write {what} {p[:60]}…: the file name is too long ({len(name.encode())} bytes; "
+                         f"the file system allows {name_max}); choose a shorter name")
     try:
         fd, probe = tempfile.mkstemp(prefix=f".ringsim-{os.getpid()}-probe-", suffix=".tmp", dir=directory)
         os.close(fd)
