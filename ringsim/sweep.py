@@ -241,8 +241,22 @@ def run_study(points: list[dict], jobs: int = 1, on_done=None, executor: str = "
             raise InputError("--executor dask needs dask.distributed; pip install 'ringsim[dask]'") from None
         # a scheduler address: that cluster; none: a local one, one single-threaded worker process
         # per job (the simulator is pure Python: threads would share one interpreter lock)
-        client = (Client(scheduler) if scheduler
-                  else Client(processes=True, n_workers=max(jobs, 1), threads_per_worker=1))
+        scratch = None
+        if scheduler:
+            client = Client(scheduler)
+        else:  # the workers' scratch space is this sweep's own, removed however the sweep ends
+            import shutil
+            import tempfile
+
+            from .procguard import reaper
+
+            scratch = tempfile.mkdtemp(prefix="ringsim-dask-")
+            reaper().add_dir(scratch)
+            import dask
+
+            with dask.config.set({"temporary-directory": scratch}):
+                client = Client(processes=True, n_workers=max(jobs, 1), threads_per_worker=1,
+                                local_directory=scratch)
         try:
             futs = {client.submit(run_point, p, pure=False): i for i, p in enumerate(points)}
             for fut in as_completed(futs):
@@ -253,6 +267,8 @@ def run_study(points: list[dict], jobs: int = 1, on_done=None, executor: str = "
             raise Interrupted([results[i] for i in sorted(results)], getattr(e, "signum", None)) from None
         finally:
             client.close()
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
     elif executor != "local":
         raise InputError(f"unknown executor {executor!r}; use local or dask")
     elif jobs <= 1 or len(points) <= 1:

@@ -287,3 +287,18 @@ def test_stale_run_folders_of_dead_launchers_are_removed(tmp_path):
     removed = remove_stale_run_dirs(str(tmp_path))
     assert [os.path.basename(r) for r in removed] == ["ringsim-run-dead"]
     assert sorted(os.listdir(tmp_path)) == ["ringsim-run-live", "ringsim-run-unknown"]
+
+
+def test_dask_sweep_killed_leaves_no_workers_and_no_scratch_space(command):
+    from optional import require
+
+    require("dask.distributed")
+    c = command("sweep", "--executor", "dask", "-j", "2", "--engine", "des", "--topology", "dgx-h100-128n",
+                "--seq-len", "1M,2M", "-o", "out.csv")
+    tree = c.wait_for(lambda tree, err: sum(1 for d, _ in tree.values() if d == 1) >= 3)
+    time.sleep(3.0)  # the local cluster's workers are up and computing
+    tree = c.wait_for(lambda tree, err: True)
+    code, took, left = c.stop(signal.SIGKILL)
+    assert code == -9
+    assert left == [], f"alive 5 s after SIGKILL: {left} of {tree}"
+    assert c.leftovers() == []  # the workers' scratch space was the sweep's own, and is gone
