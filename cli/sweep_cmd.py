@@ -100,6 +100,7 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
     Example: ringsim sweep --topology dgx-h100-8 --model llama3-8b --seq-len 16K,64K,256K,1M \\
                            --schedules contiguous,zigzag --format csv --report sweep.html
     """
+    from ringsim import limits
     from ringsim.limits import check_int
     from ringsim.outputs import check_destinations
     from ringsim.procguard import signals_as_exceptions
@@ -165,7 +166,8 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
     ws = opt("world_size", world_size, None)
     st = Study(
         seq_lens=parse_int_list(opt("seq_len", seq_len, "128K"), what("seq_len", seq_len)),
-        world_sizes=parse_int_list(ws, what("world_size", world_size)) if ws else [None],
+        world_sizes=(parse_int_list(ws, what("world_size", world_size), limits.RANKS.value,
+                                    f" ranks (or raise the limit with {limits.RANKS.env}=N)") if ws else [None]),
         topologies=_names(opt("topology", topology, "dgx-h100-8")),
         bw_scales=_floats(opt("bw_scale", bw_scale, "1"), what("bw_scale", bw_scale)),
         bw_class=opt("bw_class", bw_class, None),

@@ -47,10 +47,11 @@ _SEQ_MULT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 MAX_COUNT = 1 << 31  # tokens (T² pairs must fit in int64) and any other count given as text
 
 
-def parse_seq_len(text: str | int, what: str = "sequence length", high: int = MAX_COUNT) -> int:
+def parse_seq_len(text: str | int, what: str = "sequence length", high: int = MAX_COUNT, why: str = "") -> int:
     """``"128K"`` → 131072, ``"1M"`` → 1048576, ``"128000"`` → 128000 (binary suffixes).
 
-    At most ``high`` (2^31 = 2G tokens by default: ringsim counts T² pairs exactly in int64)."""
+    At most ``high`` (2^31 = 2G tokens by default: ringsim counts T² pairs exactly in int64);
+    ``why`` explains another bound in the message."""
     if isinstance(text, int) and not isinstance(text, bool):
         value = text
     else:
@@ -66,18 +67,18 @@ def parse_seq_len(text: str | int, what: str = "sequence length", high: int = MA
         raise InputError(f"{what} must be positive, got {text!r}")
     if value > high:
         shown = str(text) if len(str(text)) <= 40 else str(text)[:20] + "…"
-        raise InputError(f"{what} {shown} is too large: at most {high:,}"
-                         + (" tokens (2G), the longest sequence ringsim counts exactly" if high == MAX_COUNT else "")
-                         + "; give a smaller value")
+        if not why:
+            why = " tokens (2G), the longest sequence ringsim counts exactly" if high == MAX_COUNT else ""
+        raise InputError(f"{what} {shown} is too large: at most {high:,}{why}; give a smaller value")
     return value
 
 
-def parse_int_list(text: str, what: str, high: int = MAX_COUNT) -> list[int]:
+def parse_int_list(text: str, what: str, high: int = MAX_COUNT, why: str = "") -> list[int]:
     """Comma-separated sequence lengths or counts, each with optional K/M suffix, each at most ``high``."""
     parts = [p for p in str(text).split(",") if p.strip()]
     if not parts:
         raise InputError(f"{what} is empty; give one or more values separated by commas")
-    return [parse_seq_len(p, what, high) for p in parts]
+    return [parse_seq_len(p, what, high, why) for p in parts]
 
 
 _NUM = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
