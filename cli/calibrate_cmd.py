@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import click
 
+from ringsim.outputs import check_destination
 from ringsim.units import InputError
 
-from .common import emit, render_table, to_json
+from .common import emit, output_path, render_table, to_json
 
 
 def _describe_fit(e: dict) -> str:
@@ -80,7 +81,8 @@ def summary_rows(doc: dict) -> list[dict]:
 
 @click.command()
 @click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="calib.json to write (atomically).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), callback=output_path,
+              help="calib.json to write (atomically).")
 @click.option("--run-config", multiple=True, metavar="KEY=VALUE",
               help="For Kineto traces, which do not record it: schedule, seq_len, mask, heads, kv_heads, head_dim, "
                    "batch, dtype, link_class (repeat the option).")
@@ -92,6 +94,7 @@ def calibrate(traces, output, run_config, fmt):
     per rank); write them with their fit errors (MAPE) to OUTPUT."""
     from ringsim.calibration import calibrate as fit, load_measured, write_calibration
 
+    check_destination(output, "--output")
     runs = load_measured(list(traces), parse_kv(run_config) or None)
     doc = fit(runs)
     write_calibration(doc, output)

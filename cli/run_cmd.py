@@ -6,7 +6,25 @@ import click
 from ringsim.schedules import SCHEDULES
 from ringsim.units import InputError, parse_seq_len
 
-from .common import render_table, to_json
+from .common import output_path, render_table, to_json
+
+
+def check_run_memory(cfg) -> None:
+    """Every local rank draws the global q, k, v, dout (fp32) and, with --check, the reference
+    needs T×T scores: refuse a run that cannot fit this host's memory before starting ranks."""
+    import os
+
+    try:
+        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    T, B = cfg.seq_len, cfg.batch
+    per_rank = 4 * B * T * cfg.head_dim * (2 * cfg.heads + 2 * cfg.kv_heads)
+    need = per_rank * cfg.world_size + (8 * B * T * T * 3 if cfg.check else 0)
+    if need > host:
+        raise InputError(f"this run needs about {need / 1e9:.3g} GB (each of {cfg.world_size} ranks holds the global "
+                         f"inputs{', and --check a T×T reference' if cfg.check else ''}) but the host has "
+                         f"{host / 1e9:.3g} GB; lower --seq-len, --batch or --heads")
 
 
 @click.command()
@@ -24,7 +42,7 @@ from .common import render_table, to_json
 @click.option("--repeat", type=int, default=3, show_default=True, help="Timed iterations (all recorded).")
 @click.option("--warmup", type=int, default=1, show_default=True, help="Untimed iterations first.")
 @click.option("--check", is_flag=True, help="Compare out, lse (and dq, dk, dv) with single-process attention.")
-@click.option("--trace", type=click.Path(dir_okay=False), default=None,
+@click.option("--trace", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Write the measured timeline (Chrome trace JSON; .csv/.parquet by extension).")
 @click.option("--timeout-s", type=float, default=120.0, show_default=True,
               help="Watchdog: a rank with no ring-step progress for this long fails the run.")
@@ -51,6 +69,10 @@ def run(world_size, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, p
     from ringsim.runtime.launch import RankFailure, launch_local, run_under_torchrun, under_torchrun
     from ringsim.runtime.runner import RunConfig, assemble, check_outputs
 
+    from ringsim.limits import check_float, check_int
+    from ringsim.outputs import check_destination
+    from ringsim.procguard import Terminated, signals_as_exceptions
+
     docs = None
     if documents:
         from ringsim.documents import parse_documents
@@ -66,10 +88,17 @@ def run(world_size, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, p
                     phase=phase, dtype=dtype, repeat=repeat, warmup=warmup, check=check, seed=seed, threads_per_rank=threads_per_rank,
                     kernel=kernel, timeout_s=timeout_s, instrument=not no_instrument,
                     fault=os.environ.get("RINGSIM_TEST_FAULT") or None).validate()
-    if trace:
-        d = os.path.dirname(os.path.abspath(trace))
-        if not os.path.isdir(d):
-            raise InputError(f"cannot write --trace {trace}: directory {d} does not exist; create it first")
+    # after validate(): its messages for values below range stay; here the upper ends and finiteness
+    check_float(timeout_s, "--timeout-s", "timeout", "e.g. 120")
+    for name, value, lo, hi in (("--world-size", world_size, 1, 1 << 12), ("--heads", heads, 1, 1 << 12),
+                                ("--kv-heads", kv_heads, 1, 1 << 12), ("--head-dim", head_dim, 1, 1 << 14),
+                                ("--batch", batch, 1, 1 << 16), ("--repeat", repeat, 1, 1_000_000),
+                                ("--warmup", warmup, 0, 1_000_000), ("--threads-per-rank", threads_per_rank, 1, 4096),
+                                ("--seed", seed, 0, (1 << 63) - 1)):
+        if value is not None:
+            check_int(value, name, lo, hi)
+    check_destination(trace, "--trace")
+    check_run_memory(cfg)
     if under_torchrun():
         results, backend, device = run_under_torchrun(cfg)
         if results is None:  # not rank 0: rank 0 reports
@@ -78,10 +107,17 @@ def run(world_size, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, p
         click.echo(f"ringsim run: {world_size} local rank(s), gloo, {cfg.threads_per_rank} thread(s) per rank",
                    err=True)
         try:
-            results = launch_local(cfg)
+            with signals_as_exceptions():  # SIGTERM/SIGHUP: stop the ranks and clean up as for Ctrl-C
+                results = launch_local(cfg)
         except RankFailure as e:
             click.echo(f"ringsim run: error: {e}", err=True)
             return 1
+        except Terminated as e:
+            click.echo(f"ringsim run: {e}; ranks stopped, temporary files removed", err=True)
+            return 128 + e.signum
+        except KeyboardInterrupt:
+            click.echo("ringsim run: interrupted; ranks stopped, temporary files removed", err=True)
+            return 130
         backend, device = "gloo", "cpu"
     tl, summary = assemble(cfg, results, backend, device)
     checked = check_outputs(cfg, results) if check else None

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import click
 
+from ringsim.outputs import check_destinations
 from ringsim.schedules import SCHEDULES
 from ringsim.units import InputError, format_bytes, format_seconds
 
 from .common import (build_cost_model, build_topology, build_workload, documents_options, emit, format_option,
-                     pack_of, render_csv, render_table, system_options, to_json, topology_options, workload_options)
+                     output_path, pack_of, render_csv, render_table, system_options, to_json, topology_options,
+                     workload_options)
 
 SUMMARY = ["schedule", "world_size", "seq_len", "phase", "engine", "makespan_s", "layer_makespan_s",
            "ideal_bound_s", "efficiency", "imbalance", "overlap", "hide_block_tokens", "transfers_hidden",
@@ -68,15 +70,21 @@ def _render(results: list[dict], fmt: str, output, speedups: bool) -> None:
         emit("\n".join(lines) + "\n", output)
 
 
-def _write_trace(results: list[dict], trace: str | None) -> None:
+def _trace_names(trace: str | None, schedules: list[str] | None) -> dict:
+    """schedule → trace file (``schedules`` None: one run, the name as given)."""
     if not trace:
-        return
-    if len(results) == 1:
-        results[0]["_timeline"].write(trace)
-        return
+        return {}
+    if schedules is None:
+        return {None: trace}
     base, dot, ext = trace.rpartition(".")
+    return {s: f"{base}.{s}.{ext}" if dot else f"{trace}.{s}" for s in schedules}
+
+
+def _write_trace(results: list[dict], names: dict) -> None:
     for r in results:
-        r["_timeline"].write(f"{base}.{r['schedule']}.{ext}" if dot else f"{trace}.{r['schedule']}")
+        path = names.get(None) or names.get(r["schedule"])
+        if path:
+            r["_timeline"].write(path)
 
 
 @click.command()
@@ -86,7 +94,7 @@ def _write_trace(results: list[dict], trace: str | None) -> None:
 @documents_options
 @topology_options
 @system_options
-@click.option("--trace", type=click.Path(dir_okay=False), default=None,
+@click.option("--trace", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Write the simulated timeline as Chrome-trace JSON (opens in Perfetto).")
 @format_option
 def simulate(schedule, trace, fmt, output, **opts):
@@ -97,8 +105,10 @@ def simulate(schedule, trace, fmt, output, **opts):
     """
     from ringsim.simulate import simulate_point
 
+    names = _trace_names(trace, None)
+    check_destinations([(output, "--output")] + [(n, "--trace") for n in names.values()])
     res = simulate_point(_spec(schedule, opts), keep_timeline=bool(trace))
-    _write_trace([res], trace)
+    _write_trace([res], names)
     _render([res], fmt, output, speedups=False)
 
 
@@ -109,7 +119,7 @@ def simulate(schedule, trace, fmt, output, **opts):
 @documents_options
 @topology_options
 @system_options
-@click.option("--trace", type=click.Path(dir_okay=False), default=None,
+@click.option("--trace", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Write each schedule's timeline to FILE with the schedule name before the extension.")
 @format_option
 def compare(schedules, trace, fmt, output, **opts):
@@ -122,6 +132,9 @@ def compare(schedules, trace, fmt, output, **opts):
     if bad or not names:
         raise InputError(f"unknown schedule(s) {', '.join(bad) or '(none)'} in --schedules; use a comma list of "
                          f"{', '.join(SCHEDULES)}")
-    results = compare_schedules(_spec(names[0], opts), list(dict.fromkeys(names)), keep_timeline=bool(trace))
-    _write_trace(results, trace)
+    names = list(dict.fromkeys(names))
+    traces = _trace_names(trace, names)
+    check_destinations([(output, "--output")] + [(n, "--trace") for n in traces.values()])
+    results = compare_schedules(_spec(names[0], opts), names, keep_timeline=bool(trace))
+    _write_trace(results, traces)
     _render(results, fmt, output, speedups=True)

@@ -9,7 +9,7 @@ import click
 
 from ringsim.units import InputError, parse_int_list, write_atomic
 
-from .common import positive_float, render_csv, to_json
+from .common import output_path, positive_float, render_csv, to_json
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -97,9 +97,10 @@ def _serialise(rows, fmt, output):
               help="dask: run points on a dask.distributed cluster (pip install 'ringsim[dask]').")
 @click.option("--scheduler", default=None, help="Dask scheduler address (default: a local cluster).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "parquet"]), default="csv", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Write results here (atomically; rewritten as points finish, so an interrupt keeps them).")
-@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write an HTML sweep report.")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, callback=output_path,
+              help="Also write an HTML sweep report.")
 def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, mask, model, phase, batch, dtype,
           engine, kernels, documents, seed, implementation, calibration, jobs, executor, scheduler, fmt, output,
           report):
@@ -109,37 +110,85 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
     Example: ringsim sweep --topology dgx-h100-8 --model llama3-8b --seq-len 16K,64K,256K,1M \\
                            --schedules contiguous,zigzag --format csv --report sweep.html
     """
-    from ringsim.schedules import SCHEDULES
-    from ringsim.sweep import Interrupted, Study, run_study
+    from ringsim import limits
+    from ringsim.limits import check_int
+    from ringsim.outputs import check_destinations
+    from ringsim.procguard import signals_as_exceptions
+    from ringsim.schedules import SCHEDULES, parse_mask
+    from ringsim.sweep import Interrupted, Study, check_point, run_study
+    from ringsim.workload import normalize_dtype
+
+    # every destination and the output format first: nothing is computed for a result that cannot be kept
+    check_destinations([(output, "--output"), (report, "--report")])
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise InputError("--format parquet needs pyarrow; pip install 'ringsim[parquet]' (or use csv/json)") from None
+        if not output:
+            raise InputError("--format parquet writes binary; give --output FILE.parquet")
+    if jobs is not None:
+        check_int(jobs, "--jobs", 1, 1024)
 
     load = {}
     if study:
         from ringsim.sweep import load_study
 
         load = load_study(study)
-    opt = lambda name, val, default: val if val is not None else load.get(name, default)
+
+    def opt(name, val, default):
+        return val if val is not None else load.get(name, default)
+
+    def what(name, val):  # the flag, or the study file's key, that a value came from
+        return f"--{name.replace('_', '-')}" if val is not None or name not in load else f"{study}: {name}"
+
     scheds = _names(opt("schedules", schedules, "contiguous,striped,zigzag"))
     doc_layouts = ("zigzag-doc", "balanced") if opt("documents", documents, None) else ()
     bad = [s for s in scheds if s not in SCHEDULES and s.split(":")[0] not in doc_layouts]
-    if bad:
-        raise InputError(f"unknown schedule(s) {', '.join(bad)}; use a comma list of {', '.join(SCHEDULES)}")
+    if bad or not scheds:
+        raise InputError(f"{what('schedules', schedules)}: unknown schedule(s) {', '.join(bad) or '(none)'}; "
+                         f"use a comma list of {', '.join(SCHEDULES)}")
     phases = _names(opt("phase", phase, "fwd"))
-    if any(p not in ("fwd", "fwd+bwd") for p in phases):
-        raise InputError(f"--phase takes fwd and/or fwd+bwd, got {','.join(phases)}")
+    if not phases or any(p not in ("fwd", "fwd+bwd") for p in phases):
+        raise InputError(f"--phase takes fwd and/or fwd+bwd, got {','.join(phases)}"
+                         + (f" (from {study})" if phase is None and "phase" in load else ""))
+    masks = _names(opt("mask", mask, ""))  # none given: each model's own default mask
+    if not masks and (mask is not None or "mask" in load):
+        raise InputError(f"{what('mask', mask)} is empty; give full, causal or sliding:W")
+    for m in masks:
+        try:
+            parse_mask(m)
+        except InputError as e:
+            raise InputError(f"{what('mask', mask)}: {e}") from None
+    batch_text = str(opt("batch", batch, 1))
+    try:
+        batch_value = int(batch_text)
+    except ValueError:
+        raise InputError(f"{what('batch', batch)} {batch_text!r} is not an integer; give e.g. 1") from None
+    check_int(batch_value, what("batch", batch), 1, 1 << 16)
+    dtype_value = str(opt("dtype", dtype, "bf16"))
+    try:
+        dtype_value = normalize_dtype(dtype_value)
+    except InputError as e:
+        raise InputError(f"{what('dtype', dtype)}: {e}") from None
+    engine_value = str(opt("engine", engine, "auto"))
+    if engine_value not in ("auto", "des", "fast"):
+        raise InputError(f"{what('engine', engine)}: unknown engine {engine_value!r}; use auto, des or fast")
     ws = opt("world_size", world_size, None)
     st = Study(
-        seq_lens=parse_int_list(opt("seq_len", seq_len, "128K"), "--seq-len"),
-        world_sizes=parse_int_list(ws, "--world-size") if ws else [None],
+        seq_lens=parse_int_list(opt("seq_len", seq_len, "128K"), what("seq_len", seq_len)),
+        world_sizes=(parse_int_list(ws, what("world_size", world_size), limits.RANKS.value,
+                                    f" ranks (or raise the limit with {limits.RANKS.env}=N)") if ws else [None]),
         topologies=_names(opt("topology", topology, "dgx-h100-8")),
-        bw_scales=_floats(opt("bw_scale", bw_scale, "1"), "--bw-scale"),
+        bw_scales=_floats(opt("bw_scale", bw_scale, "1"), what("bw_scale", bw_scale)),
         bw_class=opt("bw_class", bw_class, None),
         schedules=scheds,
-        masks=_names(opt("mask", mask, "")) or [None],
+        masks=masks or [None],
         models=_names(opt("model", model, "llama3-8b")),
         phases=phases,
-        batch=int(opt("batch", batch, 1)),
-        dtype=str(opt("dtype", dtype, "bf16")),
-        engine=str(opt("engine", engine, "auto")),
+        batch=batch_value,
+        dtype=dtype_value,
+        engine=engine_value,
         calibration=opt("calibration", calibration, None),
         kernels=opt("kernels", kernels, None),
         implementation=str(opt("implementation", implementation, "ringsim")),
@@ -152,6 +201,8 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
         parse_documents(st.documents, None)  # fail fast on a bad spec
     if st.calibration and st.kernels:
         raise InputError("give --calibration or --kernels, not both (a calibration is its own cost model)")
+    if not st.topologies or not st.models:
+        raise InputError("--topology and --model need at least one name each")
     if st.calibration:
         from ringsim.calibration import load_calibration
 
@@ -162,16 +213,20 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
 
     from ringsim.costs import resolve_kernels
 
+    topos = {}
     for t in st.topologies:
-        topo = load_topology(t)
+        topos[t] = topo = load_topology(t)
         if not st.calibration:
             resolve_kernels(st.kernels, topo)  # a family the device has no profile of fails here, once
     for m in st.models:
         get_model(m)
-    if fmt == "parquet" and not output:
-        raise InputError("--format parquet writes binary; give --output FILE.parquet")
     points = st.points()
-    progress = _Progress(len(points))
+    errors = [check_point(p, topos) for p in points]
+    if points and all(errors):
+        raise InputError(f"no point of this sweep can run ({len(points)} of {len(points)} invalid); "
+                         f"first: {errors[0]}")
+    valid = sum(1 for e in errors if not e)
+    progress = _Progress(valid)
     finished: list[dict] = []
 
     def on_done(row, n):
@@ -184,25 +239,32 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
 
     n_jobs = jobs or os.cpu_count() or 1
     try:
-        rows = run_study(points, n_jobs, on_done, executor, scheduler)
+        with signals_as_exceptions():  # SIGTERM/SIGHUP stop the workers and keep the finished points, as Ctrl-C
+            rows = run_study(points, n_jobs, on_done, executor, scheduler, errors)
     except Interrupted as e:
+        import signal
+
         rows = e.rows
+        how = f"stopped by {signal.Signals(e.signum).name}" if e.signum else "interrupted"
+        if not rows:
+            click.echo(f"ringsim sweep: {how} before any point finished; nothing written", err=True)
+            sys.exit(128 + (e.signum or signal.SIGINT))
         data = _serialise(rows, fmt, output)
         if output:
             write_atomic(output, data)
         else:
             click.echo(data, nl=False)
-        click.echo(f"ringsim sweep: interrupted; kept {len(rows)} of {len(points)} finished points", err=True)
-        sys.exit(130)
+        click.echo(f"ringsim sweep: {how}; kept {len(rows)} of {len(points)} finished points", err=True)
+        sys.exit(128 + (e.signum or signal.SIGINT))
     data = _serialise(rows, fmt, output)
     if output:
         write_atomic(output, data)
     else:
         click.echo(data, nl=False)
-    errors = [r for r in rows if r.get("error")]
-    if errors:
-        click.echo(f"ringsim sweep: {len(errors)} of {len(rows)} points could not run (see the error column); "
-                   f"first: {errors[0]['error']}", err=True)
+    failed = [r for r in rows if r.get("error")]
+    if failed:
+        click.echo(f"ringsim sweep: {len(failed)} of {len(rows)} points could not run (see the error column); "
+                   f"first: {failed[0]['error']}", err=True)
     if report:
         from ringsim.sweepreport import write_sweep_report
 

@@ -117,6 +117,11 @@ class Plan:
         schedule = str(schedule).strip().lower()
         if world_size <= 0:
             raise InputError(f"world size must be positive, got {world_size}")
+        from .limits import MAX_SEQ_LEN, RANKS
+
+        RANKS.check(int(world_size), f"world size {world_size}", "use a smaller --world-size")
+        if not 0 < int(seq_len) <= MAX_SEQ_LEN:
+            raise InputError(f"sequence length must be in [1, {MAX_SEQ_LEN:,}], got {seq_len}; give a shorter one")
         self.world_size = G = int(world_size)
         self.seq_len = T = int(seq_len)
         if T <= 0:

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from .units import InputError
 
-__all__ = ["Interrupted", "Study", "load_study", "run_point", "run_study", "add_speedups", "ROW_COLUMNS"]
+__all__ = ["Interrupted", "Study", "load_study", "check_point", "run_point", "run_study", "add_speedups",
+           "ROW_COLUMNS"]
 
 ROW_COLUMNS = ["topology", "model", "world_size", "seq_len", "schedule", "mask", "phase", "bw_scale", "engine", "kernels",
                "makespan_s", "layer_makespan_s", "ideal_bound_s", "efficiency", "imbalance", "overlap",
@@ -57,23 +58,89 @@ class Study:
                 for t, m, g, T, k, p, b, s in grid]
 
 
-def load_study(path: str) -> dict:
-    """A YAML study file: the same keys as the sweep options (lists or comma strings)."""
-    import yaml
+_SINGLE_KEYS = {"bw_class", "batch", "dtype", "engine", "calibration"}
+_STUDY_FIX = "a study file maps sweep options (seq_len, schedules, ...) to a value or a list of values"
 
-    if not os.path.exists(path):
-        raise InputError(f"study file {path} does not exist; check the path")
-    try:
-        with open(path) as f:
-            doc = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax") from None
+
+def load_study(path: str) -> dict:
+    """A YAML study file: the same keys as the sweep options (lists or comma strings).
+
+    Returns each key's values as one comma string, as the option would take them. Every value
+    must be a plain scalar (a number or a string), finite, and single where the option takes one
+    (``batch``, ``dtype``, ``engine``, ``calibration``, ``bw_class``); anything else is one
+    :class:`InputError` line naming the file and the key."""
+    import math
+
+    from .yamlio import read_yaml_file
+
+    doc = read_yaml_file(path, path, "study file", _STUDY_FIX)
+    if doc is None:
+        doc = {}
     if not isinstance(doc, dict):
         raise InputError(f"{path}: a study file is a mapping of option: values; got {type(doc).__name__}")
-    unknown = sorted(set(doc) - _STUDY_KEYS)
+    unknown = sorted(str(k) for k in doc if k not in _STUDY_KEYS)
     if unknown:
         raise InputError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_STUDY_KEYS))}")
-    return {k: (",".join(str(x) for x in v) if isinstance(v, list) else str(v)) for k, v in doc.items()}
+    out = {}
+    for k, v in doc.items():
+        items = v if isinstance(v, list) else [v]
+        if v is None or not items:
+            raise InputError(f"{path}: {k}: empty; give a value or a list of values, or remove the key")
+        if k in _SINGLE_KEYS and len(items) != 1:
+            raise InputError(f"{path}: {k}: takes one value, got {len(items)}; keep one")
+        for x in items:
+            if x is None or isinstance(x, (dict, list, set, bytes)) or not isinstance(x, (str, int, float)):
+                raise InputError(f"{path}: {k}: {str(x)[:60]!r} is not a plain value; give a number or a name, "
+                                 "or a list of them")
+            if isinstance(x, float) and not math.isfinite(x):
+                raise InputError(f"{path}: {k}: {x} is not a finite number; give a finite value")
+            if isinstance(x, bool):
+                raise InputError(f"{path}: {k}: {x} is a yes/no value, not a {k.replace('_', ' ')}; give one")
+        out[k] = ",".join(str(x) for x in items)
+    return out
+
+
+def check_point(point: dict, topologies: dict | None = None) -> str | None:
+    """Why ``point`` cannot run, or None: the cheap checks of :func:`run_point` (topology, model,
+    workload, world size, partition, link class) without simulating. ``topologies`` caches loads."""
+    from .schedules import Plan, parse_mask
+    from .topoload import load_topology
+    from .workload import Workload, build_model
+
+    cache = topologies if topologies is not None else {}
+    try:
+        name = point["topology"]
+        if name not in cache:
+            cache[name] = load_topology(name)
+        topo = cache[name]
+        cls = point.get("bw_class")
+        if cls and point.get("bw_scale", 1.0) != 1.0 and cls not in {l.link_class for l in topo.links}:
+            raise InputError(f"topology {topo.name} has no link class {cls!r} for --bw-class; it has "
+                             f"{sorted({l.link_class for l in topo.links})}")
+        wl = Workload(build_model(point["model"]), point["seq_len"], point.get("batch", 1), point.get("dtype", "bf16"))
+        G = point["world_size"] or topo.num_gpus
+        topo.check_world_size(G)
+        if point.get("documents"):  # a document layout (zigzag-doc, balanced): the strategy's own checks
+            from .strategies import parse_strategy
+
+            parse_strategy(point["schedule"], documents=[wl.seq_len])  # the name only: the pack is drawn per point
+            parse_mask(point["mask"] or wl.model.default_mask())
+        else:
+            Plan(point["schedule"], G, wl.seq_len, point["mask"] or wl.model.default_mask())
+        if point.get("engine", "auto") not in ("auto", "des", "fast"):
+            raise InputError(f"unknown engine {point['engine']!r}; use auto, des or fast")
+        if point["phase"] not in ("fwd", "fwd+bwd"):
+            raise InputError(f"unknown phase {point['phase']!r}; use fwd or fwd+bwd")
+    except InputError as e:
+        return str(e)
+    return None
+
+
+def _error_row(point: dict, error: str) -> dict:
+    row = {k: point.get(k) for k in ("topology", "model", "world_size", "seq_len", "schedule", "mask", "phase",
+                                     "bw_scale")}
+    row["error"] = error
+    return row
 
 
 def run_point(point: dict) -> dict:
@@ -138,14 +205,52 @@ def add_speedups(rows: list[dict]) -> list[dict]:
     return rows
 
 
+def _worker_init(launcher_pid: int) -> None:
+    """A local worker: dies with the sweep (parent-death signal), leaves Ctrl-C to the sweep, and
+    ends at once on SIGTERM (the sweep's handlers, inherited through fork, are undone)."""
+    import signal
+
+    from .procguard import die_with_parent, set_process_name
+
+    die_with_parent(launcher_pid)
+    set_process_name("ringsim-sweep")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
+def _stop_pool(pool) -> None:
+    """Cancel what has not started and end the workers now (a point can take minutes)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(2.0)
+        if p.is_alive():
+            p.kill()
+            p.join(2.0)
+
+
 def run_study(points: list[dict], jobs: int = 1, on_done=None, executor: str = "local",
-              scheduler: str | None = None) -> list[dict]:
+              scheduler: str | None = None, errors: list[str | None] | None = None) -> list[dict]:
     """Run every point; ``on_done(row, n_done)`` is called as each finishes (progress, partial output).
 
-    On KeyboardInterrupt it raises :class:`Interrupted` carrying the finished rows, so the caller
-    keeps them. Rows come back in grid order.
+    ``errors`` (from :func:`check_point`, one per point) marks points known not to run: they
+    become error rows without being dispatched. On KeyboardInterrupt (Ctrl-C, or SIGTERM turned
+    into :class:`ringsim.procguard.Terminated`) it stops the workers and raises
+    :class:`Interrupted` carrying the finished rows, so the caller keeps them. Rows come back in
+    grid order.
     """
     results: dict[int, dict] = {}
+    skipped = {i: _error_row(p, e) for i, (p, e) in enumerate(zip(points, errors or [])) if e}
+    if skipped:
+        todo = [i for i in range(len(points)) if i not in skipped]
+        done = run_study([points[i] for i in todo], jobs, on_done, executor, scheduler)
+        rows = dict(skipped)
+        rows.update(zip(todo, done))
+        return add_speedups([rows[i] for i in sorted(rows)])
     if executor == "dask":
         try:
             from dask.distributed import Client, as_completed
@@ -153,18 +258,34 @@ def run_study(points: list[dict], jobs: int = 1, on_done=None, executor: str = "
             raise InputError("--executor dask needs dask.distributed; pip install 'ringsim[dask]'") from None
         # a scheduler address: that cluster; none: a local one, one single-threaded worker process
         # per job (the simulator is pure Python: threads would share one interpreter lock)
-        client = (Client(scheduler) if scheduler
-                  else Client(processes=True, n_workers=max(jobs, 1), threads_per_worker=1))
+        scratch = None
+        if scheduler:
+            client = Client(scheduler)
+        else:  # the workers' scratch space is this sweep's own, removed however the sweep ends
+            import shutil
+            import tempfile
+
+            from .procguard import reaper
+
+            scratch = tempfile.mkdtemp(prefix="ringsim-dask-")
+            reaper().add_dir(scratch)
+            import dask
+
+            with dask.config.set({"temporary-directory": scratch}):
+                client = Client(processes=True, n_workers=max(jobs, 1), threads_per_worker=1,
+                                local_directory=scratch)
         try:
             futs = {client.submit(run_point, p, pure=False): i for i, p in enumerate(points)}
             for fut in as_completed(futs):
                 results[futs[fut]] = fut.result()
                 if on_done:
                     on_done(results[futs[fut]], len(results))
-        except KeyboardInterrupt:
-            raise Interrupted([results[i] for i in sorted(results)]) from None
+        except KeyboardInterrupt as e:
+            raise Interrupted([results[i] for i in sorted(results)], getattr(e, "signum", None)) from None
         finally:
             client.close()
+            if scratch:
+                shutil.rmtree(scratch, ignore_errors=True)
     elif executor != "local":
         raise InputError(f"unknown executor {executor!r}; use local or dask")
     elif jobs <= 1 or len(points) <= 1:
@@ -173,10 +294,11 @@ def run_study(points: list[dict], jobs: int = 1, on_done=None, executor: str = "
                 results[i] = run_point(p)
                 if on_done:
                     on_done(results[i], len(results))
-        except KeyboardInterrupt:
-            raise Interrupted([results[i] for i in sorted(results)]) from None
+        except KeyboardInterrupt as e:
+            raise Interrupted([results[i] for i in sorted(results)], getattr(e, "signum", None)) from None
     else:
-        pool = ProcessPoolExecutor(max_workers=jobs)
+        pool = ProcessPoolExecutor(max_workers=min(jobs, len(points)), initializer=_worker_init,
+                                   initargs=(os.getpid(),))
         try:
             pending = {pool.submit(run_point, p): i for i, p in enumerate(points)}
             while pending:
@@ -186,16 +308,21 @@ def run_study(points: list[dict], jobs: int = 1, on_done=None, executor: str = "
                     results[i] = fut.result()
                     if on_done:
                         on_done(results[i], len(results))
-        except KeyboardInterrupt:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise Interrupted([results[i] for i in sorted(results)]) from None
+        except KeyboardInterrupt as e:
+            _stop_pool(pool)
+            raise Interrupted([results[i] for i in sorted(results)], getattr(e, "signum", None)) from None
+        except BaseException:
+            _stop_pool(pool)
+            raise
         pool.shutdown()
     return add_speedups([results[i] for i in sorted(results)])
 
 
 class Interrupted(KeyboardInterrupt):
-    """Carries the rows finished before an interrupt."""
+    """Carries the rows finished before an interrupt; ``signum`` is the signal that stopped the
+    sweep when it was not Ctrl-C (SIGTERM, SIGHUP)."""
 
-    def __init__(self, rows):
+    def __init__(self, rows, signum: int | None = None):
         super().__init__("interrupted")
         self.rows = add_speedups(rows)
+        self.signum = signum

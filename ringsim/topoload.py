@@ -44,15 +44,16 @@ the fix.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 from importlib import resources
 
 import networkx as nx
-import yaml
 
+from . import limits
+from .limits import MAX_TILE
 from .topology import Device, Link, Topology
 from .units import InputError, parse_bandwidth, parse_bytes, parse_flops, parse_time
+from .yamlio import load_yaml, read_yaml_file
 
 __all__ = ["load_topology", "list_presets", "preset_names", "build_topology", "VERTEX_KINDS", "DIMENSION_KINDS"]
 
@@ -68,6 +69,7 @@ _DEV_KEYS = ("name", "peak_flops", "efficiency", "memory", "tile", "kernel_overh
 _NODE_KEYS = ("name", "kind")
 _LINK_KEYS = ("a", "b", "bandwidth", "latency", "link_class")
 _COORD_PREFIX = ("g", "n", "p")
+_FILE_FIX = "see DESIGN.md §3.5 for what a topology file holds"
 
 
 # ---- presets -----------------------------------------------------------------------------------
@@ -106,23 +108,14 @@ def load_topology(name_or_path: str, placement: list[str] | None = None) -> Topo
         source = f"preset:{stem}"
     elif os.path.isfile(text_name):
         label = text_name
-        try:
-            with open(text_name, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"{label}: cannot read topology file ({e}); check the path and permissions") from None
         source = os.path.abspath(text_name)
         stem = os.path.splitext(os.path.basename(text_name))[0]
+        doc = read_yaml_file(text_name, label, "topology file", _FILE_FIX)
+        return build_topology(doc, label, default_name=stem, source=source, placement=placement)
     else:
         raise InputError(f"topology {text_name!r} is neither a preset nor an existing file; "
                          f"presets: {', '.join(presets)} (or give a path to a YAML file)")
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise InputError(f"{label}: YAML syntax error{where}: {problem}; fix the YAML syntax") from None
+    doc = load_yaml(text, label, _FILE_FIX)
     return build_topology(doc, label, default_name=stem, source=source, placement=placement)
 
 
@@ -150,9 +143,7 @@ def _need(label: str, key: str, mapping: dict, k: str):
 def _parse(label: str, key: str, fn, value, what: str):
     if isinstance(value, str):
         try:  # PyYAML reads 1e9 (no dot) as a string: a bare number means base units
-            number = float(value)
-            if math.isfinite(number):
-                value = number
+            value = float(value)  # "1e999" and "nan" too: the parsers refuse them with the range
         except ValueError:
             pass
     try:
@@ -182,14 +173,17 @@ def _build_device(doc: dict, label: str) -> Device:
     tile = d.get("tile")
     if tile is not None:
         if (not isinstance(tile, list) or len(tile) != 2
-                or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in tile)):
-            raise _err(label, "device.tile", f"must be two positive integers [q, k], got {tile!r}; e.g. [128, 128]")
+                or not all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= MAX_TILE for x in tile)):
+            raise _err(label, "device.tile", f"must be two integers in [1, {MAX_TILE}] [q, k], got {tile!r}; "
+                       "e.g. [128, 128]")
         tile = (tile[0], tile[1])
-    overhead = _parse(label, "device.kernel_overhead", parse_time, d.get("kernel_overhead", 0.0), "kernel_overhead")
+    overhead = _parse(label, "device.kernel_overhead", lambda v, w: parse_time(v, w, "kernel_overhead"),
+                      d.get("kernel_overhead", 0.0), "kernel_overhead")
     hbm = None
     if d.get("memory_bandwidth") is not None:
         hbm = _parse(label, "device.memory_bandwidth", parse_bandwidth, d["memory_bandwidth"], "memory_bandwidth")
-    launch = _parse(label, "device.launch_overhead", parse_time, d.get("launch_overhead", 0.0), "launch_overhead")
+    launch = _parse(label, "device.launch_overhead", lambda v, w: parse_time(v, w, "kernel_overhead"),
+                    d.get("launch_overhead", 0.0), "launch_overhead")
     profiles, default = (), None
     k = d.get("kernels")
     if k is not None:
@@ -224,6 +218,17 @@ def _coord_names(coords: tuple, star: int | None = None) -> str:
     return ".".join(parts)
 
 
+def _links_per_group(kind: str, size: int) -> int:
+    """Full-duplex links one group of a dimension gets (what the builder below makes)."""
+    if size == 1:
+        return 0
+    if kind == "switch":
+        return size
+    if kind == "ring":
+        return size if size > 2 else 1
+    return size * (size - 1) // 2
+
+
 def _build_hierarchical(doc: dict, label: str):
     dims = doc["dimensions"]
     if not isinstance(dims, list) or not dims:
@@ -247,8 +252,10 @@ def _build_hierarchical(doc: dict, label: str):
     total = 1
     for s in sizes:
         total *= s
-    if total > 1 << 20:
-        raise _err(label, "dimensions", f"{total} GPUs is more than ringsim handles (2^20); shrink the sizes")
+    limits.GPUS.check(total, f"{label}: dimensions", "shrink the dimensions' sizes")
+    n_links = sum((total // size) * _links_per_group(kind, size) for kind, size, *_ in spec)
+    limits.LINKS.check(n_links, f"{label}: dimensions",
+                       "use switch dimensions (one link per GPU) instead of fully-connected ones, or smaller sizes")
     # coordinates in global-index order: i0 varies fastest
     coords = [tuple(c[::-1]) for c in itertools.product(*[range(s) for s in reversed(sizes)])]
     gpus = [_coord_names(c) for c in coords]
@@ -287,6 +294,9 @@ def _build_explicit(doc: dict, label: str):
         raise _err(label, "nodes", "must be a non-empty list of {name, kind: gpu|switch|nic|host|cpu}")
     if not isinstance(raw_links, list):
         raise _err(label, "links", "must be a list of {a, b, bandwidth, latency, link_class}")
+    limits.GPUS.check(sum(1 for n in nodes if isinstance(n, dict) and n.get("kind") == "gpu"), f"{label}: nodes",
+                      "declare fewer GPUs")
+    limits.LINKS.check(len(raw_links), f"{label}: links", "declare fewer links")
     vertices: dict[str, str] = {}
     for i, n in enumerate(nodes):
         key = f"nodes[{i}]"

@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 from ringsim.blocks import block_plan  # noqa: E402
 from ringsim.runtime.kernels import (attention_reference, block_backward, block_forward,  # noqa: E402
                                      merge_)
+from ringsim.runtime.reference import dense_mask  # noqa: E402
 from ringsim.schedules import SCHEDULES, Plan  # noqa: E402
 
 ATOL, RTOL = 2e-5, 1e-4
@@ -85,7 +86,7 @@ def test_blocks_and_merge_equal_fp64_attention(schedule, mask, G, T, H, Hkv, ker
     q, k, v, do = _inputs(T, H, Hkv, 16)
     lo, hi = plan.mask.bounds(T)
     pos = np.arange(T)
-    ref = attention_reference(q, k, v, pos, pos, lo, hi, 0.25, dout=do)
+    ref = attention_reference(q, k, v, pos, pos, lo, hi, 0.25, dout=do, allowed=dense_mask(mask, T))  # definition
     got = _simulate_ring(plan, q, k, v, do, kernel)
     for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), got, ref):
         _assert_close(a, b, f"{schedule} {mask} G={G} {name}")

@@ -1,8 +1,8 @@
 """The sweep's optional backends: Parquet output (pyarrow) and the dask executor.
 
-Both are optional extras (``pip install pyarrow``, ``pip install 'dask[distributed]'``); the tests
-skip where the package is not installed (CI installs neither) and check, where it is, that the
-backend returns exactly the rows of the default path.
+Both are optional extras (``pip install 'ringsim[parquet,dask]'``); the tests skip where the
+package is not installed, except in CI, which installs both and fails a test that would skip
+(see optional.py), and check that the backend returns exactly the rows of the default path.
 """
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import io
 import pandas as pd
 import pytest
 
+from optional import require
 from ringsim.sweep import Study, run_study
 from test_cli_foundation import run
 
 def test_parquet_output_equals_csv(tmp_path):
-    pytest.importorskip("pyarrow")
+    require("pyarrow")
     args = ["sweep", "--topology", "dgx-h100-8", "--model", "llama3-8b", "--seq-len", "16K,64K",
             "--schedules", "contiguous,zigzag", "--jobs", "1"]
     code, out, err = run(*args, "--format", "csv")
@@ -35,7 +36,7 @@ def test_parquet_output_equals_csv(tmp_path):
             assert a == b
 
 def test_dask_executor_returns_the_local_rows():
-    pytest.importorskip("dask.distributed")
+    require("dask.distributed")
     pts = Study(seq_lens=[16384, 65536], schedules=["contiguous", "zigzag"]).points()
     local = run_study(pts, jobs=1)
     remote = run_study(pts, jobs=2, executor="dask")

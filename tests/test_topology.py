@@ -293,8 +293,9 @@ def test_cli_show_json_and_table():
 
 def test_cli_bad_file_exit_2(tmp_path):
     path = _write(tmp_path, HIER.replace("size: 4,", "size: 4, colour: red,"), "bad.yaml")
-    proc = subprocess.run([sys.executable, "-c", "from ringsim.cli import main; main()", "topology", "show", path],
-                          capture_output=True, text=True)
+    # the ringsim installed for the interpreter running the tests, wherever its environment lives
+    proc = subprocess.run([sys.executable, "-m", "ringsim.cli", "topology", "show", path], capture_output=True,
+                          text=True)
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()

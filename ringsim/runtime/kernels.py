@@ -179,11 +179,12 @@ def merge_(out_acc: torch.Tensor, lse_acc: torch.Tensor, out_b: torch.Tensor, ls
 
 
 def attention_reference(q, k, v, q_pos, k_pos, lo: int, hi: int, scale: float, dout=None,
-                        dtype=torch.float64, head_chunk: int = 1, docs=None):
+                        dtype=torch.float64, head_chunk: int = 1, docs=None, allowed=None):
     """Single-process attention over whole sequences by explicit math (default fp64), for checks.
 
     Returns ``(out, lse)`` or, with ``dout``, ``(out, lse, dq, dk, dv)``; fully masked rows give
     out 0, lse −inf and zero gradients. Heads are processed ``head_chunk`` at a time to bound memory.
+    ``allowed`` (an explicit [Tq, Tk] boolean mask) replaces the band ``lo <= q − k <= hi``;
     ``docs`` (packed documents, one id per position, −1 for padding; positions are the same for
     queries and keys): a pair is allowed only inside one document.
     """
@@ -191,8 +192,10 @@ def attention_reference(q, k, v, q_pos, k_pos, lo: int, hi: int, scale: float, d
     g = H // Hkv
     qp = torch.as_tensor(np.asarray(q_pos), device=q.device)
     kp = torch.as_tensor(np.asarray(k_pos), device=q.device)
-    d = qp[:, None] - kp[None, :]
-    allowed = (d >= lo) & (d <= hi)
+    if allowed is None:  # the band lo <= q - k <= hi; or an explicit (q, k) mask (runner's --check)
+        d = qp[:, None] - kp[None, :]
+        allowed = (d >= lo) & (d <= hi)
+    allowed = torch.as_tensor(allowed, dtype=torch.bool, device=q.device)
     if docs is not None:  # packed documents: same document only; −1 (padding) sees nothing
         doc = torch.as_tensor(np.asarray(docs), device=q.device)
         allowed = allowed & (doc[:, None] == doc[None, :]) & (doc[:, None] >= 0)

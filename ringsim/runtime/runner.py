@@ -349,6 +349,7 @@ def check_outputs(cfg: RunConfig, results: list[dict]) -> dict:
     import torch.nn.functional as F
 
     from .kernels import attention_reference, default_scale
+    from .reference import dense_mask
 
     plan = cfg.plan()
     results = sorted(results, key=lambda r: r["rank"])
@@ -358,29 +359,27 @@ def check_outputs(cfg: RunConfig, results: list[dict]) -> dict:
     q, k, v, dout = make_inputs(cfg, T)
     dt = _torch_dtype(cfg.dtype)
     q, k, v, dout = (t.to(dt).float() for t in (q, k, v, dout))  # the values the ring actually saw
-    lo, hi = plan.mask.bounds(T)
+    # the reference mask is written from the mask's definition, not from the plan's band (which the ring
+    # uses): a mask bug in the ring's code then shows as an error instead of being reproduced
+    allowed = dense_mask(cfg.mask, T)
     pos = np.arange(T)
     # packed documents: a token sees only its own document (padding tokens see nothing)
     docs = plan.layout.document_of(pos) if cfg.documents else None
     scale = default_scale(cfg.head_dim)
-    ref64 = attention_reference(q, k, v, pos, pos, lo, hi, scale,
-                                dout=dout if cfg.phase == "fwd+bwd" else None, dtype=torch.float64, docs=docs)
+    kw_ref = dict(dout=dout if cfg.phase == "fwd+bwd" else None, allowed=allowed, docs=docs)
+    ref64 = attention_reference(q, k, v, pos, pos, 0, 0, scale, dtype=torch.float64, **kw_ref)
     ref64 = dict(zip(["out", "lse", "dq", "dk", "dv"], ref64))
     if docs is not None:  # fully masked padding rows: SDPA would give NaN; explicit fp32 math instead
-        r32 = attention_reference(q, k, v, pos, pos, lo, hi, scale, dout=dout if cfg.phase == "fwd+bwd" else None,
-                                  dtype=torch.float32, head_chunk=cfg.heads, docs=docs)
+        r32 = attention_reference(q, k, v, pos, pos, 0, 0, scale, dtype=torch.float32, head_chunk=cfg.heads, **kw_ref)
         ref32 = dict(zip(["out", "lse", "dq", "dk", "dv"], r32))
     else:
         # single-process fp32: SDPA (with autograd) for out and grads, explicit fp32 lse
         qs, ks, vs = (t.clone().requires_grad_(cfg.phase == "fwd+bwd") for t in (q, k, v))
-        d = torch.as_tensor(pos[:, None] - pos[None, :])
-        allowed = (d >= lo) & (d <= hi)
-        kw = ({"is_causal": True} if str(plan.mask) == "causal"
-              else ({} if str(plan.mask) == "full" else {"attn_mask": allowed}))
+        kw = {"is_causal": True} if cfg.mask == "causal" else ({} if cfg.mask == "full" else {"attn_mask": allowed})
         out32 = F.scaled_dot_product_attention(qs, ks, vs, scale=scale, enable_gqa=cfg.heads != cfg.kv_heads, **kw)
         ref32 = {"out": out32.detach()}
-        ref32["lse"] = attention_reference(q, k, v, pos, pos, lo, hi, scale, dtype=torch.float32,
-                                           head_chunk=cfg.heads)[1]
+        ref32["lse"] = attention_reference(q, k, v, pos, pos, 0, 0, scale, dtype=torch.float32, head_chunk=cfg.heads,
+                                           allowed=allowed)[1]
         if cfg.phase == "fwd+bwd":
             out32.backward(dout)
             ref32.update(dq=qs.grad, dk=ks.grad, dv=vs.grad)
