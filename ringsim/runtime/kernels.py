@@ -4,8 +4,10 @@ A ring step gives rank r a *block*: its queries against the key/value shard it h
 mask comes from global token positions (the plan's): query q may see key k iff ``lo ≤ q − k ≤ hi``
 (:meth:`ringsim.schedules.Mask.bounds`). :func:`block_plan` reduces that mask to what a kernel
 needs: the rows and columns that hold any allowed pair (a trimmed sub-block) and whether the
-sub-block is ``full`` (every pair allowed), ``causal`` (the top-left lower triangle, what a fused
-kernel's ``is_causal`` computes), ``masked`` (anything else: an explicit boolean mask) or ``empty``.
+sub-block is ``full`` (every pair allowed), ``causal`` (the lower triangle aligned to the bottom-right
+corner: of ``q_rows ≤ k_rows`` row i sees the first ``k_rows − q_rows + i + 1`` columns; the plain
+triangle when square), ``masked`` (anything else: an explicit boolean mask) or ``empty``. The
+definitions live in :mod:`ringsim.blocks` (shared with the program); this module only computes.
 
 Trimming is what makes zigzag and striped cheap without special cases: a zigzag off-diagonal block
 is half full and half empty, so only the full half runs; a striped block whose shard comes from a
@@ -34,10 +36,10 @@ returns the log-sum-exp) is tried first, falling back to plain torch if the buil
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import numpy as np
 import torch
+
+from ringsim import blocks as _blocks
 
 __all__ = ["BlockPlan", "block_plan", "block_forward", "block_backward", "merge_", "attention_reference",
            "KERNELS"]
@@ -45,64 +47,8 @@ __all__ = ["BlockPlan", "block_plan", "block_forward", "block_backward", "merge_
 NEG_INF = float("-inf")
 
 
-@dataclass(frozen=True)
-class BlockPlan:
-    """What a kernel runs for one (queries × held keys) block.
-
-    Rows ``[r0, r1)`` and columns ``[c0, c1)`` (local indices) bound every allowed pair;
-    ``kind`` is ``full``, ``causal``, ``masked`` or ``empty``; ``mask`` (bool, rows × cols of the
-    trimmed block) only for ``masked``; ``pairs`` the exact count of allowed pairs.
-    """
-
-    kind: str
-    r0: int = 0
-    r1: int = 0
-    c0: int = 0
-    c1: int = 0
-    pairs: int = 0
-    mask: np.ndarray | None = None
-
-    @property
-    def rows(self) -> slice:
-        return slice(self.r0, self.r1)
-
-    @property
-    def cols(self) -> slice:
-        return slice(self.c0, self.c1)
-
-
-def _row_intervals(q_pos: np.ndarray, k_pos: np.ndarray, lo: int, hi: int):
-    """For increasing key positions, the allowed keys of each query form one index interval [a, b)."""
-    a = np.searchsorted(k_pos, q_pos - hi, side="left")
-    b = np.searchsorted(k_pos, q_pos - lo, side="right")
-    return a, np.maximum(b, a)
-
-
-def block_plan(q_pos, k_pos, lo: int, hi: int) -> BlockPlan:
-    """Classify the block of queries at global positions ``q_pos`` against keys at ``k_pos``
-    under the band ``lo ≤ q − k ≤ hi``. Key positions must be increasing (every schedule's local
-    order is); query positions may be in any order."""
-    q_pos = np.asarray(q_pos, dtype=np.int64)
-    k_pos = np.asarray(k_pos, dtype=np.int64)
-    if len(k_pos) > 1 and np.any(np.diff(k_pos) <= 0):
-        raise ValueError("block_plan needs strictly increasing key positions")
-    a, b = _row_intervals(q_pos, k_pos, lo, hi)
-    count = b - a
-    pairs = int(count.sum())
-    if pairs == 0:
-        return BlockPlan("empty")
-    live = np.nonzero(count > 0)[0]
-    r0, r1 = int(live[0]), int(live[-1]) + 1
-    c0, c1 = int(a[live].min()), int(b[live].max())
-    a_t, b_t = a[r0:r1], b[r0:r1]
-    nr, nc = r1 - r0, c1 - c0
-    if pairs == nr * nc:
-        return BlockPlan("full", r0, r1, c0, c1, pairs)
-    if nr == nc and np.all(a_t == c0) and np.all(b_t == c0 + np.arange(1, nr + 1)):
-        return BlockPlan("causal", r0, r1, c0, c1, pairs)
-    cols = np.arange(c0, c1)
-    mask = (cols[None, :] >= a_t[:, None]) & (cols[None, :] < b_t[:, None])
-    return BlockPlan("masked", r0, r1, c0, c1, pairs, mask)
+# One definition of a block's call (kind, trimmed rows and columns, pairs, mask): the program's.
+BlockPlan, block_plan = _blocks.BlockPlan, _blocks.block_plan
 
 
 # ---- kernels --------------------------------------------------------------------------------------
@@ -135,9 +81,19 @@ def _plain_forward(q, k, v, causal: bool, mask, scale: float):
 def _allowed(mask, causal, nr, nc, device):
     if mask is not None:
         return torch.as_tensor(mask, device=device)
-    if causal:
-        return torch.ones(nr, nc, dtype=torch.bool, device=device).tril()
+    if causal:  # bottom-right aligned (the plain triangle when square)
+        return torch.ones(nr, nc, dtype=torch.bool, device=device).tril(diagonal=nc - nr)
     return None
+
+
+def _split_causal(bp):
+    """A bottom-right causal call of q_rows < k_rows as the fused kernels take it: a full call on
+    the first k_rows − q_rows columns and a square causal call on the rest (the fused ops align
+    ``is_causal`` top-left, which is the same triangle only when the call is square)."""
+    off = (bp.c1 - bp.c0) - (bp.r1 - bp.r0)
+    n = bp.r1 - bp.r0
+    return (_blocks.BlockPlan("full", bp.r0, bp.r1, bp.c0, bp.c0 + off, n * off),
+            _blocks.BlockPlan("causal", bp.r0, bp.r1, bp.c0 + off, bp.c1, n * (n + 1) // 2))
 
 
 def _fused_forward(q, k, v, causal: bool, scale: float):
@@ -160,6 +116,12 @@ def block_forward(q, k, v, bp: BlockPlan, scale: float, kernel: str = "auto"):
     ``q`` is (B, H, n_q, D), ``k``/``v`` (B, H_kv, n_k, D) with H a multiple of H_kv.
     Returns ``(out, lse)`` for the trimmed rows, fp32, shapes (B, H, r1−r0, D) and (B, H, r1−r0).
     """
+    if bp.kind == "causal" and bp.c1 - bp.c0 > bp.r1 - bp.r0 and kernel != "plain":
+        full, tri = _split_causal(bp)
+        out, lse = block_forward(q, k, v, full, scale, kernel)
+        out_t, lse_t = block_forward(q, k, v, tri, scale, kernel)
+        merge_(out, lse, out_t, lse_t)
+        return out, lse
     qs = q[:, :, bp.rows].contiguous()
     ks = k[:, :, bp.cols].contiguous()
     vs = v[:, :, bp.cols].contiguous()
@@ -216,6 +178,11 @@ def block_backward(q, k, v, out, lse, dout, bp: BlockPlan, scale: float, kernel:
     """Gradient contributions of one block given the global ``out``/``lse``/``dout`` of the rank's
     queries (all rows; the block's rows are taken here). Returns fp32 ``(dq_rows, dk_cols, dv_cols)``
     for the trimmed rows and columns."""
+    if bp.kind == "causal" and bp.c1 - bp.c0 > bp.r1 - bp.r0 and kernel != "plain":
+        full, tri = _split_causal(bp)
+        dq, dk, dv = block_backward(q, k, v, out, lse, dout, full, scale, kernel)
+        dq_t, dk_t, dv_t = block_backward(q, k, v, out, lse, dout, tri, scale, kernel)
+        return dq + dq_t, torch.cat([dk, dk_t], dim=2), torch.cat([dv, dv_t], dim=2)
     qs = q[:, :, bp.rows].contiguous()
     ks = k[:, :, bp.cols].contiguous()
     vs = v[:, :, bp.cols].contiguous()
