@@ -62,7 +62,7 @@ def apply_knobs(program: Program, knobs: Knobs) -> Program:
                                recv_at="end" if not (knobs.overlap and knobs.double_buffer) else g.recv_at)
                        for g in st.messages)
         stages.append(replace(st, messages=groups))
-    return Program(program.world_size, stages, program.strategy, dict(program.meta), program.plan)
+    return replace(program, stages=stages, meta=dict(program.meta))
 
 
 @dataclass
