@@ -1,4 +1,4 @@
-"""`ringsim run`: a real ring-attention run with per-step traces (torch.distributed)."""
+"""`ringsim run`: a real context-parallel attention run with per-step traces (torch.distributed)."""
 from __future__ import annotations
 
 import click
@@ -11,7 +11,11 @@ from .common import render_table, to_json
 
 @click.command()
 @click.option("--world-size", type=int, default=2, show_default=True, help="Ranks (local processes).")
-@click.option("--schedule", type=click.Choice(SCHEDULES), default="zigzag", show_default=True)
+@click.option("--strategy", default=None,
+              help="Strategy spec: a ring layout (contiguous, striped, zigzag), allgather[:tree], ulysses, "
+                   "usp:UxR [default: zigzag].")
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=None,
+              help="The ring layout (the older name of --strategy for the ring).")
 @click.option("--seq-len", default="4096", show_default=True, help="Tokens; K/M are binary.")
 @click.option("--heads", type=int, default=4, show_default=True)
 @click.option("--kv-heads", type=int, default=None, help="Key/value heads (GQA); default = --heads.")
@@ -33,7 +37,7 @@ from .common import render_table, to_json
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-instrument", is_flag=True, help="Record nothing (for overhead comparisons).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def run(world_size, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, phase, dtype, repeat, warmup,
+def run(world_size, strategy, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, phase, dtype, repeat, warmup,
         check, trace, timeout_s, threads_per_rank, kernel, seed, no_instrument, fmt):
     """Run ring attention for real on WORLD_SIZE local processes (gloo on CPU), or as one rank
     under an external torchrun (NCCL when CUDA is available), and record every rank's compute,
@@ -47,6 +51,9 @@ def run(world_size, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, p
     from ringsim.runtime.launch import RankFailure, launch_local, run_under_torchrun, under_torchrun
     from ringsim.runtime.runner import RunConfig, assemble, check_outputs
 
+    if strategy and schedule and strategy != schedule:
+        raise InputError(f"give --strategy or --schedule, not both ({strategy} vs {schedule})")
+    schedule = strategy or schedule or "zigzag"
     cfg = RunConfig(world_size=world_size, schedule=schedule, seq_len=parse_seq_len(seq_len), heads=heads,
                     kv_heads=kv_heads, head_dim=head_dim, batch=batch, mask=mask, phase=phase, dtype=dtype,
                     repeat=repeat, warmup=warmup, check=check, seed=seed, threads_per_rank=threads_per_rank,

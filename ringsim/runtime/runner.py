@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ringsim.schedules import SCHEDULES, Plan, parse_mask
+from ringsim.schedules import SCHEDULES, Plan, parse_mask  # noqa: F401 (SCHEDULES: re-exported)
 from ringsim.timeline import Timeline
 from ringsim.units import InputError
 
@@ -57,11 +57,17 @@ class RunConfig:
     instrument: bool = True
     fault: str | None = None  # test hook "exit:RANK:STEP" / "hang:RANK:STEP" (forward, first iteration)
 
+    @property
+    def strategy(self) -> str:
+        """The strategy spec the run executes (``schedule`` holds it; a layout name is the ring)."""
+        return self.schedule
+
     def validate(self) -> "RunConfig":
+        from ringsim.strategies import parse_strategy
+
         if self.world_size < 1:
             raise InputError(f"--world-size must be at least 1, got {self.world_size}")
-        if self.schedule not in SCHEDULES:
-            raise InputError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
+        self.schedule = parse_strategy(self.schedule).spec  # unknown specs fail here
         if self.kv_heads is None:
             self.kv_heads = self.heads
         for name in ("heads", "kv_heads", "head_dim", "batch", "repeat"):
@@ -80,7 +86,8 @@ class RunConfig:
         if not self.timeout_s > 0:
             raise InputError(f"--timeout-s must be positive, got {self.timeout_s}")
         self.mask = str(parse_mask(self.mask))
-        Plan(self.schedule, self.world_size, self.seq_len, self.mask)  # divisibility errors here
+        # divisibility and applicability errors here (heads a Ulysses degree does not divide, …)
+        parse_strategy(self.schedule).build(workload_of(self), self.world_size, self.mask, self.phase)
         if self.threads_per_rank is None:
             self.threads_per_rank = max(1, (os.cpu_count() or 1) // self.world_size)
         if self.threads_per_rank < 1:
@@ -240,6 +247,18 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _protocol(spec: str) -> str:
+    from ringsim.strategies import Ring, parse_strategy
+
+    strategy = parse_strategy(spec)
+    if isinstance(strategy, Ring):
+        return ("the strategy's program (ringsim.strategies): the ring sends K/V at forward steps < G-1; "
+                "backward K/V and the accumulated dK/dV (fp32) one step behind, then a dK/dV return "
+                "to the owner at step G")
+    doc = (type(strategy).__doc__ or "").strip().split("\n\n")[0]
+    return f"the strategy's program (ringsim.strategies, {spec}): " + " ".join(doc.split())
+
+
 def run_metadata(cfg: RunConfig, backend: str, device_type: str) -> dict:
     import torch
 
@@ -273,9 +292,7 @@ def run_metadata(cfg: RunConfig, backend: str, device_type: str) -> dict:
         "warmup_rows": "excluded (only the timed iterations' rows are kept)",
         "instrumented": cfg.instrument,
         "strategy": cfg.schedule,
-        "protocol": "the strategy's program (ringsim.strategies): the ring sends K/V at forward steps < G-1; "
-                    "backward K/V and the accumulated dK/dV (fp32) one step behind, then a dK/dV return "
-                    "to the owner at step G",
+        "protocol": _protocol(cfg.schedule),
         "flops_per_pair": {"fwd": "2*B*H*(d_qk+d_v)", "bwd": "2.5 x fwd"},
         # other processes on the host compete for the same cores; the load says how much
         "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
@@ -335,7 +352,7 @@ def check_outputs(cfg: RunConfig, results: list[dict]) -> dict:
 
     from .kernels import attention_reference, default_scale
 
-    plan = Plan(cfg.schedule, cfg.world_size, cfg.seq_len, cfg.mask)
+    plan = program_of(cfg).plan
     results = sorted(results, key=lambda r: r["rank"])
     names = ["out", "lse"] + (["dq", "dk", "dv"] if cfg.phase == "fwd+bwd" else [])
     ring = {n: torch.from_numpy(plan.unshard([r["outputs"][n].numpy() for r in results], axis=2)) for n in names}
