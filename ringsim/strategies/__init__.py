@@ -4,17 +4,20 @@ A strategy turns (workload, world size, mask, phase) into a :class:`~ringsim.pro
 Every engine, the runtime and every analysis read that program; adding a strategy is one builder
 module plus its tests, registered in :func:`parse_strategy`.
 
-Specs: a bare layout name (``contiguous``, ``striped``, ``zigzag``) is the ring with that layout.
+Specs: a bare layout name (``contiguous``, ``striped``, ``zigzag``) is the ring with that layout;
+``allgather`` / ``allgather:tree`` the all-gather of K/V (ring or recursive-doubling collective).
 """
 from __future__ import annotations
 
 from ..units import InputError
+from .allgather import AllGather, build_allgather
 from .base import NotApplicable, Strategy
 from .ring import LAYOUTS, Ring, build_ring
 
-__all__ = ["parse_strategy", "Strategy", "NotApplicable", "Ring", "build_ring", "STRATEGY_NAMES"]
+__all__ = ["parse_strategy", "Strategy", "NotApplicable", "Ring", "build_ring", "AllGather", "build_allgather",
+           "STRATEGY_NAMES"]
 
-STRATEGY_NAMES = LAYOUTS
+STRATEGY_NAMES = LAYOUTS + ("allgather", "allgather:tree")
 
 
 def parse_strategy(spec: str):
@@ -22,4 +25,7 @@ def parse_strategy(spec: str):
     s = str(spec).strip().lower()
     if s in LAYOUTS:
         return Ring(s)
+    name, _, arg = s.partition(":")
+    if name == "allgather":
+        return AllGather(arg or "ring")
     raise InputError(f"unknown strategy {spec!r}; use one of {', '.join(STRATEGY_NAMES)}")
