@@ -31,68 +31,92 @@ from ..schedules import Plan
 from ..workload import GRAD_BYTES_PER_VALUE, Workload
 from .base import Strategy
 
-__all__ = ["Ring", "build_ring"]
+__all__ = ["Ring", "build_ring", "ring_stages"]
 
 LAYOUTS = ("contiguous", "striped", "zigzag")
 
 
-def _merge_bytes(workload: Workload, q_rows: np.ndarray) -> np.ndarray:
+def _merge_bytes(workload: Workload, q_rows: np.ndarray, heads: int | None = None) -> np.ndarray:
     m, B = workload.model, workload.batch
-    return q_rows.astype(np.float64) * (B * m.heads * (3 * m.v_dim + 3) * 4)
+    return q_rows.astype(np.float64) * (B * (heads or m.heads) * (3 * m.v_dim + 3) * 4)
 
 
-def _accumulate_bytes(workload: Workload, q_rows: np.ndarray, k_rows: np.ndarray) -> np.ndarray:
+def _accumulate_bytes(workload: Workload, q_rows: np.ndarray, k_rows: np.ndarray, heads: int | None = None,
+                      kv_values: int | None = None) -> np.ndarray:
     m, B = workload.model, workload.batch
-    dq = q_rows.astype(np.float64) * (B * m.heads * m.head_dim * GRAD_BYTES_PER_VALUE * 3)
-    per_kv = workload.shard_values(1) * GRAD_BYTES_PER_VALUE * 3
+    dq = q_rows.astype(np.float64) * (B * (heads or m.heads) * m.head_dim * GRAD_BYTES_PER_VALUE * 3)
+    per_kv = (workload.shard_values(1) if kv_values is None else B * kv_values) * GRAD_BYTES_PER_VALUE * 3
     return np.where(q_rows > 0, dq + k_rows.astype(np.float64) * per_kv, 0.0)
+
+
+def ring_stages(ph: str, plan: Plan, workload: Workload, first_step: int = 0, members: np.ndarray | None = None,
+                heads: int | None = None, kv_values: int | None = None) -> list[Stage]:
+    """The ring's stages of one phase (``fwd``, or ``bwd`` with its dK/dV return) for ``plan``'s
+    R ring ranks, numbered from ``first_step``.
+
+    ``members[g]`` (default: rank g alone) are the ranks that play ring rank g, each on its own
+    share of the heads: ``heads`` query heads per call (default all) and ``kv_values`` K/V values
+    per token (default the model's) — a USP ring over Ulysses groups, where member u of group g
+    passes its K/V to member u of group g+1."""
+    R = plan.world_size
+    members = np.arange(R, dtype=np.int64)[:, None] if members is None else np.asarray(members, dtype=np.int64)
+    U = members.shape[1]
+    G = R * U
+    n = plan.tokens_per_rank
+    shapes, ids = plan.call_shapes
+    g_of = np.empty(G, dtype=np.int64)
+    u_of = np.empty(G, dtype=np.int64)
+    g_of[members.reshape(-1)] = np.repeat(np.arange(R), U)
+    u_of[members.reshape(-1)] = np.tile(np.arange(U), R)
+    sid = np.ascontiguousarray(ids.T)[:, g_of]  # [step, rank]
+    steps = np.arange(R, dtype=np.int64)[:, None]
+    owner = members[(g_of[None, :] - steps) % R, u_of[None, :]]  # whose K/V rank x holds at step s
+    q_rows = shapes.q_rows[sid]
+    k_rows = shapes.k_rows[sid]
+    values = workload.shard_values(n) if kv_values is None else workload.batch * n * kv_values
+    kv_bytes = float(values * workload.bytes_per_value)
+    dkv_bytes = float(values * GRAD_BYTES_PER_VALUE)
+    hop_src = np.arange(G, dtype=np.int64)[None, :]
+    hop_dst = members[(g_of + 1) % R, u_of][None, :]
+    share = heads if heads is not None and heads != workload.model.heads else None
+
+    def ops(sl: slice):
+        k = KernelOp(ph, shapes, sid[sl], owner[sl], heads=share)
+        if ph == "fwd":
+            return (k, MemoryOp("merge", _merge_bytes(workload, q_rows[sl], heads), 6))
+        return (k, MemoryOp("accumulate", _accumulate_bytes(workload, q_rows[sl], k_rows[sl], heads, kv_values), 3))
+
+    f = first_step
+    if ph == "fwd":
+        if R == 1:
+            return [Stage("fwd", f, 1, ops(slice(0, 1)), (), "ring fwd")]
+        kv = Messages(hop_src, hop_dst, np.array([[kv_bytes]]), (("kv",),))
+        return [Stage("fwd", f, R - 1, ops(slice(0, R - 1)), (kv,), "ring fwd"),
+                Stage("fwd", f + R - 1, 1, ops(slice(R - 1, R)), (), "ring fwd, last step")]
+    if R == 1:
+        return [Stage("bwd", f, 1, ops(slice(0, 1)), (), "ring bwd")]
+    s = np.arange(R)
+    nbytes = np.where(s < R - 1, kv_bytes, 0.0) + np.where(s >= 1, dkv_bytes, 0.0)
+    payloads = tuple(("kv",) * (i < R - 1) + ("dkv",) * (i >= 1) for i in range(R))
+    both = Messages(hop_src, hop_dst, nbytes[:, None], payloads)
+    back = Messages(hop_src, hop_dst, np.array([[dkv_bytes]]), (("dkv",),))
+    return [Stage("bwd", f, R, ops(slice(0, R)), (both,), "ring bwd"),
+            Stage("bwd", f + R, 1, (), (back,), "ring bwd: dK/dV return")]
 
 
 def build_ring(plan: Plan, workload: Workload, phase: str = "fwd") -> Program:
     """The ring program for ``plan`` (layout, G, T, mask) and ``workload``; ``phase`` is ``fwd`` or
     ``fwd+bwd``. See the module docstring for what it contains."""
-    G = plan.world_size
-    n = plan.tokens_per_rank
-    shapes, ids = plan.call_shapes
-    sid = np.ascontiguousarray(ids.T)  # [step, rank]
-    ranks = np.arange(G, dtype=np.int64)
-    owner = (ranks[None, :] - ranks[:, None]) % G  # [step, rank]: (r − s) mod G
-    q_rows = shapes.q_rows[sid]
-    k_rows = shapes.k_rows[sid]
-    merge = _merge_bytes(workload, q_rows)
-    kv_bytes = float(workload.shard_bytes(n))
-    dkv_bytes = float(workload.grad_shard_bytes(n))
-    hop_src, hop_dst = ranks[None, :], ((ranks + 1) % G)[None, :]
-
-    def ops(ph: str, sl: slice):
-        k = KernelOp(ph, shapes, sid[sl], owner[sl])
-        if ph == "fwd":
-            return (k, MemoryOp("merge", merge[sl], 6))
-        return (k, MemoryOp("accumulate", _accumulate_bytes(workload, q_rows[sl], k_rows[sl]), 3))
-
-    stages = []
-    if G > 1:
-        kv = Messages(hop_src, hop_dst, np.array([[kv_bytes]]), (("kv",),))
-        stages.append(Stage("fwd", 0, G - 1, ops("fwd", slice(0, G - 1)), (kv,), "ring fwd"))
-    stages.append(Stage("fwd", G - 1, 1, ops("fwd", slice(G - 1, G)), (), "ring fwd, last step"))
-    if phase == "fwd+bwd":
-        if G == 1:
-            stages.append(Stage("bwd", 0, 1, ops("bwd", slice(0, 1)), (), "ring bwd"))
-        else:
-            steps = np.arange(G)
-            nbytes = np.where(steps < G - 1, kv_bytes, 0.0) + np.where(steps >= 1, dkv_bytes, 0.0)
-            payloads = tuple(("kv",) * (s < G - 1) + ("dkv",) * (s >= 1) for s in range(G))
-            both = Messages(hop_src, hop_dst, nbytes[:, None], payloads)
-            stages.append(Stage("bwd", 0, G, ops("bwd", slice(0, G)), (both,), "ring bwd"))
-            back = Messages(hop_src, hop_dst, np.array([[dkv_bytes]]), (("dkv",),))
-            stages.append(Stage("bwd", G, 1, (), (back,), "ring bwd: dK/dV return"))
-    elif phase != "fwd":
+    if phase not in ("fwd", "fwd+bwd"):
         from ..units import InputError
 
         raise InputError(f"unknown phase {phase!r}; use fwd or fwd+bwd")
+    stages = ring_stages("fwd", plan, workload)
+    if phase == "fwd+bwd":
+        stages += ring_stages("bwd", plan, workload)
     meta = {"layout": plan.schedule, "mask": str(plan.mask), "seq_len": plan.seq_len, "phase": phase,
-            "tokens_per_rank": n, "heads": workload.model.heads}
-    return Program(G, stages, strategy=plan.schedule, meta=meta, plan=plan)
+            "tokens_per_rank": plan.tokens_per_rank, "heads": workload.model.heads}
+    return Program(plan.world_size, stages, strategy=plan.schedule, meta=meta, plan=plan)
 
 
 class Ring(Strategy):
