@@ -32,6 +32,17 @@ def _configs(G: int) -> list[dict]:
         for mask in ("causal", "full"):
             cfgs.append(dict(schedule=spec, seq_len=T[G], mask=mask, phase="fwd+bwd", **dims))
         cfgs.append(dict(schedule=spec, seq_len=T[G], mask="causal", phase="fwd", **dims))
+    # Ulysses over every rank: heads 12 divide by 1..4; K/V heads 3 are split (G = 1, 3) or replicated
+    # (G = 2: 2 does not divide 3 — refused; so 6 K/V heads there; G = 4: heads 4 and 2 K/V heads, replicated)
+    uly = {1: (12, 3), 2: (12, 6), 3: (12, 3), 4: (4, 2)}[G]
+    for mask in ("causal", "full"):
+        cfgs.append(dict(schedule="ulysses", seq_len=T[G], mask=mask, phase="fwd+bwd", heads=uly[0], kv_heads=uly[1],
+                         head_dim=8))
+    usp = {2: ["usp:2x1", "usp:1x2"], 4: ["usp:2x2", "usp:2x2:ring-inner", "usp:4x1"]}.get(G, [])
+    for spec in usp:
+        for heads, kv in ((4, 2), (4, 1)):  # split, and one K/V head replicated on every member
+            cfgs.append(dict(schedule=spec, seq_len=T[G], mask="causal", phase="fwd+bwd", heads=heads, kv_heads=kv,
+                             head_dim=8))
     return cfgs
 
 
