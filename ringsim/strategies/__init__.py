@@ -7,25 +7,31 @@ module plus its tests, registered in :func:`parse_strategy`.
 Specs: a bare layout name (``contiguous``, ``striped``, ``zigzag``) is the ring with that layout;
 ``allgather`` / ``allgather:tree`` the all-gather of K/V (ring or recursive-doubling collective);
 ``ulysses`` DeepSpeed-Ulysses over every rank; ``usp:UxR`` (``usp:UxR:ring-inner``) Ulysses of
-degree U inside a ring of degree R.
+degree U inside a ring of degree R; ``double-ring:IxO`` an inner ring of I ranks inside an outer
+ring of O; ``pass-kv:P`` / ``pass-q:P`` prefill with P cached tokens (``P`` may come from
+``--cached-tokens``: pass ``cached_tokens``).
 """
 from __future__ import annotations
 
 from ..units import InputError
 from .allgather import AllGather, build_allgather
 from .base import NotApplicable, Strategy
+from .double_ring import DoubleRing
+from .pass_q import PassKV, PassQ
 from .ring import LAYOUTS, Ring, build_ring
 from .ulysses import Ulysses
 from .usp import USP, parse_degrees
 
 __all__ = ["parse_strategy", "Strategy", "NotApplicable", "Ring", "build_ring", "AllGather", "build_allgather",
-           "Ulysses", "USP", "STRATEGY_NAMES"]
+           "Ulysses", "USP", "DoubleRing", "PassKV", "PassQ", "STRATEGY_NAMES"]
 
-STRATEGY_NAMES = LAYOUTS + ("allgather", "allgather:tree", "ulysses", "usp:UxR[:ring-inner]")
+STRATEGY_NAMES = LAYOUTS + ("allgather", "allgather:tree", "ulysses", "usp:UxR[:ring-inner]", "double-ring:IxO",
+                            "pass-kv:P", "pass-q:P")
 
 
-def parse_strategy(spec: str):
-    """The strategy a spec names (see the module docstring)."""
+def parse_strategy(spec: str, cached_tokens: int | None = None):
+    """The strategy a spec names (see the module docstring). ``cached_tokens`` completes a bare
+    ``pass-kv`` / ``pass-q``."""
     s = str(spec).strip().lower()
     if s in LAYOUTS:
         return Ring(s)
@@ -37,4 +43,11 @@ def parse_strategy(spec: str):
     if name == "usp":
         degrees, _, order = arg.partition(":")
         return USP(*parse_degrees(degrees, "usp", "usp:4x2"), order)
+    if name == "double-ring":
+        return DoubleRing(*parse_degrees(arg, "double-ring", "double-ring:8x4"))
+    if name in ("pass-kv", "pass-q"):
+        from ..units import parse_seq_len
+
+        P = (0 if arg.strip() == "0" else parse_seq_len(arg, f"{name} cached tokens")) if arg else cached_tokens
+        return (PassQ if name == "pass-q" else PassKV)(P)
     raise InputError(f"unknown strategy {spec!r}; use one of {', '.join(STRATEGY_NAMES)}")
