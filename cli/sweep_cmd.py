@@ -7,7 +7,7 @@ import time
 
 import click
 
-from ringsim.units import InputError, parse_int_list, write_atomic
+from ringsim.units import InputError, parse_int_list, parse_seq_len, write_atomic
 
 from .common import positive_float, render_csv, to_json
 
@@ -74,7 +74,13 @@ def _serialise(rows, fmt, output):
 @click.option("--topology", default=None, help="Comma list of presets or YAML paths (default dgx-h100-8).")
 @click.option("--bw-scale", default=None, help="Comma list of link-bandwidth factors (default 1).")
 @click.option("--bw-class", default=None, help="Link class --bw-scale applies to (default: all links).")
-@click.option("--schedules", default=None, help="Comma list (default contiguous,striped,zigzag).")
+@click.option("--strategies", default=None,
+              help="Comma list of strategy specs (zigzag, allgather, ulysses, usp:4x2, double-ring:8x4, …).")
+@click.option("--schedules", default=None,
+              help="Comma list of ring layouts, the older name of --strategies (default contiguous,striped,zigzag).")
+@click.option("--cached-tokens", default=None, help="Cached prefix for pass-kv / pass-q (K/M binary).")
+@click.option("--device-memory", default=None,
+              help="Memory per GPU; points needing more are error rows (default: the topology's device).")
 @click.option("--mask", default=None,
               help="Comma list of masks (default: each model's own — its sliding window, else causal).")
 @click.option("--model", default=None, help="Comma list of model presets (default llama3-8b).")
@@ -92,16 +98,18 @@ def _serialise(rows, fmt, output):
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
               help="Write results here (atomically; rewritten as points finish, so an interrupt keeps them).")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write an HTML sweep report.")
-def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, mask, model, phase, batch, dtype,
-          engine, calibration, jobs, executor, scheduler, fmt, output, report):
+def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, strategies, schedules, cached_tokens,
+          device_memory, mask, model, phase, batch, dtype, engine, calibration, jobs, executor, scheduler, fmt, output,
+          report):
     """Run a grid of what-if points (the cartesian product of the option lists).
 
     \b
     Example: ringsim sweep --topology dgx-h100-8 --model llama3-8b --seq-len 16K,64K,256K,1M \\
                            --schedules contiguous,zigzag --format csv --report sweep.html
     """
-    from ringsim.schedules import SCHEDULES
     from ringsim.sweep import Interrupted, Study, run_study
+
+    from .simulate_cmd import parse_specs
 
     load = {}
     if study:
@@ -109,10 +117,15 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
 
         load = load_study(study)
     opt = lambda name, val, default: val if val is not None else load.get(name, default)
-    scheds = _names(opt("schedules", schedules, "contiguous,striped,zigzag"))
-    bad = [s for s in scheds if s not in SCHEDULES]
-    if bad:
-        raise InputError(f"unknown schedule(s) {', '.join(bad)}; use a comma list of {', '.join(SCHEDULES)}")
+    if strategies and schedules:
+        raise InputError("give --strategies or --schedules, not both (--schedules is the older name)")
+    cached = opt("cached_tokens", cached_tokens, None)
+    listed = strategies or schedules or load.get("strategies") or load.get("schedules") or "contiguous,striped,zigzag"
+    scheds = parse_specs(listed, "--strategies" if (strategies or load.get("strategies")) else "--schedules", cached)
+    if device_memory or load.get("device_memory"):
+        from ringsim.memory import parse_device_memory
+
+        parse_device_memory(opt("device_memory", device_memory, None))  # fail fast on a bad size
     phases = _names(opt("phase", phase, "fwd"))
     if any(p not in ("fwd", "fwd+bwd") for p in phases):
         raise InputError(f"--phase takes fwd and/or fwd+bwd, got {','.join(phases)}")
@@ -131,6 +144,8 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
         dtype=str(opt("dtype", dtype, "bf16")),
         engine=str(opt("engine", engine, "auto")),
         calibration=opt("calibration", calibration, None),
+        cached_tokens=parse_seq_len(cached, "--cached-tokens") if cached else None,
+        device_memory=opt("device_memory", device_memory, None),
     )
     if st.calibration:
         from ringsim.calibration import load_calibration

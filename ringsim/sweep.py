@@ -1,11 +1,13 @@
 """What-if studies: a grid of simulation points, run in parallel, kept when interrupted.
 
 A **study** is the cartesian product of option lists — sequence length, world size, topology,
-link-bandwidth scale, schedule, mask, model and phase. Each **point** is one
+link-bandwidth scale, strategy (``schedules``: a spec, a bare layout name being the ring), mask,
+model and phase. Each **point** is one
 :func:`ringsim.simulate.simulate_point` call (the fast path where it is exact, the DES otherwise)
 and becomes one flat result row. Points that cannot run (a length that does not divide over the
-ranks, a world size larger than the topology) become rows with an ``error`` and no metrics, so a
-grid never dies half way for one bad corner.
+ranks, a world size larger than the topology, a strategy that is not applicable — heads a Ulysses
+degree does not divide, memory above ``device_memory`` or the topology's device) become rows with
+an ``error`` (the reason) and no metrics, so a grid never dies half way for one bad corner.
 """
 from __future__ import annotations
 
@@ -20,11 +22,11 @@ __all__ = ["Interrupted", "Study", "load_study", "run_point", "run_study", "add_
 
 ROW_COLUMNS = ["topology", "model", "world_size", "seq_len", "schedule", "mask", "phase", "bw_scale", "engine",
                "makespan_s", "layer_makespan_s", "ideal_bound_s", "efficiency", "imbalance", "overlap",
-               "hide_block_tokens", "transfers_hidden", "peak_memory_bytes", "critical_path",
-               "speedup_vs_contiguous", "error"]
+               "exposed_comm_s", "exposed_comm_mean_s", "hide_block_tokens", "transfers_hidden", "peak_memory_bytes",
+               "critical_path", "speedup_vs_contiguous", "error"]
 
-_STUDY_KEYS = {"seq_len", "world_size", "topology", "bw_scale", "bw_class", "schedules", "mask", "model", "phase",
-               "batch", "dtype", "engine", "calibration"}
+_STUDY_KEYS = {"seq_len", "world_size", "topology", "bw_scale", "bw_class", "schedules", "strategies", "mask", "model",
+               "phase", "batch", "dtype", "engine", "calibration", "cached_tokens", "device_memory"}
 
 
 @dataclass
@@ -42,13 +44,15 @@ class Study:
     dtype: str = "bf16"
     engine: str = "auto"
     calibration: str | None = None  # calib.json replacing the roofline cost model
+    cached_tokens: int | None = None  # pass-kv / pass-q prefill
+    device_memory: str | None = None  # memory limit per GPU (None: the topology's device)
 
     def points(self) -> list[dict]:
         grid = itertools.product(self.topologies, self.models, self.world_sizes, self.seq_lens, self.masks,
                                  self.phases, self.bw_scales, self.schedules)
         return [dict(topology=t, model=m, world_size=g, seq_len=T, mask=k, phase=p, bw_scale=b, schedule=s,
                      bw_class=self.bw_class, batch=self.batch, dtype=self.dtype, engine=self.engine,
-                     calibration=self.calibration)
+                     calibration=self.calibration, cached_tokens=self.cached_tokens, device_memory=self.device_memory)
                 for t, m, g, T, k, p, b, s in grid]
 
 
@@ -86,14 +90,19 @@ def run_point(point: dict) -> dict:
             for c in classes:
                 topo = topo.scale_link_class(c, point["bw_scale"])
         wl = Workload(build_model(point["model"]), point["seq_len"], point.get("batch", 1), point.get("dtype", "bf16"))
+        from .memory import parse_device_memory
+
+        limit = parse_device_memory(point.get("device_memory")) or topo.device.memory_bytes or None
         spec = SimSpec(workload=wl, topology=topo, schedule=point["schedule"], world_size=point["world_size"],
                        mask=point["mask"], phase=point["phase"], engine=point.get("engine", "auto"),
-                       cost_model=_cost_model(point.get("calibration")))
+                       cost_model=_cost_model(point.get("calibration")), cached_tokens=point.get("cached_tokens"),
+                       memory_limit_bytes=limit)
         res = simulate_point(spec)
         row["mask"] = res["mask"]
+        row["schedule"] = res["schedule"]
         row.update({k: res[k] for k in ("world_size", "engine", "makespan_s", "layer_makespan_s", "ideal_bound_s",
-                                        "efficiency", "imbalance", "overlap", "hide_block_tokens",
-                                        "transfers_hidden", "peak_memory_bytes")})
+                                        "efficiency", "imbalance", "overlap", "exposed_comm_s", "exposed_comm_mean_s",
+                                        "hide_block_tokens", "transfers_hidden", "peak_memory_bytes")})
         row["critical_path"] = res["critical_path"]["holder"]
         row["error"] = None
     except InputError as e:
