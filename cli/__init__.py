@@ -26,6 +26,7 @@ COMMANDS = {
     "validate": "ringsim.cli.validate_cmd:validate",
     "report": "ringsim.cli.report_cmd:report",
     "profile-kernels": "ringsim.cli.profile_cmd:profile_kernels",
+    "advise": "ringsim.cli.advise_cmd:advise",
 }
 
 

@@ -1,4 +1,4 @@
-"""`ringsim run`: a real ring-attention run with per-step traces (torch.distributed)."""
+"""`ringsim run`: a real context-parallel attention run with per-step traces (torch.distributed)."""
 from __future__ import annotations
 
 import click
@@ -29,8 +29,12 @@ def check_run_memory(cfg) -> None:
 
 @click.command()
 @click.option("--world-size", type=int, default=2, show_default=True, help="Ranks (local processes).")
-@click.option("--schedule", default="zigzag", show_default=True,
-              help=f"{', '.join(SCHEDULES)}; with --documents also zigzag-doc or balanced[:K].")
+@click.option("--strategy", default=None,
+              help="Strategy spec: a ring layout (contiguous, striped, zigzag; with --documents also zigzag-doc "
+                   "or balanced[:K]), allgather[:tree], ulysses, usp:UxR [default: zigzag].")
+@click.option("--schedule", default=None,
+              help=f"The ring layout (the older name of --strategy for the ring): {', '.join(SCHEDULES)}; with "
+                   "--documents also zigzag-doc or balanced[:K].")
 @click.option("--seq-len", default="4096", show_default=True, help="Tokens; K/M are binary.")
 @click.option("--heads", type=int, default=4, show_default=True)
 @click.option("--kv-heads", type=int, default=None, help="Key/value heads (GQA); default = --heads.")
@@ -55,7 +59,7 @@ def check_run_memory(cfg) -> None:
                    "--seq-len): each token attends only within its document.")
 @click.option("--no-instrument", is_flag=True, help="Record nothing (for overhead comparisons).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def run(world_size, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, phase, dtype, repeat, warmup,
+def run(world_size, strategy, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, phase, dtype, repeat, warmup,
         check, trace, timeout_s, threads_per_rank, kernel, seed, documents, no_instrument, fmt):
     """Run ring attention for real on WORLD_SIZE local processes (gloo on CPU), or as one rank
     under an external torchrun (NCCL when CUDA is available), and record every rank's compute,
@@ -73,6 +77,9 @@ def run(world_size, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, p
     from ringsim.outputs import check_destination
     from ringsim.procguard import Terminated, signals_as_exceptions
 
+    if strategy and schedule and strategy != schedule:
+        raise InputError(f"give --strategy or --schedule, not both ({strategy} vs {schedule})")
+    schedule = strategy or schedule or "zigzag"
     docs = None
     if documents:
         from ringsim.documents import parse_documents

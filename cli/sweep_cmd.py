@@ -7,7 +7,7 @@ import time
 
 import click
 
-from ringsim.units import InputError, parse_int_list, write_atomic
+from ringsim.units import InputError, parse_int_list, parse_seq_len, write_atomic
 
 from .common import output_path, positive_float, render_csv, to_json
 
@@ -74,7 +74,13 @@ def _serialise(rows, fmt, output):
 @click.option("--topology", default=None, help="Comma list of presets or YAML paths (default dgx-h100-8).")
 @click.option("--bw-scale", default=None, help="Comma list of link-bandwidth factors (default 1).")
 @click.option("--bw-class", default=None, help="Link class --bw-scale applies to (default: all links).")
-@click.option("--schedules", default=None, help="Comma list (default contiguous,striped,zigzag).")
+@click.option("--strategies", default=None,
+              help="Comma list of strategy specs (zigzag, allgather, ulysses, usp:4x2, double-ring:8x4, …).")
+@click.option("--schedules", default=None,
+              help="Comma list of ring layouts, the older name of --strategies (default contiguous,striped,zigzag).")
+@click.option("--cached-tokens", default=None, help="Cached prefix for pass-kv / pass-q (K/M binary).")
+@click.option("--device-memory", default=None,
+              help="Memory per GPU; points needing more are error rows (default: the topology's device).")
 @click.option("--mask", default=None,
               help="Comma list of masks (default: each model's own — its sliding window, else causal).")
 @click.option("--model", default=None, help="Comma list of model presets (default llama3-8b).")
@@ -101,8 +107,9 @@ def _serialise(rows, fmt, output):
               help="Write results here (atomically; rewritten as points finish, so an interrupt keeps them).")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Also write an HTML sweep report.")
-def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, mask, model, phase, batch, dtype,
-          engine, kernels, documents, seed, implementation, calibration, jobs, executor, scheduler, fmt, output,
+def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, strategies, schedules, cached_tokens,
+          device_memory, mask, model, phase, batch, dtype, engine, kernels, documents, seed, implementation,
+          calibration, jobs, executor, scheduler, fmt, output,
           report):
     """Run a grid of what-if points (the cartesian product of the option lists).
 
@@ -114,7 +121,7 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
     from ringsim.limits import check_int
     from ringsim.outputs import check_destinations
     from ringsim.procguard import signals_as_exceptions
-    from ringsim.schedules import SCHEDULES, parse_mask
+    from ringsim.schedules import parse_mask
     from ringsim.sweep import Interrupted, Study, check_point, run_study
     from ringsim.workload import normalize_dtype
 
@@ -130,6 +137,8 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
     if jobs is not None:
         check_int(jobs, "--jobs", 1, 1024)
 
+    from .simulate_cmd import parse_specs
+
     load = {}
     if study:
         from ringsim.sweep import load_study
@@ -142,12 +151,20 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
     def what(name, val):  # the flag, or the study file's key, that a value came from
         return f"--{name.replace('_', '-')}" if val is not None or name not in load else f"{study}: {name}"
 
-    scheds = _names(opt("schedules", schedules, "contiguous,striped,zigzag"))
-    doc_layouts = ("zigzag-doc", "balanced") if opt("documents", documents, None) else ()
-    bad = [s for s in scheds if s not in SCHEDULES and s.split(":")[0] not in doc_layouts]
-    if bad or not scheds:
-        raise InputError(f"{what('schedules', schedules)}: unknown schedule(s) {', '.join(bad) or '(none)'}; "
-                         f"use a comma list of {', '.join(SCHEDULES)}")
+    if strategies and schedules:
+        raise InputError("give --strategies or --schedules, not both (--schedules is the older name)")
+    cached = opt("cached_tokens", cached_tokens, None)
+    key = "strategies" if (strategies or ("strategies" in load and not schedules)) else "schedules"
+    listed = opt(key, strategies if key == "strategies" else schedules, "contiguous,striped,zigzag")
+    try:
+        scheds = parse_specs(listed, f"--{key}", cached, opt("documents", documents, None))
+    except InputError as e:
+        raise InputError(f"{study}: {e}" if what(key, strategies or schedules).startswith(str(study)) else str(e)) \
+            from None
+    if device_memory or load.get("device_memory"):
+        from ringsim.memory import parse_device_memory
+
+        parse_device_memory(opt("device_memory", device_memory, None))  # fail fast on a bad size
     phases = _names(opt("phase", phase, "fwd"))
     if not phases or any(p not in ("fwd", "fwd+bwd") for p in phases):
         raise InputError(f"--phase takes fwd and/or fwd+bwd, got {','.join(phases)}"
@@ -194,6 +211,8 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, schedules, m
         implementation=str(opt("implementation", implementation, "ringsim")),
         documents=opt("documents", documents, None),
         seed=int(opt("seed", seed, 0)),
+        cached_tokens=parse_seq_len(cached, "--cached-tokens") if cached else None,
+        device_memory=opt("device_memory", device_memory, None),
     )
     if st.documents:
         from ringsim.documents import parse_documents

@@ -442,7 +442,7 @@ def _check_tokens(tokens, G: int, T: int, name: str) -> list[np.ndarray]:
         raise InputError(f"layout {name!r}: every rank must own T/G tokens (ring shards are equal-sized); "
                          f"got {[len(t) for t in out][:8]} for T = {T}, G = {G}")
     seen = np.concatenate(out)
-    if seen.min() < 0 or seen.max() >= T or len(np.unique(seen)) != T:
+    if seen.min() < 0 or seen.max() >= T or not np.all(np.bincount(seen, minlength=T) == 1):
         raise InputError(f"layout {name!r} must own every position 0..{T - 1} exactly once")
     return out
 

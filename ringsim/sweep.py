@@ -1,11 +1,13 @@
 """What-if studies: a grid of simulation points, run in parallel, kept when interrupted.
 
 A **study** is the cartesian product of option lists — sequence length, world size, topology,
-link-bandwidth scale, schedule, mask, model and phase. Each **point** is one
+link-bandwidth scale, strategy (``schedules``: a spec, a bare layout name being the ring), mask,
+model and phase. Each **point** is one
 :func:`ringsim.simulate.simulate_point` call (the fast path where it is exact, the DES otherwise)
 and becomes one flat result row. Points that cannot run (a length that does not divide over the
-ranks, a world size larger than the topology) become rows with an ``error`` and no metrics, so a
-grid never dies half way for one bad corner.
+ranks, a world size larger than the topology, a strategy that is not applicable — heads a Ulysses
+degree does not divide, memory above ``device_memory`` or the topology's device) become rows with
+an ``error`` (the reason) and no metrics, so a grid never dies half way for one bad corner.
 """
 from __future__ import annotations
 
@@ -21,11 +23,12 @@ __all__ = ["Interrupted", "Study", "load_study", "check_point", "run_point", "ru
 
 ROW_COLUMNS = ["topology", "model", "world_size", "seq_len", "schedule", "mask", "phase", "bw_scale", "engine", "kernels",
                "makespan_s", "layer_makespan_s", "ideal_bound_s", "efficiency", "imbalance", "overlap",
-               "hide_block_tokens", "transfers_hidden", "peak_memory_bytes", "critical_path",
-               "speedup_vs_contiguous", "error"]
+               "exposed_comm_s", "exposed_comm_mean_s", "hide_block_tokens", "transfers_hidden", "peak_memory_bytes",
+               "critical_path", "speedup_vs_contiguous", "error"]
 
-_STUDY_KEYS = {"seq_len", "world_size", "topology", "bw_scale", "bw_class", "schedules", "mask", "model", "phase",
-               "batch", "dtype", "engine", "calibration", "kernels", "implementation", "documents", "seed"}
+_STUDY_KEYS = {"seq_len", "world_size", "topology", "bw_scale", "bw_class", "schedules", "strategies", "mask", "model",
+               "phase", "batch", "dtype", "engine", "calibration", "kernels", "implementation", "documents", "seed",
+               "cached_tokens", "device_memory"}
 
 
 @dataclass
@@ -47,6 +50,8 @@ class Study:
     implementation: str = "ringsim"
     documents: str | None = None  # --documents (one pack per point: drawn at its length, or the listed one)
     seed: int = 0
+    cached_tokens: int | None = None  # pass-kv / pass-q prefill
+    device_memory: str | None = None  # memory limit per GPU (None: the topology's device)
 
     def points(self) -> list[dict]:
         grid = itertools.product(self.topologies, self.models, self.world_sizes, self.seq_lens, self.masks,
@@ -54,11 +59,13 @@ class Study:
         return [dict(topology=t, model=m, world_size=g, seq_len=T, mask=k, phase=p, bw_scale=b, schedule=s,
                      bw_class=self.bw_class, batch=self.batch, dtype=self.dtype, engine=self.engine,
                      calibration=self.calibration, kernels=self.kernels, implementation=self.implementation,
-                     documents=self.documents, seed=self.seed)
+                     documents=self.documents, seed=self.seed, cached_tokens=self.cached_tokens,
+                     device_memory=self.device_memory)
                 for t, m, g, T, k, p, b, s in grid]
 
 
-_SINGLE_KEYS = {"bw_class", "batch", "dtype", "engine", "calibration"}
+_SINGLE_KEYS = {"bw_class", "batch", "dtype", "engine", "calibration", "kernels", "implementation", "seed",
+                "cached_tokens", "device_memory"}
 _STUDY_FIX = "a study file maps sweep options (seq_len, schedules, ...) to a value or a list of values"
 
 
@@ -103,7 +110,7 @@ def load_study(path: str) -> dict:
 def check_point(point: dict, topologies: dict | None = None) -> str | None:
     """Why ``point`` cannot run, or None: the cheap checks of :func:`run_point` (topology, model,
     workload, world size, partition, link class) without simulating. ``topologies`` caches loads."""
-    from .schedules import Plan, parse_mask
+    from .schedules import parse_mask
     from .topoload import load_topology
     from .workload import Workload, build_model
 
@@ -120,13 +127,17 @@ def check_point(point: dict, topologies: dict | None = None) -> str | None:
         wl = Workload(build_model(point["model"]), point["seq_len"], point.get("batch", 1), point.get("dtype", "bf16"))
         G = point["world_size"] or topo.num_gpus
         topo.check_world_size(G)
-        if point.get("documents"):  # a document layout (zigzag-doc, balanced): the strategy's own checks
-            from .strategies import parse_strategy
+        from .strategies import parse_strategy
 
-            parse_strategy(point["schedule"], documents=[wl.seq_len])  # the name only: the pack is drawn per point
-            parse_mask(point["mask"] or wl.model.default_mask())
+        # the strategy's own checks (name, partition, degrees); a packed point's pack is drawn when it runs
+        strategy = parse_strategy(point["schedule"], point.get("implementation", "ringsim"),
+                                  [wl.seq_len] if point.get("documents") else None,
+                                  cached_tokens=point.get("cached_tokens"))
+        mask = point["mask"] or wl.model.default_mask()
+        if point.get("documents"):
+            parse_mask(mask)
         else:
-            Plan(point["schedule"], G, wl.seq_len, point["mask"] or wl.model.default_mask())
+            strategy.plan(wl, G, mask)
         if point.get("engine", "auto") not in ("auto", "des", "fast"):
             raise InputError(f"unknown engine {point['engine']!r}; use auto, des or fast")
         if point["phase"] not in ("fwd", "fwd+bwd"):
@@ -161,16 +172,21 @@ def run_point(point: dict) -> dict:
 
         wl = Workload(build_model(point["model"]), point["seq_len"], point.get("batch", 1), point.get("dtype", "bf16"))
         pack = pack_for(point.get("documents"), point["seq_len"], point.get("seed", 0))
+        from .memory import parse_device_memory
+
+        limit = parse_device_memory(point.get("device_memory")) or topo.device.memory_bytes or None
         spec = SimSpec(workload=wl, topology=topo, schedule=point["schedule"], world_size=point["world_size"],
                        mask=point["mask"], phase=point["phase"], engine=point.get("engine", "auto"),
                        cost_model=_cost_model(point.get("calibration"), point.get("kernels"), topo),
-                       implementation=point.get("implementation", "ringsim"), documents=pack)
+                       implementation=point.get("implementation", "ringsim"), documents=pack,
+                       cached_tokens=point.get("cached_tokens"), memory_limit_bytes=limit)
         res = simulate_point(spec)
         row["mask"] = res["mask"]
         row["kernels"] = res["kernels"]
+        row["schedule"] = res["schedule"]
         row.update({k: res[k] for k in ("world_size", "engine", "makespan_s", "layer_makespan_s", "ideal_bound_s",
-                                        "efficiency", "imbalance", "overlap", "hide_block_tokens",
-                                        "transfers_hidden", "peak_memory_bytes")})
+                                        "efficiency", "imbalance", "overlap", "exposed_comm_s", "exposed_comm_mean_s",
+                                        "hide_block_tokens", "transfers_hidden", "peak_memory_bytes")})
         row["critical_path"] = res["critical_path"]["holder"]
         row["error"] = None
     except InputError as e:

@@ -351,6 +351,9 @@ def check_placement(placement, known_gpus: list[str], where: str) -> list[str]:
     known = set(known_gpus)
     seen = set()
     for i, g in enumerate(placement):
+        if not isinstance(g, str):
+            raise InputError(f"{where}[{i}]: {g!r} is not a GPU name; give each rank's GPU as a string such as "
+                             f"{known_gpus[0]!r}")
         if g not in known:
             sample = ", ".join(known_gpus[:4]) + (", …" if len(known_gpus) > 4 else "")
             raise InputError(f"{where}[{i}]: {g!r} is not a GPU of this topology; use GPU names such as {sample}")
@@ -432,7 +435,8 @@ def describe_topology(topology: Topology, world_size: int | None = None) -> dict
         hop_rows.append({"hop": f"{h['src']}->{h['dst']}", "src": h["src"], "dst": h["dst"],
                          "src_gpu": h["src_gpu"], "dst_gpu": h["dst_gpu"], "path": h["path"],
                          "route": h["route"], "links": len(h["route"]), "link_classes": h["link_classes"],
-                         "bottleneck_Bps": h["bottleneck_Bps"], "latency_s": h["latency_s"],
+                         # a hop to itself (a one-rank ring) crosses no link: no bottleneck (None, not inf)
+                         "bottleneck_Bps": h["bottleneck_Bps"] if h["route"] else None, "latency_s": h["latency_s"],
                          "shared": any(lid in shared for lid in h["route"])})
     finite = [h["bottleneck_Bps"] for h in hops if h["route"]]
     return {

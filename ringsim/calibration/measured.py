@@ -106,12 +106,20 @@ def trace_load(meta: dict) -> float:
 
 
 def assign_iterations(df: pd.DataFrame) -> pd.Series:
-    """Iteration index of every row: the k-th occurrence (in time) of a (rank, phase, kind, step)
-    belongs to timed iteration k. Works for one or several iterations and for imported traces."""
+    """Iteration index of every row. Every timed iteration records the same rows, so each
+    (rank, phase, kind, step) occurs m times per iteration — once for a ring step, once per peer at
+    an all-to-all step, once per call when a step makes several — and n_iter (the gcd of the
+    occurrence counts) times m in all: its k-th occurrence in time belongs to iteration k // m.
+    Works for one or several iterations and for imported traces."""
+    import math
+
     order = df.sort_values("start_s", kind="stable")
-    it = order.groupby([order["rank"], order["phase"].astype(str), order["kind"].astype(str), order["step"]],
-                       sort=False).cumcount()
-    return it.reindex(df.index)
+    keys = [order["rank"], order["phase"].astype(str), order["kind"].astype(str), order["step"]]
+    grouped = order.groupby(keys, sort=False)
+    it = grouped.cumcount()
+    counts = grouped["start_s"].transform("size")
+    n_iter = math.gcd(*(int(c) for c in counts.unique())) if len(counts) else 1
+    return (it // (counts // max(n_iter, 1))).reindex(df.index)
 
 
 def program_for(meta: dict, G: int):

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ringsim.schedules import SCHEDULES, Plan, parse_mask
+from ringsim.schedules import SCHEDULES, Plan, parse_mask  # noqa: F401 (SCHEDULES: re-exported)
 from ringsim.timeline import Timeline
 from ringsim.units import InputError
 
@@ -65,13 +65,17 @@ class RunConfig:
         return parse_strategy(self.schedule, documents=self.documents).plan(workload_of(self), self.world_size,
                                                                              self.mask)
 
+    @property
+    def strategy(self) -> str:
+        """The strategy spec the run executes (``schedule`` holds it; a layout name is the ring)."""
+        return self.schedule
+
     def validate(self) -> "RunConfig":
+        from ringsim.strategies import parse_strategy
+
         if self.world_size < 1:
             raise InputError(f"--world-size must be at least 1, got {self.world_size}")
-        if self.schedule not in SCHEDULES and not (self.documents and self.schedule.split(":")[0] in
-                                                   ("zigzag-doc", "balanced")):
-            raise InputError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)} "
-                             "(with --documents also zigzag-doc or balanced[:K])")
+        self.schedule = parse_strategy(self.schedule, documents=self.documents).spec  # unknown specs fail here
         if self.kv_heads is None:
             self.kv_heads = self.heads
         for name in ("heads", "kv_heads", "head_dim", "batch", "repeat"):
@@ -90,7 +94,9 @@ class RunConfig:
         if not self.timeout_s > 0:
             raise InputError(f"--timeout-s must be positive, got {self.timeout_s}")
         self.mask = str(parse_mask(self.mask))
-        self.plan()  # divisibility and document errors here
+        # divisibility, document and applicability errors here (heads a Ulysses degree does not divide, …)
+        parse_strategy(self.schedule, documents=self.documents).build(workload_of(self), self.world_size, self.mask,
+                                                                      self.phase)
         if self.threads_per_rank is None:
             self.threads_per_rank = max(1, (os.cpu_count() or 1) // self.world_size)
         if self.threads_per_rank < 1:
@@ -254,6 +260,18 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _protocol(spec: str, documents=None) -> str:
+    from ringsim.strategies import Ring, parse_strategy
+
+    strategy = parse_strategy(spec, documents=documents)
+    if isinstance(strategy, Ring):
+        return ("the strategy's program (ringsim.strategies): the ring sends K/V at forward steps < G-1; "
+                "backward K/V and the accumulated dK/dV (fp32) one step behind, then a dK/dV return "
+                "to the owner at step G")
+    doc = (type(strategy).__doc__ or "").strip().split("\n\n")[0]
+    return f"the strategy's program (ringsim.strategies, {spec}): " + " ".join(doc.split())
+
+
 def run_metadata(cfg: RunConfig, backend: str, device_type: str) -> dict:
     import torch
 
@@ -288,9 +306,7 @@ def run_metadata(cfg: RunConfig, backend: str, device_type: str) -> dict:
         "warmup_rows": "excluded (only the timed iterations' rows are kept)",
         "instrumented": cfg.instrument,
         "strategy": cfg.schedule,
-        "protocol": "the strategy's program (ringsim.strategies): the ring sends K/V at forward steps < G-1; "
-                    "backward K/V and the accumulated dK/dV (fp32) one step behind, then a dK/dV return "
-                    "to the owner at step G",
+        "protocol": _protocol(cfg.schedule, cfg.documents),
         "flops_per_pair": {"fwd": "2*B*H*(d_qk+d_v)", "bwd": "2.5 x fwd"},
         # other processes on the host compete for the same cores; the load says how much
         "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
@@ -351,7 +367,7 @@ def check_outputs(cfg: RunConfig, results: list[dict]) -> dict:
     from .kernels import attention_reference, default_scale
     from .reference import dense_mask
 
-    plan = cfg.plan()
+    plan = program_of(cfg).plan
     results = sorted(results, key=lambda r: r["rank"])
     names = ["out", "lse"] + (["dq", "dk", "dv"] if cfg.phase == "fwd+bwd" else [])
     ring = {n: torch.from_numpy(plan.unshard([r["outputs"][n].numpy() for r in results], axis=2)) for n in names}
