@@ -6,6 +6,7 @@ import click
 from ringsim.schedules import SCHEDULES
 from ringsim.units import InputError, format_bytes, format_seconds
 
+from .job_opts import is_job, job_options, run_job_cli
 from .common import (build_cost_model, build_topology, build_workload, emit, format_option, render_csv,
                      render_table, system_options, to_json, topology_options, workload_options)
 
@@ -81,6 +82,7 @@ def _write_trace(results: list[dict], trace: str | None) -> None:
 @workload_options()
 @topology_options
 @system_options
+@job_options
 @click.option("--trace", type=click.Path(dir_okay=False), default=None,
               help="Write the simulated timeline as Chrome-trace JSON (opens in Perfetto).")
 @format_option
@@ -88,9 +90,15 @@ def simulate(schedule, trace, fmt, output, **opts):
     """Simulate one schedule on a topology: makespan, per-rank busy/idle, imbalance, overlap,
     efficiency, memory per GPU, and the hop that holds the ring back.
 
+    With --cp-degree C: a whole job — every CP group at once on the topology — with per-group
+    makespans, the slowest group, the links where groups meet and the other placement's result.
+
     With no flags: zigzag, llama3-8b, 128K tokens, causal, forward, on dgx-h100-8.
     """
     from ringsim.simulate import simulate_point
+
+    if is_job(opts):
+        return run_job_cli(_spec(schedule, opts), opts, fmt, output, trace)
 
     res = simulate_point(_spec(schedule, opts), keep_timeline=bool(trace))
     _write_trace([res], trace)
