@@ -11,7 +11,9 @@ Cases, each at 64, 256 and 1024 ranks (``--quick``: 64 and 256, DES only at 64):
 - ``des``            the simpy DES on the same contention-free ring, end to end (rows lazy);
 - ``des contended``  the DES where hops share links: nodes of 8 GPUs behind one uplink each, ranks
                      striped over nodes so all 8 GPUs of a node send to the next node at once
-                     (each uplink carries 8 flows shared max-min fairly).
+                     (each uplink carries 8 flows shared max-min fairly); ``des`` is what
+                     ``engine="des"`` runs (the compiled core where built), ``des (Python)`` the
+                     Python DES (``RINGSIM_PURE_PYTHON=1``).
 
 Each figure is the best of repeated runs (at least three, and up to 256 ranks as many as fit in
 a second): on a shared machine other jobs only ever add time. ``--runs N`` repeats the whole
@@ -165,6 +167,21 @@ def fast_scaling(sizes: list[int]) -> None:
         print(f"| {G:,} | {steps:,} | {n:,} | {n / e2e:,.0f} | {1e9 * e2e / n:.0f} | {n / core:,.0f} | {1e9 * core / n:.0f} |")
 
 
+def pure_python(sim, topo):
+    """The DES without its compiled core (ringsim.engines.des.ProgramDES), for comparison."""
+    import os
+
+    old = os.environ.get("RINGSIM_PURE_PYTHON")
+    os.environ["RINGSIM_PURE_PYTHON"] = "1"
+    try:
+        return sim(topo, "des")
+    finally:
+        if old is None:
+            del os.environ["RINGSIM_PURE_PYTHON"]
+        else:
+            os.environ["RINGSIM_PURE_PYTHON"] = old
+
+
 def bench(args) -> list[tuple]:
     """One pass over every case; rows (engine, case, ranks, rank-steps, seconds, rank-steps/s)."""
     sizes = [int(x) for x in args.sizes.split(",")] if args.sizes else ([64, 256] if args.quick else [64, 256, 1024])
@@ -187,6 +204,7 @@ def bench(args) -> list[tuple]:
             contended = striped_nodes(G)
             assert contended.ring_shares_links(G)
             cases.append(("des", "contended (8 flows/uplink)", lambda: sim(contended, "des")))
+            cases.append(("des (Python)", "contended (8 flows/uplink)", lambda: pure_python(sim, contended)))
         for engine, case, fn in cases:
             # best of three runs at least, and of as many as fit in a second up to 256 ranks
             secs = timed(fn, min_time_s=1.0 if G <= 256 else 0.0, min_reps=3)
