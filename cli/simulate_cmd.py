@@ -10,6 +10,7 @@ from ringsim.units import InputError, format_bytes, format_seconds, parse_seq_le
 from .common import (build_cost_model, build_topology, build_workload, documents_options, emit, format_option,
                      output_path, pack_of, render_csv, render_table, system_options, to_json, topology_options,
                      workload_options)
+from .job_opts import is_job, job_options, run_job_cli
 
 SUMMARY = ["schedule", "world_size", "seq_len", "phase", "engine", "makespan_s", "layer_makespan_s",
            "ideal_bound_s", "efficiency", "imbalance", "overlap", "exposed_comm_s", "exposed_comm_mean_s",
@@ -146,12 +147,16 @@ def _write_trace(results: list[dict], names: dict) -> None:
 @topology_options
 @system_options
 @strategy_options
+@job_options
 @click.option("--trace", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Write the simulated timeline as Chrome-trace JSON (opens in Perfetto).")
 @format_option
 def simulate(strategy, schedule, trace, fmt, output, **opts):
     """Simulate one strategy on a topology: makespan, exposed communication, per-rank busy/idle,
     imbalance, overlap, efficiency, memory per GPU, and what holds it back.
+
+    With --cp-degree C: a whole job — every CP group at once on the topology — with per-group
+    makespans, the slowest group, the links where groups meet and the other placement's result.
 
     With no flags: zigzag, llama3-8b, 128K tokens, causal, forward, on dgx-h100-8.
     """
@@ -161,6 +166,8 @@ def simulate(strategy, schedule, trace, fmt, output, **opts):
         raise InputError(f"give --strategy or --schedule, not both ({strategy} vs {schedule})")
     spec = parse_specs(strategy or schedule or "zigzag", "--strategy", opts.get("cached_tokens"),
                        opts.get("documents"))[0]
+    if is_job(opts):
+        return run_job_cli(_spec(spec, opts), opts, fmt, output, trace)
     names = _trace_names(trace, None)
     check_destinations([(output, "--output")] + [(n, "--trace") for n in names.values()])
     res = simulate_point(_spec(spec, opts), keep_timeline=bool(trace))

@@ -24,13 +24,19 @@ def _names(text: str) -> list[str]:
 
 
 class _Progress:
-    """A one-line progress bar on stderr (a plain line per point when stderr is not a terminal)."""
+    """A one-line progress bar on stderr (a plain line per point when stderr is not a terminal;
+    past 200 points, at most two lines a second and the last)."""
 
     def __init__(self, total: int):
         self.total, self.t0 = total, time.monotonic()
         self.tty = sys.stderr.isatty()
+        self.last = -1.0
 
     def __call__(self, row: dict, done: int) -> None:
+        now = time.monotonic()
+        if self.total > 200 and done != self.total and now - self.last < 0.5:
+            return
+        self.last = now
         width = 30
         fill = int(width * done / max(self.total, 1))
         bar = "#" * fill + "-" * (width - fill)
@@ -247,16 +253,21 @@ def sweep(study, seq_len, world_size, topology, bw_scale, bw_class, strategies, 
     valid = sum(1 for e in errors if not e)
     progress = _Progress(valid)
     finished: list[dict] = []
+    written = [time.monotonic()]
 
     def on_done(row, n):
         progress(row, n)
         finished.append(row)
-        if output and fmt != "parquet":
+        # the partial output is rewritten at most once a second (every point would make a
+        # 10,000-point sweep quadratic); the final rows are written below either way
+        if output and fmt != "parquet" and time.monotonic() - written[0] >= 1.0:
             from ringsim.sweep import add_speedups
 
             write_atomic(output, _serialise(add_speedups([dict(r) for r in finished]), fmt, output))
+            written[0] = time.monotonic()
 
-    n_jobs = jobs or os.cpu_count() or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    n_jobs = jobs or cores or 1
     try:
         with signals_as_exceptions():  # SIGTERM/SIGHUP stop the workers and keep the finished points, as Ctrl-C
             rows = run_study(points, n_jobs, on_done, executor, scheduler, errors)

@@ -70,7 +70,8 @@ import numpy as np
 from .blocks import KIND_CODES, CallShapes
 from .units import InputError
 
-__all__ = ["KernelOp", "MemoryOp", "Messages", "Stage", "Program", "FlatProgram", "HeadGroups", "POST_AT", "PHASES"]
+__all__ = ["KernelOp", "MemoryOp", "Messages", "Stage", "Program", "FlatProgram", "HeadGroups", "POST_AT", "PHASES",
+           "compose_programs", "unit_messages"]
 
 POST_AT = ("start", "end")
 PHASES = ("fwd", "bwd")
@@ -426,3 +427,141 @@ class FlatProgram:
         """Per step, the index of its phase in the order phases first appear."""
         order = list(dict.fromkeys(self.step_phase))
         return [order.index(p) for p in self.step_phase]
+
+
+def compose_programs(units: list, rank_maps: list, world_size: int, strategy: str = "", meta: dict | None = None
+                     ) -> "Program":
+    """One program over ``world_size`` ranks running several programs side by side: unit ``u``'s
+    rank ``i`` becomes rank ``rank_maps[u][i]`` (every global rank used at most once; ranks no
+    unit uses do nothing). Think of seating several tables of card players in one hall: each table
+    plays its own game, but they all share the hall's corridors (the topology's links), so their
+    transfers contend where routes meet.
+
+    The units must have the same structure: the same stages (phase, first step, steps) with the
+    same op slots (kernel or memory, same phase and buffer) — e.g. every CP group of a job runs the
+    same strategy. Message groups of the units are concatenated column-wise where their payloads,
+    post times and waits agree (unit 0's columns first), else kept as separate groups; within a
+    step the composed program lists unit 0's messages, then unit 1's, … of each group, so the
+    messages of one unit keep their relative order (what :func:`unit_messages` relies on).
+    Kernel ops keep their call tables (merged when the units have different ones), ``kv_owner`` is
+    mapped to global ranks. The protocol logic stays in the units' builders: this only relabels."""
+    if not units:
+        raise ValueError("compose_programs needs at least one program")
+    maps = [np.asarray(m, dtype=np.int64) for m in rank_maps]
+    if len(maps) != len(units):
+        raise ValueError(f"{len(units)} programs but {len(maps)} rank maps")
+    used = np.concatenate(maps)
+    for u, (p, m) in enumerate(zip(units, maps)):
+        if m.shape != (p.world_size,):
+            raise ValueError(f"unit {u}: rank map of {m.shape} for {p.world_size} ranks")
+    if used.size and (used.min() < 0 or used.max() >= world_size):
+        raise ValueError(f"rank maps name ranks outside 0..{world_size - 1}")
+    if len(np.unique(used)) != len(used):
+        raise ValueError("two units share a rank; give each unit its own ranks")
+    ref = units[0]
+    sig = lambda p: [(st.phase, st.first_step, st.n_steps,
+                      tuple((type(op).__name__, getattr(op, "phase", None), getattr(op, "kv", None),
+                             getattr(op, "name", None), getattr(op, "heads", None)) for op in st.ops))
+                     for st in p.stages]
+    want = sig(ref)
+    for u, p in enumerate(units[1:], 1):
+        if sig(p) != want:
+            raise ValueError(f"unit {u} has a different stage structure from unit 0; only programs of the same "
+                             "structure compose")
+    G = world_size
+    stages = []
+    for k, st in enumerate(ref.stages):
+        S = st.n_steps
+        ops = []
+        for j, op in enumerate(st.ops):
+            slot = [p.stages[k].ops[j] for p in units]
+            if isinstance(op, KernelOp):
+                ops.append(_compose_kernel(slot, maps, S, G))
+            else:
+                b = np.zeros((S, G))
+                for o, m in zip(slot, maps):
+                    b[:, m] = o.bytes
+                scalar = {o.launches for o in slot if np.ndim(o.launches) == 0}
+                if len(scalar) == 1 and all(np.ndim(o.launches) == 0 for o in slot):
+                    launches = scalar.pop()
+                else:
+                    launches = np.zeros((S, G))
+                    for o, m in zip(slot, maps):
+                        launches[:, m] = np.broadcast_to(np.asarray(o.launches, dtype=np.float64), (S, len(m)))
+                ops.append(MemoryOp(op.name, b, launches))
+        groups: list = []
+        keys: list = []
+        for p, m in zip(units, maps):
+            for gi, g in enumerate(p.stages[k].messages):
+                raw_s = np.atleast_2d(np.asarray(g.src, dtype=np.int64))
+                raw_d = np.atleast_2d(np.asarray(g.dst, dtype=np.int64))
+                rows = max(raw_s.shape[0], raw_d.shape[0])
+                C = raw_s.shape[1]
+                src, dst = m[_rows(raw_s, rows)], m[_rows(raw_d, rows)]
+                b = np.asarray(g.bytes, dtype=np.float64)
+                b = np.broadcast_to(b if b.ndim == 2 else b.reshape(1, -1), (max(rows, b.shape[0] if b.ndim == 2
+                                                                                   else 1), C))
+                key = (gi, tuple(g.payloads), g.send_at, g.recv_at, g.wait_after)
+                if key in keys:
+                    i = keys.index(key)
+                    groups[i].append((src, dst, b))
+                else:
+                    keys.append(key)
+                    groups.append([(src, dst, b)])
+        messages = []
+        order = sorted(range(len(keys)), key=lambda i: keys[i][0])  # by group index: a unit's groups stay in order
+        keys, groups = [keys[i] for i in order], [groups[i] for i in order]
+        for key, parts in zip(keys, groups):
+            rows = max(max(x.shape[0] for x in part) for part in parts)
+            cat = lambda i: np.concatenate([np.broadcast_to(part[i], (rows, part[i].shape[1])) for part in parts],
+                                           axis=1)
+            messages.append(Messages(cat(0), cat(1), cat(2), key[1], key[2], key[3], key[4]))
+        stages.append(Stage(st.phase, st.first_step, S, tuple(ops), tuple(messages), st.name))
+    m = dict(ref.meta)
+    m.update(meta or {})
+    plan = ref.plan if all(p.plan is ref.plan for p in units) else None  # every unit's partition, if one
+    return Program(G, stages, strategy=strategy or ref.strategy, meta=m, plan=plan)
+
+
+def _compose_kernel(slot: list, maps: list, S: int, G: int) -> KernelOp:
+    """One kernel slot over all ranks: each unit's call indices scattered to its ranks (call
+    tables merged when the units have different ones; ranks of no unit get an empty call)."""
+    from .blocks import BlockPlan
+
+    tables: list = []
+    offsets = []
+    for o in slot:
+        for t, off in tables:
+            if t is o.shapes:
+                offsets.append(off)
+                break
+        else:
+            off = sum(len(t) for t, _ in tables)
+            tables.append((o.shapes, off))
+            offsets.append(off)
+    blocks = [b for t, _ in tables for b in t.blocks]
+    empty = next((i for i, b in enumerate(blocks) if b.kind == "empty"), None)
+    covered = sum(len(m) for m in maps)
+    if empty is None and covered < G:
+        blocks.append(BlockPlan("empty"))
+        empty = len(blocks) - 1
+    shapes = tables[0][0] if len(tables) == 1 and len(blocks) == len(tables[0][0]) else CallShapes(blocks)
+    shape = np.full((S, G), empty if empty is not None else 0, dtype=np.int64)
+    owner = None
+    if any(o.kv_owner is not None for o in slot):
+        owner = np.full((S, G), -1, dtype=np.int64)
+    for o, m, off in zip(slot, maps, offsets):
+        shape[:, m] = o.shape + off
+        if owner is not None and o.kv_owner is not None:
+            ko = np.asarray(o.kv_owner, dtype=np.int64)
+            owner[:, m] = np.where(ko >= 0, m[np.clip(ko, 0, None)], -1)
+    o0 = slot[0]
+    return KernelOp(o0.phase, shapes, shape, owner, o0.kv, o0.heads)
+
+
+def unit_messages(flat: "FlatProgram", rank_map) -> np.ndarray:
+    """Indices of the composed program's messages sent by a unit's ranks, in the composed order:
+    the unit's own messages in its own flat order (see :func:`compose_programs`)."""
+    mine = np.zeros(flat.world_size, dtype=bool)
+    mine[np.asarray(rank_map, dtype=np.int64)] = True
+    return np.flatnonzero(mine[flat.src])

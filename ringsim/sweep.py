@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .units import InputError
 
-__all__ = ["Interrupted", "Study", "load_study", "check_point", "run_point", "run_study", "add_speedups",
+__all__ = ["Interrupted", "Study", "load_study", "check_point", "run_point", "run_points", "run_study", "chunk_size", "add_speedups",
            "ROW_COLUMNS"]
 
 ROW_COLUMNS = ["topology", "model", "world_size", "seq_len", "schedule", "mask", "phase", "bw_scale", "engine", "kernels",
@@ -154,16 +154,36 @@ def _error_row(point: dict, error: str) -> dict:
     return row
 
 
+def run_points(points: list[dict]) -> list[dict]:
+    """Simulate a chunk of points in one task (what a worker process or a Dask worker runs)."""
+    return [run_point(p) for p in points]
+
+
+def _topology(name: str):
+    """The topology a point names, loaded once per worker process (a 1,024-GPU preset takes tens of
+    milliseconds to parse; what-ifs return new objects, so the cached one is never changed)."""
+    from .topoload import load_topology
+
+    topo = _TOPOLOGIES.get(name)
+    if topo is None:
+        if len(_TOPOLOGIES) >= 64:
+            _TOPOLOGIES.clear()
+        topo = _TOPOLOGIES[name] = load_topology(name)
+    return topo
+
+
+_TOPOLOGIES: dict = {}
+
+
 def run_point(point: dict) -> dict:
     """Simulate one point; never raises for bad input (the row carries the error instead)."""
     from .simulate import SimSpec, simulate_point
-    from .topoload import load_topology
     from .workload import Workload, build_model
 
     row = {k: point.get(k) for k in ("topology", "model", "world_size", "seq_len", "schedule", "mask", "phase",
                                      "bw_scale")}
     try:
-        topo = load_topology(point["topology"])
+        topo = _topology(point["topology"])
         if point["bw_scale"] != 1.0:
             classes = [point["bw_class"]] if point.get("bw_class") else sorted({l.link_class for l in topo.links})
             for c in classes:
@@ -247,11 +267,29 @@ def _stop_pool(pool) -> None:
         if p.is_alive():
             p.kill()
             p.join(2.0)
+    # let the pool's manager thread see its workers gone and close its wake-up pipe now: at
+    # interpreter exit concurrent.futures wakes every manager thread, and one still closing its
+    # pipe then makes that write fail (EBADF, printed as a traceback)
+    manager = getattr(pool, "_executor_manager_thread", None)
+    if manager is not None:
+        manager.join(2.0)
+
+
+def chunk_size(n_points: int, workers: int) -> int:
+    """Points per task: about eight tasks per worker (so a slow chunk does not leave the others
+    idle at the end), at most 64 points (progress stays live), at least one."""
+    return max(1, min(64, n_points // max(8 * workers, 1)))
 
 
 def run_study(points: list[dict], jobs: int = 1, on_done=None, executor: str = "local",
               scheduler: str | None = None, errors: list[str | None] | None = None) -> list[dict]:
     """Run every point; ``on_done(row, n_done)`` is called as each finishes (progress, partial output).
+
+    ``executor``: ``local`` runs ``jobs`` worker processes (every core by default, from the CLI);
+    ``dask`` sends the same tasks to a dask.distributed cluster — the one at ``scheduler``
+    (``tcp://host:8786``; its workers need ringsim installed) or, without an address, a local one of
+    ``jobs`` single-threaded worker processes. Either way points go out in chunks
+    (:func:`chunk_size`) of :func:`run_points`, so 10,000 points are a few hundred tasks, not 10,000.
 
     ``errors`` (from :func:`check_point`, one per point) marks points known not to run: they
     become error rows without being dispatched. On KeyboardInterrupt (Ctrl-C, or SIGTERM turned
@@ -267,6 +305,13 @@ def run_study(points: list[dict], jobs: int = 1, on_done=None, executor: str = "
         rows = dict(skipped)
         rows.update(zip(todo, done))
         return add_speedups([rows[i] for i in sorted(rows)])
+
+    def finished(start: int, rows: list[dict]) -> None:
+        for k, row in enumerate(rows):
+            results[start + k] = row
+            if on_done:
+                on_done(row, len(results))
+
     if executor == "dask":
         try:
             from dask.distributed import Client, as_completed
@@ -275,55 +320,57 @@ def run_study(points: list[dict], jobs: int = 1, on_done=None, executor: str = "
         # a scheduler address: that cluster; none: a local one, one single-threaded worker process
         # per job (the simulator is pure Python: threads would share one interpreter lock)
         scratch = None
-        if scheduler:
-            client = Client(scheduler)
-        else:  # the workers' scratch space is this sweep's own, removed however the sweep ends
-            import shutil
-            import tempfile
-
-            from .procguard import reaper
-
-            scratch = tempfile.mkdtemp(prefix="ringsim-dask-")
-            reaper().add_dir(scratch)
-            import dask
-
-            with dask.config.set({"temporary-directory": scratch}):
-                client = Client(processes=True, n_workers=max(jobs, 1), threads_per_worker=1,
-                                local_directory=scratch)
         try:
-            futs = {client.submit(run_point, p, pure=False): i for i, p in enumerate(points)}
+            if scheduler:
+                client = Client(scheduler, timeout="10s")
+            else:  # the workers' scratch space is this sweep's own, removed however the sweep ends
+                import tempfile
+
+                import dask
+
+                from .procguard import reaper
+
+                scratch = tempfile.mkdtemp(prefix="ringsim-dask-")
+                reaper().add_dir(scratch)
+                with dask.config.set({"temporary-directory": scratch}):
+                    client = Client(processes=True, n_workers=max(jobs, 1), threads_per_worker=1,
+                                    local_directory=scratch, dashboard_address=None)
+        except (OSError, TimeoutError) as e:
+            raise InputError(f"cannot reach the Dask scheduler at {scheduler} ({e}); check the address "
+                             "(tcp://host:8786) and that the scheduler is running") from None
+        try:
+            workers = max(len(client.scheduler_info().get("workers", {})), 1)
+            size = chunk_size(len(points), workers)
+            futs = {client.submit(run_points, points[i:i + size], pure=False): i
+                    for i in range(0, len(points), size)}
             for fut in as_completed(futs):
-                results[futs[fut]] = fut.result()
-                if on_done:
-                    on_done(results[futs[fut]], len(results))
+                finished(futs[fut], fut.result())
         except KeyboardInterrupt as e:
             raise Interrupted([results[i] for i in sorted(results)], getattr(e, "signum", None)) from None
         finally:
             client.close()
             if scratch:
+                import shutil
+
                 shutil.rmtree(scratch, ignore_errors=True)
     elif executor != "local":
         raise InputError(f"unknown executor {executor!r}; use local or dask")
     elif jobs <= 1 or len(points) <= 1:
         try:
             for i, p in enumerate(points):
-                results[i] = run_point(p)
-                if on_done:
-                    on_done(results[i], len(results))
+                finished(i, [run_point(p)])
         except KeyboardInterrupt as e:
             raise Interrupted([results[i] for i in sorted(results)], getattr(e, "signum", None)) from None
     else:
-        pool = ProcessPoolExecutor(max_workers=min(jobs, len(points)), initializer=_worker_init,
+        size = chunk_size(len(points), jobs)
+        pool = ProcessPoolExecutor(max_workers=min(jobs, -(-len(points) // size)), initializer=_worker_init,
                                    initargs=(os.getpid(),))
         try:
-            pending = {pool.submit(run_point, p): i for i, p in enumerate(points)}
+            pending = {pool.submit(run_points, points[i:i + size]): i for i in range(0, len(points), size)}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    i = pending.pop(fut)
-                    results[i] = fut.result()
-                    if on_done:
-                        on_done(results[i], len(results))
+                    finished(pending.pop(fut), fut.result())
         except KeyboardInterrupt as e:
             _stop_pool(pool)
             raise Interrupted([results[i] for i in sorted(results)], getattr(e, "signum", None)) from None

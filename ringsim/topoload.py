@@ -18,6 +18,14 @@ Think of an odometer: every GPU has coordinates ``(i0, i1, …)`` and global ind
   nodes is therefore a rail-optimised fabric: GPU i of every node hangs on rail switch i.
 - ``ring``: a full-duplex link between neighbours i and i+1 (mod size).
 - ``fully-connected``: a direct full-duplex link between every pair.
+- ``fat-tree``: a two-level switch. Each group's members, in coordinate order, hang on *leaf*
+  switches of ``leaf_size`` members (one link each, ``bandwidth``/``latency``); every leaf has one
+  link up to the dimension's *spine*, shared by all the dimension's groups, carrying
+  ``leaf_size × bandwidth / oversubscription`` (the leaf's uplinks as one pipe: ideal ECMP
+  spreading; ``oversubscription: 4`` is a 4:1 leaf, ``1`` non-blocking). An outer fat-tree over
+  nodes is a rail-optimised fabric: leaf ``j`` of rail i holds GPU i of nodes ``j·leaf_size …``, and
+  traffic between rails or leaves crosses the spine. Leaves are named ``sw{k}:n*.g2/leaf0``, the
+  spine ``spine{k}``.
 
 ``bandwidth`` and ``latency`` belong to each *link*, per direction (a switch hop therefore pays the
 latency twice). GPU vertices are named ``g{i0}`` (one dimension), ``n{i1}.g{i0}`` (two),
@@ -31,6 +39,9 @@ group it joins with ``*`` in place of coordinate k (``sw0:n3.g*`` is node 3's NV
     links: [{a: n0.g0, b: host, bandwidth: "31 GB/s", latency: "2 us", link_class: pcie}, …]
 
 GPUs, in rank order, are the ``gpu`` nodes in declaration order.
+
+Either form may set ``gpu_transit: false``: routes then never pass through a GPU other than their
+ends (see :mod:`ringsim.topology`; the default, true, lets a transfer hop through a GPU over NVLink).
 
 Both forms carry ``name`` (default: the file's stem), optional ``description`` and ``source``
 (citations, a string or a list), a ``device`` section and an optional ``placement`` (GPU names, one
@@ -58,12 +69,12 @@ from .yamlio import load_yaml, read_yaml_file
 __all__ = ["load_topology", "list_presets", "preset_names", "build_topology", "VERTEX_KINDS", "DIMENSION_KINDS"]
 
 VERTEX_KINDS = ("gpu", "switch", "nic", "host", "cpu")
-DIMENSION_KINDS = ("switch", "ring", "fully-connected")
+DIMENSION_KINDS = ("switch", "ring", "fully-connected", "fat-tree")
 
-_TOP_COMMON = ("name", "description", "source", "device", "placement")
+_TOP_COMMON = ("name", "description", "source", "device", "placement", "gpu_transit")
 _TOP_HIER = _TOP_COMMON + ("dimensions",)
 _TOP_EXPL = _TOP_COMMON + ("nodes", "links")
-_DIM_KEYS = ("topology", "size", "bandwidth", "latency", "link_class")
+_DIM_KEYS = ("topology", "size", "bandwidth", "latency", "link_class", "leaf_size", "oversubscription")
 _DEV_KEYS = ("name", "peak_flops", "efficiency", "memory", "tile", "kernel_overhead", "memory_bandwidth",
              "launch_overhead", "kernels", "p2p_efficiency")
 _NODE_KEYS = ("name", "kind")
@@ -247,7 +258,20 @@ def _build_hierarchical(doc: dict, label: str):
         bw = _parse(label, f"{key}.bandwidth", parse_bandwidth, _need(label, key, d, "bandwidth"), "bandwidth")
         lat = _parse(label, f"{key}.latency", parse_time, _need(label, key, d, "latency"), "latency")
         cls = _str(label, f"{key}.link_class", d.get("link_class", f"dim{k}"))
-        spec.append((kind, size, bw, lat, cls))
+        leaf, over = d.get("leaf_size"), d.get("oversubscription")
+        if kind != "fat-tree":
+            for extra in ("leaf_size", "oversubscription"):
+                if extra in d:
+                    raise _err(label, f"{key}.{extra}", "only a fat-tree dimension takes it; remove it or use "
+                               "topology: fat-tree")
+        else:
+            leaf = _need(label, key, d, "leaf_size")
+            if isinstance(leaf, bool) or not isinstance(leaf, int) or leaf < 1 or size % leaf:
+                raise _err(label, f"{key}.leaf_size", f"must be an integer >= 1 dividing size {size}, got {leaf!r}")
+            over = d.get("oversubscription", 1)
+            if isinstance(over, bool) or not isinstance(over, (int, float)) or not over > 0:
+                raise _err(label, f"{key}.oversubscription", f"must be a positive number (4 for 4:1), got {over!r}")
+        spec.append((kind, size, bw, lat, cls, leaf, over))
     sizes = [s[1] for s in spec]
     total = 1
     for s in sizes:
@@ -261,7 +285,7 @@ def _build_hierarchical(doc: dict, label: str):
     gpus = [_coord_names(c) for c in coords]
     vertices = {g: "gpu" for g in gpus}
     links: list[Link] = []
-    for k, (kind, size, bw, lat, cls) in enumerate(spec):
+    for k, (kind, size, bw, lat, cls, leaf, over) in enumerate(spec):
         if size == 1:
             continue
         # groups: GPUs equal in every coordinate but k, in order of their first member
@@ -275,6 +299,16 @@ def _build_hierarchical(doc: dict, label: str):
                 vertices[sw] = "switch"
                 for g in members:
                     _full_duplex(links, g, sw, bw, lat, cls)
+            elif kind == "fat-tree":
+                spine = f"spine{k}"
+                vertices[spine] = "switch"
+                c_full = c_key[:k] + (0,) + c_key[k:]
+                for j in range(size // leaf):
+                    lf = f"sw{k}:{_coord_names(c_full, star=k)}/leaf{j}"
+                    vertices[lf] = "switch"
+                    for g in members[j * leaf:(j + 1) * leaf]:
+                        _full_duplex(links, g, lf, bw, lat, cls)
+                    _full_duplex(links, lf, spine, leaf * bw / over, lat, cls)
             elif kind == "ring":
                 pairs = [(i, (i + 1) % size) for i in range(size if size > 2 else 1)]
                 for i, j in pairs:
@@ -283,8 +317,9 @@ def _build_hierarchical(doc: dict, label: str):
                 for i, j in itertools.combinations(range(size), 2):
                     _full_duplex(links, members[i], members[j], bw, lat, cls)
     meta = {"form": "hierarchical",
-            "dimensions": [{"topology": kind, "size": size, "bandwidth_Bps": bw, "latency_s": lat, "link_class": cls}
-                           for kind, size, bw, lat, cls in spec]}
+            "dimensions": [{"topology": kind, "size": size, "bandwidth_Bps": bw, "latency_s": lat, "link_class": cls,
+                            **({"leaf_size": leaf, "oversubscription": over} if kind == "fat-tree" else {})}
+                           for kind, size, bw, lat, cls, leaf, over in spec]}
     return gpus, vertices, links, meta
 
 
@@ -393,8 +428,11 @@ def build_topology(doc, label: str, default_name: str = "topology", source: str 
         gpus_ranked = check_placement(chosen, gpus, f"{label}: placement")
     else:
         gpus_ranked = list(gpus)
+    transit = doc.get("gpu_transit", True)
+    if not isinstance(transit, bool):
+        raise _err(label, "gpu_transit", f"must be true or false, got {transit!r}")
     meta.update({"description": description, "sources": list(src), "vertices": vertices, "all_gpus": list(gpus),
-                 "file": label})
+                 "file": label, "gpu_transit": transit})
     return Topology(name, device, gpus_ranked, links, source, meta)
 
 

@@ -15,6 +15,7 @@ from ringsim.units import InputError
 PRESET_GPUS = {
     "dgx-a100-8": 8, "dgx-h100-8": 8, "dgx-h200-8": 8, "dgx-h800-8": 8, "dgx-h100-2n": 16, "dgx-h100-4n": 32,
     "dgx-h100-16n": 128, "dgx-h100-128n": 1024, "pcie-gen4-4": 4, "2node-shared-nic": 8, "localhost-cpu": 4,
+    "dgx-h100-128n-fattree-2to1": 1024, "dgx-h100-128n-fattree-4to1": 1024,
 }
 
 DEVICE = {"name": "X", "peak_flops": "100 TFLOP/s", "efficiency": 0.5, "memory": "10 GB"}

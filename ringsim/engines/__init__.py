@@ -34,7 +34,7 @@ from ..timeline import COLUMNS, Timeline
 from ..topology import Topology
 from ..units import InputError
 from ..workload import Workload
-from .des import EngineArrays, ProgramDES, ProtocolStuck
+from .des import EngineArrays, ProgramDES, ProtocolStuck, run_des
 from .fast import hop_routes, inexact_reason, run_fast
 
 __all__ = ["Knobs", "SimResult", "simulate_program", "simulate_ring", "apply_knobs", "build_timeline", "LazyTimeline",
@@ -107,7 +107,7 @@ def simulate_program(program: Program, workload: Workload, topology: Topology, c
     if chosen == "fast":
         arrays = run_fast(flat, compute, topo, knobs, routes)
     elif chosen == "des":
-        arrays = ProgramDES(flat, compute, topo, knobs).run()
+        arrays = run_des(flat, compute, topo, knobs)
     else:
         from .reference import run_reference
 
