@@ -137,7 +137,8 @@ def program_for(meta: dict, G: int):
 
 
 def block_samples(tl: Timeline) -> pd.DataFrame:
-    """One row per measured block: rank, phase, step, iter, pairs, kind, start_s (step start),
+    """One row per measured block: rank, phase, step, iter, pairs, head_share (the share of the
+    model's heads the block's calls covered: Ulysses and USP calls run on H/U heads), kind, start_s (step start),
     end_s (end of compute + merge), time_s, compute_start_s, overlap (fraction of the block
     overlapped by the rank's own transfers)."""
     df = tl.df.copy()
@@ -151,11 +152,13 @@ def block_samples(tl: Timeline) -> pd.DataFrame:
         return pd.DataFrame()
     G = int(tl.meta.get("world_size") or df["rank"].max() + 1)
     program = program_for(tl.meta, G)
-    kinds = None
-    if program is not None:  # [rank, (phase, step)] → the block's kind
+    kinds = shares = None
+    if program is not None:  # [rank, (phase, step)] → the block's kind, and the share of the heads it ran
         f = program.flat
         k = classify_blocks(f.pairs, program.plan.tokens_per_rank)
         kinds = {(ph, int(st)): k[n] for n, (ph, st) in enumerate(zip(f.step_phase, f.step_label))}
+        share = np.divide(f.work_pairs, f.pairs, out=np.ones(f.pairs.shape), where=f.pairs > 0)
+        shares = {(ph, int(st)): share[n] for n, (ph, st) in enumerate(zip(f.step_phase, f.step_label))}
     key = ["rank", "phase", "step", "iter"]
     ring = df[df["kind"].isin(["compute", "send", "recv"])].groupby(key)["start_s"].min()
     ends = df[df["kind"].isin(["compute", "merge"])].groupby(key)["end_s"].max()
@@ -166,8 +169,10 @@ def block_samples(tl: Timeline) -> pd.DataFrame:
         k = (r.rank, r.phase, r.step, r.iter)
         start = float(ring.get(k, r.start_s))
         end = float(ends.get(k, r.end_s))
+        head_share = 1.0
         if kinds is not None and (r.phase, int(r.step)) in kinds and 0 <= r.rank < G:
             kind = str(kinds[(r.phase, int(r.step))][r.rank])
+            head_share = float(shares[(r.phase, int(r.step))][r.rank])
         elif r.pairs <= 0:
             kind = "empty"
         else:
@@ -179,7 +184,7 @@ def block_samples(tl: Timeline) -> pd.DataFrame:
             b = np.clip(tx[1], start, end)
             ov = float(_union_length(a, b) / (end - start))
         rows.append({"rank": int(r.rank), "phase": r.phase, "step": int(r.step), "iter": int(r.iter),
-                     "pairs": float(r.pairs), "kind": kind, "start_s": start, "end_s": end,
+                     "pairs": float(r.pairs), "head_share": head_share, "kind": kind, "start_s": start, "end_s": end,
                      "time_s": end - start, "compute_start_s": float(r.start_s), "overlap": ov})
     out = pd.DataFrame(rows)
     # a step's posts may come before the previous block ended (e.g. a gradient sent one step behind):
