@@ -86,21 +86,37 @@ def summary_rows(doc: dict) -> list[dict]:
 @click.option("--run-config", multiple=True, metavar="KEY=VALUE",
               help="For Kineto traces, which do not record it: schedule, seq_len, mask, heads, kv_heads, head_dim, "
                    "batch, dtype, link_class (repeat the option).")
+@click.option("--write-profile", "profile_out", type=click.Path(dir_okay=False), default=None, callback=output_path,
+              help="Also write the runs' kernel calls as a kernel profile (YAML; `--kernels FILE` reads it): "
+                   "median time per call shape, squares as knots. Needs fwd+bwd runs with a core or GPU per rank.")
+@click.option("--profile-name", default="measured-calls", show_default=True, help="Name of that profile.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="How to print the fit summary on stdout.")
-def calibrate(traces, output, run_config, fmt):
+def calibrate(traces, output, run_config, profile_out, profile_name, fmt):
     """Fit compute time per block kind and phase, link latency/bandwidth per link class and the
     core-sharing slowdown from measured traces (ringsim Chrome traces or one PyTorch-profiler file
-    per rank); write them with their fit errors (MAPE) to OUTPUT."""
+    per rank); write them with their fit errors (MAPE) to OUTPUT. With --write-profile, also the
+    kernel profile of the runs' attention calls (the same from CPU traces and GPU Kineto traces)."""
     from ringsim.calibration import calibrate as fit, load_measured, write_calibration
 
     check_destination(output, "--output")
+    if profile_out:
+        check_destination(profile_out, "--write-profile")
     runs = load_measured(list(traces), parse_kv(run_config) or None)
     doc = fit(runs)
+    profile = None
+    if profile_out:  # built before anything is written: a run that cannot give one leaves no output
+        from ringsim.calibration.kernels import profile_from_runs
+
+        profile = profile_from_runs(runs, profile_name, "ringsim calibrate " + " ".join(traces))
     write_calibration(doc, output)
+    if profile is not None:
+        profile.save(profile_out)
     rows = summary_rows(doc)
     if fmt == "json":
-        emit(to_json({"output": output, "components": rows, "compute_mape": doc["compute_mape"]}), None)
+        emit(to_json({"output": output, "components": rows, "compute_mape": doc["compute_mape"],
+                      **({"profile": profile_out, "profile_points": len(profile.points)} if profile else {})}), None)
     else:
         emit(f"calibrated from {len(runs)} run(s) → {output} (compute MAPE {doc['compute_mape']:.3g})\n"
+             + (f"kernel profile {profile.name} ({len(profile.points)} call shapes) → {profile_out}\n" if profile else "")
              + render_table(rows, ["component", "model", "fit", "mape", "roofline_mape", "table_mape", "n"]), None)
