@@ -24,7 +24,8 @@ its dK/dV columns.
 Instrumentation (a :class:`~ringsim.runtime.instrument.Recorder`): per step with compute a
 ``compute`` row (zero length when the call is empty, so every such step has one, with the call's
 exact pairs and FLOPs), a ``merge`` row for the memory ops, and the communicator's
-``send``/``recv``/``wait`` rows.
+``send``/``recv``/``wait`` rows. Under ``torch.profiler`` (``ringsim run --profile``) each step can
+also be a ``ringsim/<phase>/step <s>`` range (:attr:`RankProgram.markers`).
 """
 from __future__ import annotations
 
@@ -46,12 +47,34 @@ def _noop(phase: str, step: int) -> None:
     return None
 
 
+class _StepRange:
+    """A ``torch.profiler.record_function`` range opened now and closed by :meth:`close`."""
+
+    def __init__(self, name: str):
+        self._rf = torch.profiler.record_function(name)
+        self._rf.__enter__()
+
+    def close(self) -> None:
+        self._rf.__exit__(None, None, None)
+
+
+class _NoRange:
+    def close(self) -> None:
+        return None
+
+
+_NO_RANGE = _NoRange()
+
+
 @dataclass
 class RankProgram:
     """One rank's view of a program: its steps per phase, the kernel choice, the softmax scale.
 
     ``progress(phase, step)`` is called at the start of every step (a heartbeat for watchdogs);
-    ``flops_per_pair`` maps a phase to the FLOPs of one allowed pair (the workload's)."""
+    ``flops_per_pair`` maps a phase to the FLOPs of one allowed pair (the workload's); with
+    ``markers`` each step runs inside a ``torch.profiler.record_function`` range named
+    ``ringsim/<phase>/step <s>`` (``ringsim run --profile``; the Kineto importer cross-checks its
+    mapping against them)."""
 
     program: Program
     rank: int
@@ -60,6 +83,11 @@ class RankProgram:
     kernel: str = "auto"
     progress: Callable[[str, int], None] = _noop
     steps: dict = field(default_factory=dict)
+    markers: bool = False
+
+    def step_range(self, phase: str, step: int):
+        """Open the profiler range of one step; ``.close()`` ends it (nothing without ``markers``)."""
+        return _StepRange(f"ringsim/{phase}/step {step}") if self.markers else _NO_RANGE
 
     @classmethod
     def build(cls, program: Program, rank: int, workload, kernel: str = "auto", progress=None,
@@ -118,6 +146,7 @@ def run_forward(q, k, v, rp: RankProgram, comm: P2PComm, rec: Recorder):
     nxt = torch.empty_like(cur)
     for rs in rp.steps.get("fwd", []):
         rp.progress("fwd", rs.step)
+        marker = rp.step_range("fwd", rs.step)
         _post(comm, rs, {"kv": cur}, {"kv": nxt})
         res = bp = None
         for op, b in _ops(rs, rp.rank):
@@ -131,6 +160,7 @@ def run_forward(q, k, v, rp: RankProgram, comm: P2PComm, rec: Recorder):
                 merge_(out[:, :, bp.rows], lse[:, :, bp.rows], res[0], res[1])
                 rec.add(rs.step, "fwd", "merge", t1, rec.mark())
         comm.wait()
+        marker.close()
         if any("kv" in p.payloads for p in rs.recvs):
             cur, nxt = nxt, cur
     return out.to(q.dtype), lse
@@ -147,6 +177,7 @@ def run_backward(dout, q, k, v, out, lse, rp: RankProgram, comm: P2PComm, rec: R
     out_f = out.float()
     for rs in rp.steps.get("bwd", []):
         rp.progress("bwd", rs.step)
+        marker = rp.step_range("bwd", rs.step)
         _post(comm, rs, {"kv": cur, "dkv": dkv_cur}, {"kv": nxt, "dkv": dkv_nxt})
         res = bp = None
         own.zero_()
@@ -172,6 +203,7 @@ def run_backward(dout, q, k, v, out, lse, rp: RankProgram, comm: P2PComm, rec: R
             dkv_cur, dkv_nxt = dkv_nxt, dkv_cur
         elif got_dkv:  # the return: the complete gradient of this rank's own shard
             dkv_cur, dkv_nxt = dkv_nxt, dkv_cur
+        marker.close()
         if any("kv" in p.payloads for p in rs.recvs):
             cur, nxt = nxt, cur
     return dq.to(q.dtype), dkv_cur[0].to(k.dtype), dkv_cur[1].to(v.dtype)
