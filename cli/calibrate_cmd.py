@@ -35,6 +35,18 @@ def parse_kv(items) -> dict:
     return out
 
 
+def warn_unmatched(runs) -> None:
+    """One line on stderr per imported profiler run whose events did not all match its program."""
+    for label, tl in runs:
+        m = tl.meta.get("mapping") or {}
+        if m.get("problems"):
+            first = (m.get("first_problems") or [{}])[0]
+            click.echo(f"ringsim: warning: {label}: {m['problems']} profiler event group(s) could not be matched to the "
+                       f"program and were left out (first: rank {first.get('rank')}, {first.get('what')}: expected "
+                       f"{first.get('expected')}, found {first.get('found')}); see `ringsim import-trace --mapping`",
+                       err=True)
+
+
 def summary_rows(doc: dict) -> list[dict]:
     rows = []
     for phase, table in doc["compute"].items():
@@ -79,20 +91,23 @@ def summary_rows(doc: dict) -> list[dict]:
 
 
 @click.command()
-@click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("traces", nargs=-1, required=True, type=click.Path())
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="calib.json to write (atomically).")
 @click.option("--run-config", multiple=True, metavar="KEY=VALUE",
-              help="For Kineto traces, which do not record it: schedule, seq_len, mask, heads, kv_heads, head_dim, "
-                   "batch, dtype, link_class (repeat the option).")
+              help="For Kineto traces, which do not record it (ringsim run --profile embeds it): schedule, seq_len, "
+                   "mask, heads, kv_heads, head_dim, batch, dtype, implementation, link_class, device, cpu_cores, "
+                   "threads_per_rank (repeat the option).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="How to print the fit summary on stdout.")
 def calibrate(traces, output, run_config, fmt):
     """Fit compute time per block kind and phase, link latency/bandwidth per link class and the
-    core-sharing slowdown from measured traces (ringsim Chrome traces or one PyTorch-profiler file
-    per rank); write them with their fit errors (MAPE) to OUTPUT."""
+    core-sharing slowdown from measured traces (ringsim Chrome traces, or PyTorch-profiler traces:
+    one file per rank, or the directory `ringsim run --profile` wrote); write them with their fit
+    errors (MAPE) to OUTPUT."""
     from ringsim.calibration import calibrate as fit, load_measured, write_calibration
 
     runs = load_measured(list(traces), parse_kv(run_config) or None)
+    warn_unmatched(runs)
     doc = fit(runs)
     write_calibration(doc, output)
     rows = summary_rows(doc)
