@@ -38,7 +38,8 @@ ops by order and kind, rank by rank — never by a formula such as "the k-th ker
   (an autograd node, a collective, a user's ``record_function``) end a merge.
 - ``c10d`` collectives, barriers and collective NCCL kernels are not part of the ring: counted
   for the summary, never mapped. ``ringsim/<phase>/step <s>`` ranges (``ringsim run --profile``
-  marks every step with ``torch.profiler.record_function``) are only used to cross-check.
+  marks every step with ``torch.profiler.record_function``) never decide the mapping or a time:
+  they only cross-check the mapping.
 
 **How it is matched** (per rank):
 
@@ -59,16 +60,20 @@ ops by order and kind, rank by rank — never by a formula such as "the k-th ker
    kernel/op is that step's merge (``merge`` row) — except work after the wait: when the step's
    transfers complete in an idle gap that follows some of that memory work, the work after the
    gap ran after the wait (a gap right after the call is the thread descheduled, since a call's
-   merge runs before its step's wait).
+   merge runs before its step's wait). The same code runs after every call of a step, so a cut
+   seen at least twice and in most occurrences showing one (over all ranks, per phase, step and
+   number of memory ops) applies to every occurrence, and a lone one to none: a thread
+   descheduled mid-merge while the transfer completes looks the same, and is not a wait.
 4. *Rows.* Per step: a ``compute`` row per call (first kernel's start to the last kernel's end,
    exact ``pairs``/``flops`` from the program; a step without posts starts with the rank's first
-   activity after the previous step ended — the slices and copies that prepare its call included,
-   as ``ringsim run`` records them), a ``merge`` row per call, a zero-length ``compute`` row where the program has compute
+   activity after the previous step ended — the slices and copies that prepare its call
+   included, as ``ringsim run`` records them), a ``merge`` row per call, a zero-length ``compute`` row where the program has compute
    ops but no call for this rank (once the step's posts are issued), ``send``/``recv`` rows per
-   message (from the start of the step's batched post to the completion), and a
-   ``wait`` row from the end of the step's work to the completion of the transfers it waits for
-   (CPU level: to the thread's first op after it, when it resumed) — every row ``ringsim run`` records, zero-length where nothing was seen, so that the k-th row of
-   a kind belongs to the k-th occurrence.
+   message (from the start of the step's batched post to the completion), and a ``wait`` row
+   from the end of the step's work to the completion of the transfers it waits for (CPU level:
+   to the thread's first op after it, when it resumed) — every row ``ringsim run`` records,
+   zero-length where nothing was seen, so that the k-th row of a kind belongs to the k-th
+   occurrence.
 
 Without a run configuration there is no program: nothing is mapped (rows carry step −1) and the
 summary says so. **Time**: every file's ``ts`` (µs, plus ``baseTimeNanoseconds``) goes on one
@@ -117,7 +122,9 @@ _TRIVIAL_OPS = {"aten::empty", "aten::empty_like", "aten::empty_strided", "aten:
                 "aten::t", "aten::permute", "aten::unsqueeze", "aten::squeeze", "aten::alias", "aten::detach",
                 "aten::expand", "aten::lift_fresh", "aten::resolve_conj", "aten::resolve_neg", "aten::item",
                 "aten::_local_scalar_dense", "aten::is_nonzero", "aten::set_", "aten::resize_", "aten::unbind",
-                "aten::chunk", "aten::split", "aten::narrow", "aten::view_as", "aten::result_type", "detach"}
+                "aten::chunk", "aten::split", "aten::narrow", "aten::view_as", "aten::result_type", "detach",
+                # a conversion that copies shows as its aten::_to_copy / aten::copy_ children
+                "aten::to"}
 _P2P_C10D = {"c10d::send": "send", "c10d::recv_": "recv", "c10d::recv_any_source_": "recv"}
 DTYPE_SIZES = {"float": 4, "float32": 4, "c10::float": 4, "half": 2, "float16": 2, "c10::half": 2,
                "bfloat16": 2, "c10::bfloat16": 2, "double": 8, "float64": 8, "int": 4, "int32": 4,
@@ -265,7 +272,8 @@ class RankTrace:
     markers: int = 0
     embedded: dict | None = None
     kernels: int = 0
-    activity: list = field(default_factory=list)  # sorted starts of everything the rank ran (µs)
+    activity: list = field(default_factory=list)  # CPU level: sorted starts of the thread's ops (µs)
+    base_us: float = 0.0
     p2p_unlinked: int = 0     # point-to-point kernels whose launch is not in the trace (origin unknown)
 
 
@@ -350,11 +358,13 @@ class _Nest:
         return out
 
 
-def _marker_of(payloads) -> tuple | None:
+def _marker_of(payloads, base_us: float = 0.0) -> tuple | None:
+    """``(phase, step, start µs)`` of the innermost ``ringsim/<phase>/step <s>`` range among
+    ``payloads`` (events), or None."""
     for ev in payloads:
         m = _MARKER_RE.match(str(ev.get("name", "")))
         if m:
-            return (m.group(1), int(m.group(2)))
+            return (m.group(1), int(m.group(2)), (_num(ev.get("ts"), 0.0) or 0.0) + base_us)
     return None
 
 
@@ -377,7 +387,8 @@ def read_rank(data: dict, origin: str = "trace") -> RankTrace:
             continue
         dur = max(_num(ev.get("dur"), 0.0) or 0.0, 0.0)
         xs.append((ts + base_us, ts + base_us + dur, ev))
-    rt = RankTrace(rank, world, str(info.get("backend") or ""), "none", devices, [], origin, embedded=embedded)
+    rt = RankTrace(rank, world, str(info.get("backend") or ""), "none", devices, [], origin, embedded=embedded,
+                   base_us=base_us)
     rt.n_events = len(xs)
     if xs:
         rt.span_us = (min(x[0] for x in xs), max(x[1] for x in xs))
@@ -459,7 +470,7 @@ def _read_gpu(rt: RankTrace, xs, kernels, nests, range_nests) -> None:
         phase = attention_phase(name)
         if phase is not None:
             rt.attention_names[name] += 1
-            toks.append(Tok("call", key, s, e, phase, (name,), marker=_marker_of(enc)))
+            toks.append(Tok("call", key, s, e, phase, (name,), marker=_marker_of(enc, rt.base_us)))
             continue
         if _NCCL_RE.search(name):
             coll = None
@@ -489,11 +500,10 @@ def _read_gpu(rt: RankTrace, xs, kernels, nests, range_nests) -> None:
             rt.p2p_names[name] += 1
             rt.p2p_unlinked += lk is None
             toks.append(Tok("comm", key, s, e, names=(name,), direction="sendrecv" if len(dirs) == 2 else dirs[0],
-                            bytes=nbytes, marker=_marker_of(enc)))
+                            bytes=nbytes, marker=_marker_of(enc, rt.base_us)))
             continue
         toks.append(Tok("mem" if _MEM_KERNEL_RE.search(name) else "other", key, s, e, names=(name,)))
     rt.toks = _fold_calls(sorted(toks, key=lambda t: t.key))
-    rt.activity = sorted(s for s, e, ev in kernels)
 
 
 def _fold_calls(toks: list) -> list:
@@ -594,7 +604,7 @@ def _read_cpu(rt: RankTrace, nests, range_nests) -> None:
         inside_call = any(_cpu_attention_phase(n) for n in anc_names)
         inside_comm = any(n in _P2P_C10D or n == "record_param_comms" or n.startswith("c10d::") for n in anc_names)
         phase = _cpu_attention_phase(name)
-        marker = _marker_of(anc)
+        marker = _marker_of(anc, rt.base_us)
         if phase is not None:
             if not inside_call:
                 rt.attention_names[name] += 1
@@ -705,6 +715,7 @@ class _Occ:
     comms: dict = field(default_factory=dict)   # (step, at) → list of (side, Post, start, end, bytes, peer)
     merges: dict = field(default_factory=dict)  # step → (start, end)
     posted: dict = field(default_factory=dict)  # (step, at) → when posting the batch returned (µs)
+    pending: dict = field(default_factory=dict)  # step → (memory ops after the call, where a wait cut them)
 
 
 def _problem(rank, what, **kw) -> dict:
@@ -805,7 +816,7 @@ def map_rank(rt: RankTrace, exp: dict) -> tuple[list, list, dict, list]:
                 occ.calls[es.step] = t
                 stats["calls_mapped"] += 1
                 if t.marker is not None:
-                    if t.marker == (ph, es.step):
+                    if t.marker[:2] == (ph, es.step):
                         stats["marker_agree"] += 1
                     else:
                         stats["marker_disagree"] += 1
@@ -880,8 +891,10 @@ def map_rank(rt: RankTrace, exp: dict) -> tuple[list, list, dict, list]:
                                                          p.peer if peer is None else peer))
             stats["transfers_mapped"] += 1
             if tok.marker is not None:
-                stats["marker_agree" if tok.marker == (occ.phase, step) else "marker_disagree"] += 1
+                agree = tok.marker[:2] == (occ.phase, step)
+                stats["marker_agree" if agree else "marker_disagree"] += 1
     # merges: the memory work after each call, until the next call / transfer / other kernel
+    # (settle_merges decides, over every rank's occurrences, where they end)
     order = {id(t): i for i, t in enumerate(rt.toks)}
     for item in seq:
         if isinstance(item, tuple):
@@ -897,18 +910,21 @@ def map_rank(rt: RankTrace, exp: dict) -> tuple[list, list, dict, list]:
             done = [e for (st, _), lst in item.comms.items() for (_, p, _, e, _, _) in lst
                     if st + p.wait_after == step]
             c = max(done) if done else None
+            # where the wait fell: the idle gap that holds the transfers' completion — after k of
+            # the memory ops (k = len: after all of them); a gap right after the call is the
+            # thread descheduled (a call's merge runs before its step's wait), and a completion
+            # before the call's end or inside an op says nothing
+            cut = None
             if c is not None and c > t.end:
-                # the wait: the idle gap that holds the transfers' completion, after the merge (a
-                # call's merge runs before its step's wait); a gap holding it right after the call
-                # is the thread descheduled, not waiting, and cuts nothing
                 reach = t.end
                 for k, m in enumerate(mems):
                     if reach <= c <= m.start:
-                        if k >= 1:
-                            mems = mems[:k]
+                        cut = k if k >= 1 else None
                         break
                     reach = max(reach, m.end)
-            item.merges[step] = (min(m.start for m in mems), max(m.end for m in mems))
+                else:
+                    cut = len(mems) if c >= reach else None
+            item.pending[step] = (mems, cut)
     stats["occurrences"] = sum(1 for x in seq if not isinstance(x, tuple))
     occs = [x for x in seq if not isinstance(x, tuple)]
     for occ in occs:
@@ -922,6 +938,28 @@ def map_rank(rt: RankTrace, exp: dict) -> tuple[list, list, dict, list]:
                                     "occurrence": occ.index, "start_us": s, "end_us": e,
                                     "name": f"{'to' if side == 'send' else 'from'} {peer}, {b:.0f} B, {'+'.join(p.payloads)}"})
     return occs, problems, dict(stats), assignments
+
+
+def settle_merges(occs: list) -> None:
+    """Each call's merge from the memory work after it (:func:`map_rank` found it), over the
+    occurrences of every rank at once: the same code runs after every call of a step, so where the
+    wait falls among its memory ops is a property of the step. A place seen at least twice and in
+    most of the occurrences that show one cuts every occurrence there; otherwise nothing is cut (one
+    occurrence's gap holding the completion may be a thread descheduled mid-merge — on a shared
+    host it resumes when the transfer's thread frees a core — and its timing cannot tell)."""
+    votes: dict = {}
+    for occ in occs:
+        for step, (mems, cut) in occ.pending.items():
+            if cut is not None:
+                votes.setdefault((occ.phase, step, len(mems)), Counter())[cut] += 1
+    for occ in occs:
+        for step, (mems, _) in occ.pending.items():
+            v = votes.get((occ.phase, step, len(mems)))
+            if v:
+                k, n = max(v.items(), key=lambda kv: (kv[1], kv[0]))
+                if n >= 2 and 2 * n > sum(v.values()) and 1 <= k < len(mems):
+                    mems = mems[:k]
+            occ.merges[step] = (min(m.start for m in mems), max(m.end for m in mems))
 
 
 def _counts_fit(toks, post_slots) -> bool:
@@ -938,10 +976,11 @@ def _trim_edge(toks, post_slots, at_end: bool) -> list:
 
 
 def _rows_of(occs: list, rank: int, fpp: dict, activity: list | None = None) -> list:
-    """Timeline rows (µs, not yet shifted) of one rank's mapped occurrences. ``activity`` (CPU
-    level: sorted start times of everything the rank's thread ran) says when the thread resumed
-    after a wait; without it (GPU level) the device resumes at once."""
+    """Timeline rows (µs, not yet shifted) of one rank's mapped occurrences. At the CPU level
+    ``activity`` (sorted start times of everything the rank's thread ran) says when the thread
+    resumed after a wait; at the GPU level (no ``activity``) the device resumes at once."""
     activity = activity or []
+    cpu = bool(activity)
 
     def resume(t: float) -> float:
         i = bisect.bisect_left(activity, t)
@@ -970,7 +1009,7 @@ def _rows_of(occs: list, rank: int, fpp: dict, activity: list | None = None) -> 
                 # no call: a zero-length row once the step's posts are issued (as ringsim run has it)
                 at = occ.posted.get((es.step, "start"))
                 if at is None and prev_end is not None:
-                    at = resume(prev_end) if activity else prev_end
+                    at = resume(prev_end) if cpu else prev_end
                 if at is not None:
                     step_rows.append((rank, es.step, occ.phase, "compute", at, at, es.owner, 0.0, 0.0, 0.0))
             for side, p, s, e, b, peer in posts:
@@ -1088,6 +1127,7 @@ def import_kineto(paths: list[str], config: dict | None = None, details: dict | 
     rows_us = []
     problems, assignments = [], []
     stats = Counter()
+    mapped = []
     for rank in sorted(per_rank):
         r = per_rank[rank]
         if program is None:
@@ -1103,7 +1143,10 @@ def import_kineto(paths: list[str], config: dict | None = None, details: dict | 
         problems += probs
         assignments += asg
         stats.update(st)
-        rows_us += _rows_of(occs, rank, fpp, r.activity)
+        mapped.append((rank, r, occs))
+    settle_merges([o for _, _, occs in mapped for o in occs])
+    for rank, r, occs in mapped:
+        rows_us += _rows_of(occs, rank, fpp, r.activity if r.level == "cpu" else None)
     if not rows_us:
         raise InputError("nothing in the Kineto traces could be mapped onto the program; see `ringsim import-trace` "
                          "for what was found and why")
