@@ -863,10 +863,12 @@ def map_rank(rt: RankTrace, exp: dict) -> tuple[list, list, dict, list]:
         post_slots = [(s[1], s[2].step, s[3], [(side, p) for side, p in s[4]]) for s in seg if s[0] == "post"]
         # a slot tuple for _match_posts: (occ, step, at, [(side, Post)])
         if g == 0 or g == len(bounds) - 2:
-            # before the first or after the last mapped call: only the posts of its own occurrence
-            # that the trace can hold (a profile may start or stop mid-occurrence)
-            if toks and len(post_slots) and not _counts_fit(toks, post_slots):
-                post_slots = _trim_edge(toks, post_slots, at_end=(g == 0))
+            # before the first or after the last mapped call: only the posts its events account
+            # for — the nearest to the call (a profile may start or stop mid-occurrence)
+            if not toks:
+                post_slots = []
+            elif post_slots and not _counts_fit(toks, post_slots):
+                post_slots = _trim_edge(toks, post_slots, keep_last=(g == 0))
         matched, prob = _match_posts(toks, post_slots, rank, problems)
         if prob is not None:
             prob["at_us"] = toks[0].start if toks else None
@@ -972,10 +974,11 @@ def _counts_fit(toks, post_slots) -> bool:
     return _match_posts(toks, post_slots, -1)[1] is None
 
 
-def _trim_edge(toks, post_slots, at_end: bool) -> list:
-    """The longest run of post slots at the inner end of an edge gap that the events fit."""
+def _trim_edge(toks, post_slots, keep_last: bool) -> list:
+    """The longest run of post slots next to the mapped call (the last ones before the first
+    call, the first ones after the last call) that the events fit."""
     for k in range(len(post_slots) - 1, 0, -1):
-        cand = post_slots[-k:] if at_end else post_slots[:k]
+        cand = post_slots[-k:] if keep_last else post_slots[:k]
         if _counts_fit(toks, cand):
             return cand
     return post_slots

@@ -20,6 +20,8 @@ BWD = "void flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<Flash_bwd_kernel_traits
 BWD_POST = "void flash_bwd_convert_dq_kernel<Flash_bwd_kernel_traits<128>>(Flash_bwd_params)"
 SENDRECV = "ncclDevKernel_SendRecv(ncclDevComm*, unsigned long, ncclWork*)"
 MERGE = "void at::native::vectorized_elementwise_kernel<4, at::native::sigmoid_kernel_cuda>(int, ...)"
+EXPAND = "void at::native::index_elementwise_kernel<128, 4, at::native::gpu_index_kernel<...>>(long, ...)"
+REDUCE = "void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::func_wrapper_t<...>>>(...)"
 
 
 class Rank:
@@ -58,10 +60,12 @@ class Rank:
         return str(path)
 
 
-def _program_rank(r: Rank, cfg: dict, iterations=2, kernels_per_call=1, fa2_helpers=True, skip=None):
+def _program_rank(r: Rank, cfg: dict, iterations=2, kernels_per_call=1, fa2_helpers=True, skip=None,
+                  gqa=False):
     """Emit what a GPU ring-attention rank launches for ``cfg``'s program: per step one SendRecv
     kernel per batched post (bytes in its args), the call's attention kernel(s) — FA2 backward
-    with its dot_do_o / convert_dq helpers — and an elementwise merge kernel after each call.
+    with its dot_do_o / convert_dq helpers; with ``gqa`` K/V expanded to every query head before
+    it and dK/dV summed back after it — and an elementwise merge kernel after each call.
     ``skip``: (iteration, phase, step) whose main kernel is left out."""
     from ringsim.kineto import _program, _workload, expected_steps
 
@@ -83,10 +87,14 @@ def _program_rank(r: Rank, cfg: dict, iterations=2, kernels_per_call=1, fa2_help
                     main = FWD if phase == "fwd" else BWD
                     if phase == "bwd" and fa2_helpers:
                         r.launch(BWD_PRE, 10.0)
+                    if gqa:
+                        r.launch(EXPAND, 6.0)
                     for k in range(kernels_per_call):
                         r.launch(main, 200.0 + 100.0 * es.step)
                     if phase == "bwd" and fa2_helpers:
                         r.launch(BWD_POST, 8.0)
+                    if phase == "bwd" and gqa:
+                        r.launch(REDUCE, 12.0)
                     r.launch(MERGE, 20.0)
                 if es.end_posts:
                     nbytes = sum(p.bytes for side, p in es.end_posts if side == "send")
@@ -184,6 +192,50 @@ def test_contiguous_idle_steps_and_several_iterations(tmp_path):
         s = df[(df["rank"] == rank) & (df["kind"] == "send")]
         assert sorted(set(zip(s["phase"], s["step"]))) == [("bwd", k) for k in range(5)] + [("fwd", k) for k in range(3)]
         assert len(s) == 3 * 8
+
+
+def test_gqa_backward_expand_and_sum_around_the_fa2_helpers(tmp_path):
+    """GQA: K/V expanded to every query head before the kernel (between FA2's dot_do_o and the
+    main kernel) and dK/dV summed back after it: still one call per step, the sum part of its
+    merge, and every step mapped."""
+    cfg = dict(CFG, schedule="contiguous", seq_len=192, heads=8, kv_heads=2)
+    paths = []
+    for rank in range(3):
+        r = Rank(rank, 3)
+        _program_rank(r, cfg, gqa=True)
+        paths.append(r.write(tmp_path / f"rank{rank}.json"))
+    det = {}
+    tl = import_kineto(paths, cfg, details=det)
+    assert det["problems"] == []
+    calls = [a for a in det["assignments"] if a["kind"] == "call"]
+    assert all("(+" in a["name"] for a in calls if a["phase"] == "bwd")  # dot_do_o + main + convert_dq
+    comp = tl.df[(tl.df["kind"] == "compute") & (tl.df["pairs"] > 0)]
+    for rank in range(3):
+        c = comp[comp["rank"] == rank]
+        assert sorted(set(zip(c["phase"], c["step"]))) == sorted({(ph, s) for ph in ("fwd", "bwd") for s in range(rank + 1)})
+    merges = tl.df[(tl.df["kind"] == "merge") & (tl.df["phase"] == "bwd")]
+    assert ((merges["end_s"] - merges["start_s"]) > 30e-6).all()  # the sum (12 µs) and the merge (20 µs)
+
+
+def test_a_profile_that_starts_mid_iteration(tmp_path):
+    """The profiler started while rank 0's first forward call ran: the trace holds iteration 0
+    from its backward on; what it holds maps, nothing is reported missing before it began."""
+    cfg = dict(CFG, schedule="zigzag")
+    paths = []
+    for rank in (0, 1):
+        r = Rank(rank)
+        _program_rank(r, cfg, iterations=3)
+        first_bwd = min(e["ts"] for e in r.events if e["name"] == BWD_PRE)
+        launches = {e["args"]["correlation"] for e in r.events if e["cat"] == "cuda_runtime"}
+        cut = {e["args"]["correlation"] for e in r.events if e["cat"] != "cuda_runtime" and e["ts"] < first_bwd - 45}
+        r.events = [e for e in r.events if e["args"].get("correlation") not in cut]
+        assert launches - cut
+        paths.append(r.write(tmp_path / f"rank{rank}.json"))
+    det = {}
+    tl = import_kineto(paths, cfg, details=det)
+    assert det["problems"] == []
+    c0 = tl.df[(tl.df["rank"] == 0) & (tl.df["kind"] == "compute")].sort_values("start_s")
+    assert list(zip(c0["phase"], c0["step"])) == [("bwd", 0), ("bwd", 1)] + [("fwd", 0), ("fwd", 1), ("bwd", 0), ("bwd", 1)] * 2
 
 
 def test_a_call_in_two_kernels_is_one_call(tmp_path):
