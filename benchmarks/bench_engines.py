@@ -11,13 +11,21 @@ Cases, each at 64, 256 and 1024 ranks (``--quick``: 64 and 256, DES only at 64):
 - ``des``            the simpy DES on the same contention-free ring, end to end (rows lazy);
 - ``des contended``  the DES where hops share links: nodes of 8 GPUs behind one uplink each, ranks
                      striped over nodes so all 8 GPUs of a node send to the next node at once
-                     (each uplink carries 8 flows shared max-min fairly).
+                     (each uplink carries 8 flows shared max-min fairly); ``des`` is what
+                     ``engine="des"`` runs (the compiled core where built), ``des (Python)`` the
+                     Python DES (``RINGSIM_PURE_PYTHON=1``).
 
 Each figure is the best of repeated runs (at least three, and up to 256 ranks as many as fit in
 a second): on a shared machine other jobs only ever add time. ``--runs N`` repeats the whole
 benchmark and reports the lowest–highest of those bests.
 
-Run: ``python benchmarks/bench_engines.py [--quick] [--sizes 64,256] [--runs 3]``.
+``--fast-scaling`` instead records how the fast path's cost per rank-step grows with ranks, from 64 to
+16,384: a ring program built directly (rank r sends its 4,096-token K/V shard to r+1 at every step and
+computes one full 4,096 × 4,096 block), ``min(G, 1024)`` steps of it — a whole 16,384-rank ring would be
+268M messages, ~15 GB of flat arrays, more than this machine holds — run by the fast path end to end
+(``simulate_program``) and by its recurrence alone.
+
+Run: ``python benchmarks/bench_engines.py [--quick] [--sizes 64,256] [--runs 3] [--fast-scaling]``.
 """
 from __future__ import annotations
 
@@ -96,7 +104,11 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", type=int, default=1,
                     help="run the whole benchmark this many times and report the lowest–highest rate per "
                          "cell (this machine's speed drifts between runs; the README's table is --runs 3)")
+    ap.add_argument("--fast-scaling", action="store_true",
+                    help="the fast path's cost per rank-step from 64 to 16,384 ranks (see the module docstring)")
     args = ap.parse_args(argv)
+    if args.fast_scaling:
+        return fast_scaling([int(x) for x in (args.sizes or "64,256,1024,4096,16384").split(",")])
     if args.runs > 1:
         tables = [bench(args) for _ in range(args.runs)]
         print()
@@ -113,6 +125,61 @@ def main(argv=None) -> None:
     print("|---|---|---:|---:|---:|---:|")
     for engine, case, G, n, secs, rate in rows:
         print(f"| {engine} | {case} | {G} | {n:,} | {secs:.4f} | {rate:,.0f} |")
+
+
+def synthetic_ring(G: int, steps: int):
+    """``steps`` steps of a ring of G ranks as a program built directly (no plan): every rank sends
+    its K/V shard of TOKENS_PER_RANK tokens (llama3-8b) to r+1 and computes one full block."""
+    import numpy as np
+
+    from ringsim.blocks import BlockPlan, CallShapes
+    from ringsim.program import KernelOp, Messages, Program, Stage
+
+    n = TOKENS_PER_RANK
+    wl = Workload(get_model("llama3-8b"), n * G)
+    shapes = CallShapes([BlockPlan("full", 0, n, 0, n, n * n)])
+    ranks = np.arange(G, dtype=np.int64)
+    kv = Messages(ranks[None, :], ((ranks + 1) % G)[None, :], np.array([[float(wl.shard_bytes(n))]]), (("kv",),))
+    op = KernelOp("fwd", shapes, np.zeros((steps, G), dtype=np.int64))
+    return Program(G, [Stage("fwd", 0, steps, (op,), (kv,), "ring")], strategy="synthetic",
+                   meta={"layout": "synthetic", "seq_len": n * G, "phase": "fwd", "tokens_per_rank": n}), wl
+
+
+def fast_scaling(sizes: list[int]) -> None:
+    rows = []
+    for G in sizes:
+        steps = min(G, 1024)
+        prog, wl = synthetic_ring(G, steps)
+        topo = switch_ring(G)
+        comp = RooflineCost().step_seconds(CostContext(prog, wl, topo))
+        prog.flat
+        n = G * steps
+        e2e = timed(lambda: simulate_program(prog, wl, topo, engine="fast"), 0.0, 3)
+        core = timed(lambda: run_fast(prog.flat, comp, topo, Knobs()), 0.0, 3)
+        rows.append((G, steps, n, e2e, core))
+        print(f"  G={G:6d} steps={steps:5d}  e2e {e2e:8.3f} s {n / e2e:14,.0f}/s  core {core:8.3f} s {n / core:14,.0f}/s",
+              file=sys.stderr)
+    print()
+    print("| ranks | steps | rank-steps | end to end: rank-steps/s | ns per rank-step | recurrence only: rank-steps/s "
+          "| ns per rank-step |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for G, steps, n, e2e, core in rows:
+        print(f"| {G:,} | {steps:,} | {n:,} | {n / e2e:,.0f} | {1e9 * e2e / n:.0f} | {n / core:,.0f} | {1e9 * core / n:.0f} |")
+
+
+def pure_python(sim, topo):
+    """The DES without its compiled core (ringsim.engines.des.ProgramDES), for comparison."""
+    import os
+
+    old = os.environ.get("RINGSIM_PURE_PYTHON")
+    os.environ["RINGSIM_PURE_PYTHON"] = "1"
+    try:
+        return sim(topo, "des")
+    finally:
+        if old is None:
+            del os.environ["RINGSIM_PURE_PYTHON"]
+        else:
+            os.environ["RINGSIM_PURE_PYTHON"] = old
 
 
 def bench(args) -> list[tuple]:
@@ -137,6 +204,7 @@ def bench(args) -> list[tuple]:
             contended = striped_nodes(G)
             assert contended.ring_shares_links(G)
             cases.append(("des", "contended (8 flows/uplink)", lambda: sim(contended, "des")))
+            cases.append(("des (Python)", "contended (8 flows/uplink)", lambda: pure_python(sim, contended)))
         for engine, case, fn in cases:
             # best of three runs at least, and of as many as fit in a second up to 256 ranks
             secs = timed(fn, min_time_s=1.0 if G <= 256 else 0.0, min_reps=3)

@@ -27,6 +27,7 @@ COMMANDS = {
     "report": "ringsim.cli.report_cmd:report",
     "import-trace": "ringsim.cli.import_cmd:import_trace",
     "profile-kernels": "ringsim.cli.profile_cmd:profile_kernels",
+    "advise": "ringsim.cli.advise_cmd:advise",
 }
 
 
@@ -65,4 +66,12 @@ def main(argv=None) -> None:
         sys.exit(2)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as e:
+        # a file-system error that no check above caught (a file vanished, a disk filled up between
+        # the check and the write): still one line, exit 2; errors without a file are bugs and raise
+        if e.filename is None:
+            raise
+        click.echo(f"ringsim: error: {e.filename}: {e.strerror or e}; check the path, its permissions and free space",
+                   err=True)
+        sys.exit(2)
     sys.exit(rv if isinstance(rv, int) else 0)

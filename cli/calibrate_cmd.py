@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import click
 
+from ringsim.outputs import check_destination
 from ringsim.units import InputError
 
-from .common import emit, render_table, to_json
+from .common import emit, output_path, render_table, to_json
 
 
 def _describe_fit(e: dict) -> str:
@@ -92,7 +93,8 @@ def summary_rows(doc: dict) -> list[dict]:
 
 @click.command()
 @click.argument("traces", nargs=-1, required=True, type=click.Path())
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="calib.json to write (atomically).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), callback=output_path,
+              help="calib.json to write (atomically).")
 @click.option("--run-config", multiple=True, metavar="KEY=VALUE",
               help="For Kineto traces, which do not record it (ringsim run --profile embeds it): schedule, seq_len, "
                    "mask, heads, kv_heads, head_dim, batch, dtype, implementation, link_class, device, cpu_cores, "
@@ -106,6 +108,7 @@ def calibrate(traces, output, run_config, fmt):
     errors (MAPE) to OUTPUT."""
     from ringsim.calibration import calibrate as fit, load_measured, write_calibration
 
+    check_destination(output, "--output")
     runs = load_measured(list(traces), parse_kv(run_config) or None)
     warn_unmatched(runs)
     doc = fit(runs)

@@ -43,6 +43,8 @@ def build_workloads(model, layers, heads, kv_heads, head_dim, hidden, ffn, seq_l
                     seq_len_override: int | None = None) -> list[Workload]:
     T = seq_len_override if seq_len_override is not None else parse_seq_len(seq_len)
     names = [m.strip() for m in model.split(",") if m.strip()] if model else [None]
+    if not names:  # "--model ,," names nothing (an empty --model means a custom model from the flags)
+        raise InputError(f"--model {model!r} names no model; give a preset such as llama3-8b (or a comma list)")
     custom = dict(layers=layers, heads=heads, kv_heads=kv_heads, head_dim=head_dim, hidden=hidden, ffn=ffn)
     if model and not any(v is not None for v in custom.values()):
         pass
@@ -58,8 +60,15 @@ def build_workload(**kw) -> Workload:
     return ws[0]
 
 
+def output_path(ctx, param, value):
+    """click callback for file outputs: an empty name is refused (it would print to stdout instead)."""
+    if value is not None and str(value).strip() == "":
+        raise click.BadParameter("empty file name; give a file name, or leave the option out to print to stdout")
+    return value
+
+
 def format_option(f):
-    f = click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+    f = click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, callback=output_path,
                      help="Write to this file (atomically) instead of stdout.")(f)
     return click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
                         show_default=True)(f)
@@ -139,15 +148,18 @@ def _split(text: str, n_min: int, n_max: int, what: str, example: str) -> list[s
     return parts
 
 
-def positive_float(text: str, what: str) -> float:
-    """A number that must be > 0, or an InputError naming the option."""
+def positive_float(text: str, what: str, kind: str = "scale factor") -> float:
+    """A what-if factor: a finite number > 0 inside its range (:data:`ringsim.limits.RANGES`,
+    1e-6 … 1e6 for scale and speed factors), or an InputError naming the option and the range."""
+    from ringsim.limits import check_float
+
     try:
         v = float(text)
     except ValueError:
         raise InputError(f"{what} {text!r} is not a number") from None
-    if not v > 0:
+    if v == v and v <= 0:
         raise InputError(f"{what} must be positive, got {text!r}")
-    return v
+    return check_float(v, what, kind, "e.g. 0.5 halves it")
 
 
 def build_topology(topology, world_size=None, link_scale=(), straggler=(), degrade_link=(), placement=None):
@@ -179,7 +191,7 @@ def build_topology(topology, world_size=None, link_scale=(), straggler=(), degra
             raise InputError(f"--straggler rank {rank!r} is not an integer") from None
         if not 0 <= r < (world_size or topo.num_gpus):
             raise InputError(f"--straggler rank {r} is outside 0..{(world_size or topo.num_gpus) - 1}")
-        topo = topo.with_slow_rank(r, positive_float(fac, "--straggler speed factor"))
+        topo = topo.with_slow_rank(r, positive_float(fac, "--straggler speed factor", "speed factor"))
     if world_size is not None:
         topo.check_world_size(world_size)
     return topo

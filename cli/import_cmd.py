@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from .calibrate_cmd import parse_kv
-from .common import emit, render_table, to_json
+from .common import emit, output_path, render_table, to_json
 
 
 def _fmt_counts(pairs, limit: int = 3, width: int = 70) -> str:
@@ -59,7 +59,7 @@ def render_summary(doc: dict, paths) -> str:
             lines.append(f"  … {m['problems'] - len(m['first_problems'])} more (ringsim import-trace --mapping)")
     if doc["validatable"]:
         what = " ".join(str(p) for p in paths)
-        lines.append(f"=> a ring-attention run ringsim can validate: ringsim calibrate {what} -o calib.json; "
+        lines.append(f"=> a run ringsim can validate: ringsim calibrate {what} -o calib.json; "
                      f"ringsim validate {what} --calibration calib.json")
     else:
         lines.append("=> cannot validate these traces:")
@@ -77,10 +77,10 @@ def render_summary(doc: dict, paths) -> str:
               help="Print what was found and whether it can be validated (the default).")
 @click.option("--mapping", "view", flag_value="mapping",
               help="Print every mapped call and transfer with its phase and step, and every problem.")
-@click.option("--timeline", type=click.Path(dir_okay=False), default=None,
+@click.option("--timeline", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Also write the mapped ringsim timeline (Chrome JSON; .csv/.parquet by extension), atomically.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Write to this file (atomically) instead of stdout.")
 def import_trace(traces, run_config, view, timeline, fmt, output):
     """Read PyTorch-profiler (Kineto) traces — one file per rank, or the directory `ringsim run
@@ -88,7 +88,9 @@ def import_trace(traces, run_config, view, timeline, fmt, output):
     collective transfers, time spans; for a ring-attention run with its configuration, how every
     call and transfer maps onto the program's steps; otherwise why it cannot be validated."""
     from ringsim.kineto import import_kineto, summarize
+    from ringsim.outputs import check_destinations
 
+    check_destinations([(timeline, "--timeline"), (output, "--output")])
     config = parse_kv(run_config) or None
     if view == "mapping" or timeline:
         det: dict = {}

@@ -4,7 +4,8 @@ from __future__ import annotations
 import click
 
 from ringsim.memory import memory_row, parse_device_memory
-from ringsim.units import format_bytes, parse_int_list
+from ringsim.outputs import check_destination
+from ringsim.units import MAX_COUNT, InputError, format_bytes, parse_int_list
 
 from .common import build_workloads, emit, format_option, render_csv, render_table, to_json, workload_options
 
@@ -25,6 +26,9 @@ def memory(model, layers, heads, kv_heads, head_dim, hidden, ffn, seq_len, batch
     \b
     Example: ringsim memory --model llama3-70b,deepseek-v3,mistral-7b,jamba-v0.1 --seq-len 128K
     """
+    if world_size > MAX_COUNT:
+        raise InputError(f"--world-size must be at most {MAX_COUNT:,}, got {world_size:,}")
+    check_destination(output, "--output")
     dev = parse_device_memory(device_memory)
     rows = []
     for T in parse_int_list(seq_len, "--seq-len"):

@@ -1,9 +1,13 @@
 """`ringsim plan`: the per-rank, per-step work table of one ring."""
 from __future__ import annotations
 
+import math
+
 import click
 import numpy as np
 
+from ringsim.limits import MAX_TILE, TABLE_ROWS
+from ringsim.outputs import check_destination
 from ringsim.planreport import plan_report
 from ringsim.schedules import SCHEDULES, Plan
 from ringsim.units import InputError, format_bytes, parse_flops
@@ -17,11 +21,14 @@ def parse_tile(text: str | None):
         return None
     parts = str(text).lower().replace("×", "x").split("x")
     try:
-        q, k = (int(parts[0]), int(parts[1])) if len(parts) == 2 else (int(parts[0]), int(parts[0]))
+        if len(parts) not in (1, 2):
+            raise ValueError
+        nums = [int(p) if len(p.strip()) <= 12 else MAX_TILE + 1 for p in parts]
+        q, k = (nums[0], nums[-1])
     except ValueError:
         raise InputError(f"tile {text!r} is not QxK; write e.g. 128x128 or 'none'") from None
-    if q <= 0 or k <= 0:
-        raise InputError(f"tile {text!r} must be positive, e.g. 128x128")
+    if not (0 < q <= MAX_TILE and 0 < k <= MAX_TILE):
+        raise InputError(f"tile {text!r}: both sides must be in [1, {MAX_TILE}] tokens, e.g. 128x128")
     return q, k
 
 
@@ -91,17 +98,23 @@ def plan(ctx, schedule, world_size, mask, tile, peak_flops, efficiency, calibrat
         raise InputError(f"unknown schedule {schedule!r}; use one of {', '.join(SCHEDULES)} "
                          "(zigzag-doc and balanced need --documents)")
     schedule = schedule.strip().lower()
+    per_step = steps if steps is not None else world_size <= 64
+    if per_step and world_size > 0:  # G² rows: refuse before planning, not after minutes of it
+        most = math.isqrt(TABLE_ROWS.value)
+        TABLE_ROWS.check(world_size * world_size, f"--steps at world size {world_size}",
+                         f"use --no-steps for the per-rank totals (--format json keeps per_rank), or a world size "
+                         f"of at most {most}")
+    check_destination(output, "--output")
     wl = build_workload(model=model, layers=layers, heads=heads, kv_heads=kv_heads, head_dim=head_dim,
                         hidden=hidden, ffn=ffn, seq_len=seq_len, batch=batch, dtype=dtype)
     p = Plan(schedule, world_size, wl.seq_len, mask or wl.default_mask())
-    per_step = steps if steps is not None else world_size <= 64
     from ringsim.topology import Device, Topology
 
     from ringsim.units import parse_bandwidth
 
     tile_qk = parse_tile(tile)
     hbm = parse_bandwidth(memory_bandwidth, "--memory-bandwidth") if memory_bandwidth else None
-    device = Device("plan device", parse_flops(peak_flops), efficiency, 0.0, tile_qk, memory_bandwidth_Bps=hbm)
+    device = Device("plan device", parse_flops(peak_flops, "--peak-flops"), efficiency, 0.0, tile_qk, memory_bandwidth_Bps=hbm)
     topo = Topology("plan", device, [f"g{i}" for i in range(world_size)], [])
     if kernels and kernels != "roofline" and not calibration:
         from ringsim.costs import ProfileCost

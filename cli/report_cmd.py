@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
+from ringsim.outputs import check_destination
 from ringsim.units import InputError, read_json
 
 from .calibrate_cmd import parse_kv
+from .common import output_path
 
 
 def _read_json(path: str, what: str, hint: str) -> dict:
@@ -25,7 +27,8 @@ def _read_json(path: str, what: str, hint: str) -> dict:
 @click.option("--topology", default=None, help="Machine the runs used (default: localhost-cpu for CPU runs).")
 @click.option("--run-config", multiple=True, metavar="KEY=VALUE", help="Configuration of Kineto traces.")
 @click.option("--max-gantt", type=int, default=12, show_default=True, help="Most timelines drawn.")
-@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="HTML file to write (atomically).")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), callback=output_path,
+              help="HTML file to write (atomically).")
 def report(traces, calibration, validation, topology, run_config, max_gantt, output):
     """Write ONE self-contained HTML report (works offline): measured and predicted timelines side
     by side, per-rank utilisation, error per step, the schedule comparison and the calibration fits."""
@@ -35,8 +38,9 @@ def report(traces, calibration, validation, topology, run_config, max_gantt, out
 
     if not traces and not calibration and not validation:
         raise InputError("nothing to report; give traces, --calibration or --validation")
-    if max_gantt < 0:
-        raise InputError(f"--max-gantt must be >= 0, got {max_gantt}")
+    if not 0 <= max_gantt <= 1000:
+        raise InputError(f"--max-gantt must be in [0, 1000], got {max_gantt}")
+    check_destination(output, "--output")
     runs = load_measured(list(traces), parse_kv(run_config) or None) if traces else []
     calib_doc = cost = None
     if calibration:

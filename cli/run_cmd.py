@@ -1,4 +1,4 @@
-"""`ringsim run`: a real ring-attention run with per-step traces (torch.distributed)."""
+"""`ringsim run`: a real context-parallel attention run with per-step traces (torch.distributed)."""
 from __future__ import annotations
 
 import click
@@ -6,13 +6,35 @@ import click
 from ringsim.schedules import SCHEDULES
 from ringsim.units import InputError, parse_seq_len
 
-from .common import render_table, to_json
+from .common import output_path, render_table, to_json
+
+
+def check_run_memory(cfg) -> None:
+    """Every local rank draws the global q, k, v, dout (fp32) and, with --check, the reference
+    needs T×T scores: refuse a run that cannot fit this host's memory before starting ranks."""
+    import os
+
+    try:
+        host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    T, B = cfg.seq_len, cfg.batch
+    per_rank = 4 * B * T * cfg.head_dim * (2 * cfg.heads + 2 * cfg.kv_heads)
+    need = per_rank * cfg.world_size + (8 * B * T * T * 3 if cfg.check else 0)
+    if need > host:
+        raise InputError(f"this run needs about {need / 1e9:.3g} GB (each of {cfg.world_size} ranks holds the global "
+                         f"inputs{', and --check a T×T reference' if cfg.check else ''}) but the host has "
+                         f"{host / 1e9:.3g} GB; lower --seq-len, --batch or --heads")
 
 
 @click.command()
 @click.option("--world-size", type=int, default=2, show_default=True, help="Ranks (local processes).")
-@click.option("--schedule", default="zigzag", show_default=True,
-              help=f"{', '.join(SCHEDULES)}; with --documents also zigzag-doc or balanced[:K].")
+@click.option("--strategy", default=None,
+              help="Strategy spec: a ring layout (contiguous, striped, zigzag; with --documents also zigzag-doc "
+                   "or balanced[:K]), allgather[:tree], ulysses, usp:UxR [default: zigzag].")
+@click.option("--schedule", default=None,
+              help=f"The ring layout (the older name of --strategy for the ring): {', '.join(SCHEDULES)}; with "
+                   "--documents also zigzag-doc or balanced[:K].")
 @click.option("--seq-len", default="4096", show_default=True, help="Tokens; K/M are binary.")
 @click.option("--heads", type=int, default=4, show_default=True)
 @click.option("--kv-heads", type=int, default=None, help="Key/value heads (GQA); default = --heads.")
@@ -24,7 +46,7 @@ from .common import render_table, to_json
 @click.option("--repeat", type=int, default=3, show_default=True, help="Timed iterations (all recorded).")
 @click.option("--warmup", type=int, default=1, show_default=True, help="Untimed iterations first.")
 @click.option("--check", is_flag=True, help="Compare out, lse (and dq, dk, dv) with single-process attention.")
-@click.option("--trace", type=click.Path(dir_okay=False), default=None,
+@click.option("--trace", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Write the measured timeline (Chrome trace JSON; .csv/.parquet by extension).")
 @click.option("--profile", "profile_dir", type=click.Path(file_okay=False), default=None,
               help="Also record the timed iterations with torch.profiler: DIR/rank{r}.pt.trace.json per rank "
@@ -41,7 +63,7 @@ from .common import render_table, to_json
                    "--seq-len): each token attends only within its document.")
 @click.option("--no-instrument", is_flag=True, help="Record nothing (for overhead comparisons).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def run(world_size, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, phase, dtype, repeat, warmup,
+def run(world_size, strategy, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, phase, dtype, repeat, warmup,
         check, trace, profile_dir, timeout_s, threads_per_rank, kernel, seed, documents, no_instrument, fmt):
     """Run ring attention for real on WORLD_SIZE local processes (gloo on CPU), or as one rank
     under an external torchrun (NCCL when CUDA is available), and record every rank's compute,
@@ -55,6 +77,13 @@ def run(world_size, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, p
     from ringsim.runtime.launch import RankFailure, launch_local, run_under_torchrun, under_torchrun
     from ringsim.runtime.runner import RunConfig, assemble, check_outputs
 
+    from ringsim.limits import check_float, check_int
+    from ringsim.outputs import check_destination
+    from ringsim.procguard import Terminated, signals_as_exceptions
+
+    if strategy and schedule and strategy != schedule:
+        raise InputError(f"give --strategy or --schedule, not both ({strategy} vs {schedule})")
+    schedule = strategy or schedule or "zigzag"
     docs = None
     if documents:
         from ringsim.documents import parse_documents
@@ -65,20 +94,29 @@ def run(world_size, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, p
                              "not a distribution")
         docs = [int(x) for x in spec.lengths]
         seq_len = str(sum(docs))
-    if profile_dir:
-        parent = os.path.dirname(os.path.abspath(profile_dir))
-        if not os.path.isdir(parent):
-            raise InputError(f"cannot write --profile {profile_dir}: directory {parent} does not exist; create it first")
-        os.makedirs(profile_dir, exist_ok=True)
     cfg = RunConfig(world_size=world_size, schedule=schedule.strip().lower(), seq_len=parse_seq_len(seq_len),
                     documents=docs, heads=heads, kv_heads=kv_heads, head_dim=head_dim, batch=batch, mask=mask,
                     phase=phase, dtype=dtype, repeat=repeat, warmup=warmup, check=check, seed=seed, threads_per_rank=threads_per_rank,
                     kernel=kernel, timeout_s=timeout_s, instrument=not no_instrument, profile=profile_dir or None,
                     fault=os.environ.get("RINGSIM_TEST_FAULT") or None).validate()
-    if trace:
-        d = os.path.dirname(os.path.abspath(trace))
-        if not os.path.isdir(d):
-            raise InputError(f"cannot write --trace {trace}: directory {d} does not exist; create it first")
+    # after validate(): its messages for values below range stay; here the upper ends and finiteness
+    check_float(timeout_s, "--timeout-s", "timeout", "e.g. 120")
+    for name, value, lo, hi in (("--world-size", world_size, 1, 1 << 12), ("--heads", heads, 1, 1 << 12),
+                                ("--kv-heads", kv_heads, 1, 1 << 12), ("--head-dim", head_dim, 1, 1 << 14),
+                                ("--batch", batch, 1, 1 << 16), ("--repeat", repeat, 1, 1_000_000),
+                                ("--warmup", warmup, 0, 1_000_000), ("--threads-per-rank", threads_per_rank, 1, 4096),
+                                ("--seed", seed, 0, (1 << 63) - 1)):
+        if value is not None:
+            check_int(value, name, lo, hi)
+    check_destination(trace, "--trace")
+    check_run_memory(cfg)
+    if profile_dir:  # the last check, so that nothing is created for a run refused above
+        from ringsim.outputs import check_destinations
+
+        if os.path.exists(profile_dir) and not os.path.isdir(profile_dir):
+            raise InputError(f"--profile {profile_dir} is a file; give a directory (it is created if missing)")
+        os.makedirs(profile_dir, exist_ok=True)
+        check_destinations([(trace, "--trace"), (os.path.join(profile_dir, "ringsim.json"), "--profile's ringsim.json")])
     if under_torchrun():
         results, backend, device = run_under_torchrun(cfg)
         if results is None:  # not rank 0: rank 0 reports
@@ -87,10 +125,17 @@ def run(world_size, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, p
         click.echo(f"ringsim run: {world_size} local rank(s), gloo, {cfg.threads_per_rank} thread(s) per rank",
                    err=True)
         try:
-            results = launch_local(cfg)
+            with signals_as_exceptions():  # SIGTERM/SIGHUP: stop the ranks and clean up as for Ctrl-C
+                results = launch_local(cfg)
         except RankFailure as e:
             click.echo(f"ringsim run: error: {e}", err=True)
             return 1
+        except Terminated as e:
+            click.echo(f"ringsim run: {e}; ranks stopped, temporary files removed", err=True)
+            return 128 + e.signum
+        except KeyboardInterrupt:
+            click.echo("ringsim run: interrupted; ranks stopped, temporary files removed", err=True)
+            return 130
         backend, device = "gloo", "cpu"
     tl, summary = assemble(cfg, results, backend, device)
     checked = check_outputs(cfg, results) if check else None

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import click
 
+from ringsim.outputs import check_destination
+
 from .calibrate_cmd import parse_kv, warn_unmatched
-from .common import emit, render_table, to_json
+from .common import emit, output_path, render_table, to_json
 
 
 def _pct(v):
@@ -53,7 +55,7 @@ def render_validation(doc: dict) -> str:
 @click.option("--run-config", multiple=True, metavar="KEY=VALUE",
               help="For Kineto traces: schedule, seq_len, mask, heads, kv_heads, head_dim, batch, dtype.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None,
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Write to this file (atomically) instead of stdout.")
 def validate(traces, calibration, topology, engine, run_config, fmt, output):
     """Simulate exactly each measured configuration and report the signed makespan error
@@ -62,6 +64,7 @@ def validate(traces, calibration, topology, engine, run_config, fmt, output):
     from ringsim.calibration import load_calibration, load_measured
     from ringsim.validate import validate_runs
 
+    check_destination(output, "--output")
     cost = load_calibration(calibration) if calibration else None
     topo = None
     if topology:

@@ -4,7 +4,7 @@
 # Held-out splits are by sequence length: a calibration never sees the lengths it is validated on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v ringsim > /dev/null || { echo "regenerate.sh: put ringsim on PATH (activate the venv you installed it in)" >&2; exit 2; }
+command -v ringsim > /dev/null || export PATH="$PWD/.venv/bin:$PATH"   # the Quick start's .venv when not activated
 R=reports
 T=traces/cpu-gloo
 fit_and_check () {  # NAME "CALIBRATION TRACES" "VALIDATION TRACES"

@@ -5,9 +5,12 @@ A ring step gives rank r a *block*: its queries against the key/value shard it h
 mask comes from global token positions: query q may see key k iff ``lo ≤ q − k ≤ hi``
 (:meth:`ringsim.schedules.Mask.bounds`). :func:`block_plan` reduces that mask to what one kernel
 call computes: the rows and columns that hold any allowed pair (a trimmed sub-block) and whether
-the sub-block is ``full`` (every pair allowed), ``causal`` (the top-left lower triangle including
-the diagonal, what a fused kernel's ``is_causal`` computes), ``masked`` (anything else: an explicit
-boolean mask) or ``empty`` (no allowed pair: no call).
+the sub-block is ``full`` (every pair allowed), ``causal`` (a lower triangle including the diagonal,
+aligned to the bottom-right corner: of ``q_rows ≤ k_rows``, row i sees the first
+``k_rows − q_rows + i + 1`` columns — what FlashAttention ≥ 2.1 computes for a causal call, and the
+plain triangle when the call is square), ``masked`` (anything else: an explicit boolean mask) or
+``empty`` (no allowed pair: no call). A bottom-right causal call is what a rank makes when it runs
+a chunk of queries against every key up to the chunk's end (all-gather context parallelism).
 
 Trimming is what makes zigzag and striped cheap without special cases: a zigzag off-diagonal block
 is half full and half empty, so only the full half runs (N × N/2 or N/2 × N, as
@@ -103,22 +106,26 @@ def block_plan(q_pos, k_pos, lo: int, hi: int, doc_bounds=None) -> BlockPlan:
     nr, nc = r1 - r0, c1 - c0
     if pairs == nr * nc:
         return BlockPlan("full", r0, r1, c0, c1, pairs)
-    if nr == nc and np.all(a_t == c0) and np.all(b_t == c0 + np.arange(1, nr + 1)):
+    if nr <= nc and np.all(a_t == c0) and np.all(b_t == c0 + (nc - nr) + np.arange(1, nr + 1)):
         return BlockPlan("causal", r0, r1, c0, c1, pairs)
     return BlockPlan("masked", r0, r1, c0, c1, pairs, (a_t - c0).astype(np.int64), (b_t - c0).astype(np.int64))
 
 
-def causal_tiles(n: np.ndarray, tile_q: int, tile_k: int) -> np.ndarray:
-    """Tiles (tile_q × tile_k, aligned to the call's origin) of an n × n causal call that hold an
-    allowed pair: tile row i covers rows [i·tq, min((i+1)·tq, n)) whose last row reaches column
-    min((i+1)·tq, n) − 1, so it touches ⌈min((i+1)·tq, n) / tk⌉ column tiles. Vectorised over n."""
+def causal_tiles(n: np.ndarray, tile_q: int, tile_k: int, k_rows: np.ndarray | None = None) -> np.ndarray:
+    """Tiles (tile_q × tile_k, aligned to the call's origin) of a causal call of n query rows and
+    ``k_rows`` ≥ n key rows (default n: a square) that hold an allowed pair. The triangle is aligned
+    bottom-right (``off = k_rows − n`` columns every row sees): tile row i covers rows
+    [i·tq, min((i+1)·tq, n)) whose last row reaches column off + min((i+1)·tq, n) − 1, so it
+    touches ⌈(off + min((i+1)·tq, n)) / tk⌉ column tiles. Vectorised over n."""
     n = np.asarray(n, dtype=np.int64)
-    out = np.zeros(n.shape, dtype=np.int64)
+    off = np.zeros(n.shape, dtype=np.int64) if k_rows is None else np.asarray(k_rows, dtype=np.int64) - n
     rows = -(-n // tile_q)
-    for i in range(int(rows.max(initial=0))):
-        reach = np.minimum((i + 1) * tile_q, n)
-        out += np.where(i < rows, -(-reach // tile_k), 0)
-    return out
+    R = int(rows.max(initial=0))
+    if R == 0:
+        return np.zeros(n.shape, dtype=np.int64)
+    i = np.arange(R, dtype=np.int64).reshape((R,) + (1,) * n.ndim)
+    reach = off[None] + np.minimum((i + 1) * tile_q, n[None])
+    return np.where(i < rows[None], -(-reach // tile_k), 0).sum(axis=0).astype(np.int64)
 
 
 def call_tiles(kind: str, q_rows: int, k_rows: int, block: "BlockPlan | None", tile_q: int, tile_k: int) -> int:
@@ -129,7 +136,7 @@ def call_tiles(kind: str, q_rows: int, k_rows: int, block: "BlockPlan | None", t
     if kind == "full":
         return int(-(-q_rows // tile_q) * -(-k_rows // tile_k))
     if kind == "causal":
-        return int(causal_tiles(np.array([q_rows]), tile_q, tile_k)[0])
+        return int(causal_tiles(np.array([q_rows]), tile_q, tile_k, np.array([k_rows]))[0])
     lo, hi = np.asarray(block.lo), np.asarray(block.hi)
     live = hi > lo
     rows = np.arange(q_rows)[live] // tile_q

@@ -18,7 +18,9 @@ ops by order and kind, rank by rank — never by a formula such as "the k-th ker
   rotary kernels; ``bwd``/``backward``/``grad``/``cutlassB``/``bprop``
   mean backward. Helper kernels of one call (``dot_do_o``/``preprocess`` before the main kernel,
   ``convert_dq``/``postprocess``/``combine`` after it) are folded into that call, and so are
-  attention kernels that follow each other with nothing in between (a call split in parts).
+  attention kernels (or ops) that follow each other with nothing merged in between — at most
+  their inputs prepared (``aten::contiguous``): a call run in parts, e.g. a bottom-right causal
+  block wider than tall as a full and a causal part.
   NCCL kernels are transfers when point to point — ``ncclDevKernel_SendRecv`` (NCCL ≥ 2.19),
   ``ncclKernel_SendRecv_*``, ``ncclKernel_*Send*``/``*Recv*`` — unless the CPU op that launched
   them is a collective (an all-to-all made of send/recv kernels is a collective); bytes come from
@@ -246,7 +248,7 @@ def expand_trace_paths(paths) -> list[str]:
 class Tok:
     """One observed thing on a rank's timeline, in launch order (``key``, µs); times in µs."""
 
-    kind: str                 # call | comm | mem | other
+    kind: str                 # call | comm | mem | prep | other
     key: float
     start: float
     end: float
@@ -547,8 +549,8 @@ def _fold_calls(toks: list) -> list:
             t = _absorb(merged, t)
             pending, pending_mem = None, []
         flush()
-        prev = _last_call_run(out)
-        if prev is not None and prev.phase == t.phase and (role == "post" or out[-1] is prev):
+        prev = _last_call_run(out, "mem" if role == "post" else "prep")
+        if prev is not None and prev.phase == t.phase:
             i = len(out) - 1 - out[::-1].index(prev)
             merged = prev
             for m in out[i + 1:]:
@@ -560,12 +562,14 @@ def _fold_calls(toks: list) -> list:
     return out
 
 
-def _last_call_run(out: list):
-    """The last call if only memory work follows it (a post-helper may still join it)."""
+def _last_call_run(out: list, between: str):
+    """The last call if only ``between`` tokens follow it: memory work (``"mem"``: a post-helper
+    still joins its call) or input preparation (``"prep"``: a call in parts — two kernels for one
+    block, nothing merged between them)."""
     for t in reversed(out):
         if t.kind == "call":
             return t
-        if t.kind != "mem":
+        if t.kind != between:
             return None
     return None
 
@@ -653,14 +657,15 @@ def _read_cpu(rt: RankTrace, nests, range_nests) -> None:
             continue
         if not (inside_call or inside_comm) and cat_of(ev) == "cpu_op":
             activity.append(s)
-        if inside_call or inside_comm or name in _TRIVIAL_OPS or _MARKER_RE.match(name):
+        if inside_call or inside_comm or name in _TRIVIAL_OPS or _MARKER_RE.match(name) or \
+                any(n in _PREP_OPS for n in anc_names):  # a preparation's copies are part of it
             continue
         if not name.startswith("aten::"):
             # an autograd node, a collective, a user range: where a merge ends (at its start)
             if cat_of(ev) in ("cpu_op", "user_annotation"):
                 toks.append(Tok("other", s, s, s, names=(name,), marker=marker))
             continue
-        kind = "other" if _MATMUL_OPS.match(name) or name in _PREP_OPS else "mem"
+        kind = "other" if _MATMUL_OPS.match(name) else "prep" if name in _PREP_OPS else "mem"
         toks.append(Tok(kind, s, s, e, names=(name,), marker=marker))
     # folding on the CPU: attention ops directly after one another (nothing between) are one call
     rt.toks = _fold_calls(sorted(toks, key=lambda t: t.key))
@@ -669,17 +674,32 @@ def _read_cpu(rt: RankTrace, nests, range_nests) -> None:
 
 # ---- the program's view of one rank ------------------------------------------------------------------
 @dataclass
+class ExpCall:
+    """One kernel call of a step as the program has it: its exact pairs, the K/V owner, the share
+    of the model's heads it covers, and whether it runs (an empty block is no call)."""
+
+    pairs: float
+    owner: int
+    share: float
+    active: bool
+
+
+@dataclass
 class ExpStep:
-    """One step of one rank's program: its call (if any) and the posts at its start and end."""
+    """One step of one rank's program: its kernel calls (program order) and posts at its start
+    and end."""
 
     phase: str
     step: int
-    call: bool
-    pairs: float
-    owner: int
+    calls: list                # [ExpCall], one per kernel op of the step
     has_ops: bool
     start_posts: list          # [(side, Post)], sends first, in program order
     end_posts: list
+
+    @property
+    def active(self) -> list[int]:
+        """Indices of the calls that run."""
+        return [i for i, c in enumerate(self.calls) if c.active]
 
 
 def expected_steps(program, rank: int) -> dict:
@@ -687,25 +707,25 @@ def expected_steps(program, rank: int) -> dict:
     from .blocks import KIND_CODES
     from .program import KernelOp
 
+    heads = program.meta.get("heads")
     out: dict[str, list] = {}
     for rs in program.rank_steps(rank):
-        call, pairs, owner = False, 0.0, -1
+        calls = []
         for op in rs.stage.ops:
             if isinstance(op, KernelOp):
                 u = int(op.shape[rs.index, rank])
-                if int(op.shapes.kind[u]) != KIND_CODES["empty"]:
-                    call = True
-                    pairs += float(op.shapes.pairs[u])
-                if op.kv_owner is not None:
-                    owner = int(op.kv_owner[rs.index, rank])
+                owner = int(op.kv_owner[rs.index, rank]) if op.kv_owner is not None else -1
+                share = op.heads / heads if (op.heads and heads) else 1.0
+                calls.append(ExpCall(float(op.shapes.pairs[u]), owner, share,
+                                     int(op.shapes.kind[u]) != KIND_CODES["empty"]))
         posts = {"start": [], "end": []}
         for side, lst in (("send", rs.sends), ("recv", rs.recvs)):
             for p in lst:
                 posts[p.at].append((side, p))
         for at in posts:  # one batch: all sends, then all receives
             posts[at].sort(key=lambda sp: sp[0] != "send")
-        out.setdefault(rs.phase, []).append(ExpStep(rs.phase, rs.step, call, pairs, owner, bool(rs.stage.ops),
-                                                    posts["start"], posts["end"]))
+        out.setdefault(rs.phase, []).append(ExpStep(rs.phase, rs.step, calls, bool(rs.stage.ops), posts["start"],
+                                                    posts["end"]))
     return out
 
 
@@ -717,11 +737,11 @@ class _Occ:
     phase: str
     index: int
     steps: list
-    calls: dict = field(default_factory=dict)   # step → Tok
+    calls: dict = field(default_factory=dict)   # (step, call index) → Tok
     comms: dict = field(default_factory=dict)   # (step, at) → list of (side, Post, start, end, bytes, peer)
-    merges: dict = field(default_factory=dict)  # step → (start, end)
+    merges: dict = field(default_factory=dict)  # (step, call index) → (start, end)
     posted: dict = field(default_factory=dict)  # (step, at) → when posting the batch returned (µs)
-    pending: dict = field(default_factory=dict)  # step → (memory ops after the call, where a wait cut them)
+    pending: dict = field(default_factory=dict)  # (step, call index) → (memory ops after it, where a wait cut them)
 
 
 def _problem(rank, what, **kw) -> dict:
@@ -790,7 +810,7 @@ def map_rank(rt: RankTrace, exp: dict) -> tuple[list, list, dict, list]:
     rank = rt.rank
     problems: list[dict] = []
     assignments: list[dict] = []
-    active = {ph: [es for es in steps if es.call] for ph, steps in exp.items()}
+    active = {ph: [(es, i) for es in steps for i in es.active] for ph, steps in exp.items()}
     calls = [t for t in rt.toks if t.kind == "call"]
     runs: list[tuple[str, list]] = []
     for t in calls:
@@ -804,7 +824,7 @@ def map_rank(rt: RankTrace, exp: dict) -> tuple[list, list, dict, list]:
     for ph, run in runs:
         m = len(active.get(ph, []))
         if m == 0 or len(run) % m:
-            steps = [es.step for es in active.get(ph, [])]
+            steps = [es.step for es, _ in active.get(ph, [])]
             problems.append(_problem(rank, "calls", phase=ph, at_us=run[0].start,
                                      expected=(f"a multiple of {m} {ph} call(s) per occurrence (steps {steps})" if m
                                                else f"no {ph} call (the program has none on this rank)"),
@@ -818,8 +838,8 @@ def map_rank(rt: RankTrace, exp: dict) -> tuple[list, list, dict, list]:
         for i in range(0, len(run), m):
             occ = _Occ(ph, count[ph], exp[ph])
             count[ph] += 1
-            for t, es in zip(run[i:i + m], active[ph]):
-                occ.calls[es.step] = t
+            for t, (es, j) in zip(run[i:i + m], active[ph]):
+                occ.calls[(es.step, j)] = t
                 stats["calls_mapped"] += 1
                 if t.marker is not None:
                     if t.marker[:2] == (ph, es.step):
@@ -839,12 +859,12 @@ def map_rank(rt: RankTrace, exp: dict) -> tuple[list, list, dict, list]:
         for es in item.steps:
             if es.start_posts:
                 slots.append(("post", item, es, "start", es.start_posts))
-            if es.call:
-                slots.append(("call", item, es))
+            for j in es.active:
+                slots.append(("call", item, es, j))
             if es.end_posts:
                 slots.append(("post", item, es, "end", es.end_posts))
     anchors = [i for i, s in enumerate(slots) if s[0] == "call"]
-    anchor_keys = [slots[i][1].calls[slots[i][2].step].key for i in anchors]
+    anchor_keys = [slots[i][1].calls[(slots[i][2].step, slots[i][3])].key for i in anchors]
     gaps: dict[int, list] = {}
     for t in rt.toks:
         if t.kind == "comm":
@@ -907,7 +927,7 @@ def map_rank(rt: RankTrace, exp: dict) -> tuple[list, list, dict, list]:
     for item in seq:
         if isinstance(item, tuple):
             continue
-        for step, t in item.calls.items():
+        for (step, j), t in item.calls.items():
             i = order[id(t)] + 1
             mems = []
             while i < len(rt.toks) and rt.toks[i].kind == "mem":
@@ -932,11 +952,11 @@ def map_rank(rt: RankTrace, exp: dict) -> tuple[list, list, dict, list]:
                     reach = max(reach, m.end)
                 else:
                     cut = len(mems) if c >= reach else None
-            item.pending[step] = (mems, cut)
+            item.pending[(step, j)] = (mems, cut)
     stats["occurrences"] = sum(1 for x in seq if not isinstance(x, tuple))
     occs = [x for x in seq if not isinstance(x, tuple)]
     for occ in occs:
-        for step, t in occ.calls.items():
+        for (step, _), t in occ.calls.items():
             assignments.append({"rank": rank, "kind": "call", "phase": occ.phase, "step": step,
                                 "occurrence": occ.index, "start_us": t.start, "end_us": t.end,
                                 "name": t.names[0] + (f" (+{len(t.names) - 1})" if len(t.names) > 1 else "")})
@@ -948,6 +968,41 @@ def map_rank(rt: RankTrace, exp: dict) -> tuple[list, list, dict, list]:
     return occs, problems, dict(stats), assignments
 
 
+def align_occurrences(mapped: list, phases: tuple) -> list:
+    """Keep whole iterations only, the same number on every rank: ``mapped`` is ``[(rank, trace,
+    occurrences in time order)]``; with both phases, backward occurrences before a rank's first
+    forward one and forward ones after its last backward one are a profile's edges (it started or
+    stopped mid-iteration), then every (rank, phase) keeps its first n, n the smallest count — so
+    that the k-th row of every (rank, phase, kind, step) is iteration k's. Returns the problems."""
+    problems = []
+    kept: dict = {}
+    for rank, _, occs in mapped:
+        if set(phases) == {"fwd", "bwd"}:
+            fi = [i for i, o in enumerate(occs) if o.phase == "fwd"]
+            bi = [i for i, o in enumerate(occs) if o.phase == "bwd"]
+            if fi and bi:
+                occs = [o for i, o in enumerate(occs)
+                        if not (o.phase == "bwd" and i < fi[0]) and not (o.phase == "fwd" and i > bi[-1])]
+        kept[rank] = occs
+    counts = {(rank, ph): sum(1 for o in occs if o.phase == ph) for rank, occs in kept.items() for ph in phases}
+    n = min(counts.values()) if counts else 0
+    out = []
+    for rank, r, occs in mapped:
+        seen = Counter()
+        mine = []
+        for o in kept[rank]:
+            seen[o.phase] += 1
+            if seen[o.phase] <= n:
+                mine.append(o)
+        if len(mine) != len(occs):
+            found = ", ".join(f"{sum(1 for o in occs if o.phase == ph)} {ph}" for ph in phases)
+            problems.append(_problem(rank, "occurrences", expected=f"whole iterations, as many on every rank ({n})",
+                                     found=f"{found} occurrence(s); kept {n} iteration(s)"))
+        occs[:] = mine
+        out.append((rank, r, occs))
+    return problems
+
+
 def settle_merges(occs: list) -> None:
     """Each call's merge from the memory work after it (:func:`map_rank` found it), over the
     occurrences of every rank at once: the same code runs after every call of a step, so where the
@@ -957,17 +1012,17 @@ def settle_merges(occs: list) -> None:
     host it resumes when the transfer's thread frees a core — and its timing cannot tell)."""
     votes: dict = {}
     for occ in occs:
-        for step, (mems, cut) in occ.pending.items():
+        for key, (mems, cut) in occ.pending.items():
             if cut is not None:
-                votes.setdefault((occ.phase, step, len(mems)), Counter())[cut] += 1
+                votes.setdefault((occ.phase, key, len(mems)), Counter())[cut] += 1
     for occ in occs:
-        for step, (mems, _) in occ.pending.items():
-            v = votes.get((occ.phase, step, len(mems)))
+        for key, (mems, _) in occ.pending.items():
+            v = votes.get((occ.phase, key, len(mems)))
             if v:
                 k, n = max(v.items(), key=lambda kv: (kv[1], kv[0]))
                 if n >= 2 and 2 * n > sum(v.values()) and 1 <= k < len(mems):
                     mems = mems[:k]
-            occ.merges[step] = (min(m.start for m in mems), max(m.end for m in mems))
+            occ.merges[key] = (min(m.start for m in mems), max(m.end for m in mems))
 
 
 def _counts_fit(toks, post_slots) -> bool:
@@ -1001,26 +1056,31 @@ def _rows_of(occs: list, rank: int, fpp: dict, activity: list | None = None) -> 
         for es in occ.steps:
             step_rows = []
             posts = occ.comms.get((es.step, "start"), []) + occ.comms.get((es.step, "end"), [])
-            t = occ.calls.get(es.step)
-            if t is not None:
-                # a step without posts starts when the previous one ended (the work that prepares
-                # its call — slices, copies, a GQA expansion — is part of it, as in ringsim run's rows)
+            # where the step's work begins: once its posts are issued, else (no posts) when the
+            # thread resumed after the previous step — the work that prepares its first call
+            # (slices, copies, a GQA expansion) is part of it, as in ringsim run's rows
+            at = occ.posted.get((es.step, "start"))
+            if at is None and prev_end is not None:
+                at = resume(prev_end) if cpu else prev_end
+            if es.has_ops and not es.calls and at is not None:  # memory ops only: one zero-length row
+                step_rows.append((rank, es.step, occ.phase, "compute", at, at, -1, 0.0, 0.0, 0.0))
+            for j, call in enumerate(es.calls):
+                t = occ.calls.get((es.step, j))
+                if t is None:  # an empty block: a zero-length row where the step's work stands
+                    if at is not None:
+                        step_rows.append((rank, es.step, occ.phase, "compute", at, at, call.owner, 0.0, 0.0, 0.0))
+                    continue
                 start = t.start
-                if not occ.comms.get((es.step, "start")) and prev_end is not None and prev_end < start:
-                    start = min(resume(prev_end), start)
-                step_rows.append((rank, es.step, occ.phase, "compute", start, t.end, es.owner, 0.0, es.pairs,
-                                  es.pairs * fpp.get(occ.phase, 0.0)))
+                if not occ.comms.get((es.step, "start")) and at is not None and at < start and \
+                        not any(r[3] == "compute" and r[5] > r[4] for r in step_rows):
+                    start = at
+                step_rows.append((rank, es.step, occ.phase, "compute", start, t.end, call.owner, 0.0, call.pairs,
+                                  call.pairs * call.share * fpp.get(occ.phase, 0.0)))
                 # a merge row per call, as ringsim run records it (zero length at the call's end when
                 # no memory work was seen): the k-th row of a kind is the k-th occurrence's
-                a, b = occ.merges.get(es.step, (t.end, t.end))
+                a, b = occ.merges.get((es.step, j), (t.end, t.end))
                 step_rows.append((rank, es.step, occ.phase, "merge", a, b, -1, 0.0, 0.0, 0.0))
-            elif es.has_ops:
-                # no call: a zero-length row once the step's posts are issued (as ringsim run has it)
-                at = occ.posted.get((es.step, "start"))
-                if at is None and prev_end is not None:
-                    at = resume(prev_end) if cpu else prev_end
-                if at is not None:
-                    step_rows.append((rank, es.step, occ.phase, "compute", at, at, es.owner, 0.0, 0.0, 0.0))
+                at = b
             for side, p, s, e, b, peer in posts:
                 step_rows.append((rank, es.step, occ.phase, side, s, e, peer, b, 0.0, 0.0))
             # the wait: from the end of the step's own work to the completion of what it waits for
@@ -1153,6 +1213,12 @@ def import_kineto(paths: list[str], config: dict | None = None, details: dict | 
         assignments += asg
         stats.update(st)
         mapped.append((rank, r, occs))
+    if mapped:
+        align = align_occurrences(mapped, ("fwd", "bwd") if phase == "fwd+bwd" else ("fwd",))
+        problems += align
+        dropped = stats["occurrences"] - sum(len(occs) for _, _, occs in mapped)
+        if dropped:
+            stats["occurrences_dropped"] = dropped
     settle_merges([o for _, _, occs in mapped for o in occs])
     for rank, r, occs in mapped:
         rows_us += _rows_of(occs, rank, fpp, r.activity if r.level == "cpu" else None)

@@ -100,11 +100,12 @@ def ring_metrics(tl: Timeline, world_size: int) -> dict:
     return _summary(makespan, compute, transfer, wait, sent, c_end, hidden)
 
 
-def program_metrics(program: Program, arrays, world_size: int | None = None) -> dict:
+def program_metrics(program: Program, arrays, world_size: int | None = None, closed_form: bool = True) -> dict:
     """:func:`ring_metrics` computed from a simulated program's arrays, without building the
     Timeline's rows (same definitions: compute = the compute intervals of steps with compute
     ops, transfer = the union of the rank's messages in flight, wait = idle between a compute's
-    end and its step's end)."""
+    end and its step's end). Rings take a closed form per (rank, step) (:func:`_transfer_by_step`;
+    ``closed_form=False`` forces the general sweep, which sorts every interval)."""
     flat = program.flat
     G, N = flat.world_size, flat.N
     T, E = arrays.step_start_s, arrays.compute_end_s
@@ -116,6 +117,10 @@ def program_metrics(program: Program, arrays, world_size: int | None = None) -> 
     M = flat.M
     sent = np.bincount(flat.src, weights=flat.bytes, minlength=G)[:G] if M else np.zeros(G)
     c_end = E[hc].max(axis=0) if hc.any() else np.zeros(G)
+    by_step = _transfer_by_step(flat, T, E, arrays.msg_start_s, arrays.msg_end_s) if M and closed_form else None
+    if by_step is not None:
+        transfer, hidden = by_step
+        return _summary(makespan, compute, transfer, wait, sent, c_end, hidden)
     span = (max(makespan, 0.0) + 1.0) * 2.0
     ranks = np.arange(G)
     cn = np.nonzero(hc)[0]
@@ -126,6 +131,44 @@ def program_metrics(program: Program, arrays, world_size: int | None = None) -> 
     transfer = np.bincount(x_iv[0], weights=x_iv[2] - x_iv[1], minlength=G)[:G]
     hidden = _per_rank_intersection(c_iv, x_iv, G, span)
     return _summary(makespan, compute, transfer, wait, sent, c_end, hidden)
+
+
+def _transfer_by_step(flat, T, E, XS, XE):
+    """Per rank: time with a message in flight (``transfer``) and the part of it during compute
+    (``hidden``), without sorting, for programs whose messages are all waited for in the step that
+    posts them and where a rank has at most two messages per step (a ring's send and receive).
+    Then a message of rank r's step n lies inside ``[T[n, r], T[n+1, r]]`` — after the rank posted
+    it, before it moved on — so per (rank, step) the union of its messages A ∪ B and its overlap
+    with the step's compute C = [T[n, r], E[n, r]] are closed forms:
+
+        |A ∪ B| = |A| + |B| − |A ∩ B|,   |(A ∪ B) ∩ C| = |A ∩ C| + |B ∩ C| − |A ∩ B ∩ C|.
+
+    Returns None where that does not hold — checked, not assumed: an eager send (no rendezvous) can
+    start before its receiver reached the step — and the general sweep in :func:`program_metrics` runs."""
+    if not flat.wait_after_zero:
+        return None
+    G, N = flat.world_size, flat.N
+    key = np.concatenate([flat.post_step * G + flat.src, flat.post_step * G + flat.dst])
+    count = np.bincount(key, minlength=N * G)
+    if count.max() > 2:
+        return None
+    a, b = np.concatenate([XS, XS]), np.concatenate([XE, XE])
+    Tn, En = T[:N].reshape(-1)[key], E.reshape(-1)[key]
+    if np.any(a < Tn) or np.any(b > T[1:].reshape(-1)[key]):
+        return None  # a message in flight outside its step (an eager send before the receiver got there)
+    sum_len = np.bincount(key, weights=b - a, minlength=N * G)
+    sum_hid = np.bincount(key, weights=np.maximum(np.minimum(b, En) - np.maximum(a, Tn), 0.0), minlength=N * G)
+    max_a = np.full(N * G, -np.inf)
+    min_b = np.full(N * G, np.inf)
+    np.maximum.at(max_a, key, a)
+    np.minimum.at(min_b, key, b)
+    two = count == 2
+    both = np.where(two, np.maximum(min_b - max_a, 0.0), 0.0)
+    Tk, Ek = T[:N].reshape(-1), E.reshape(-1)
+    both_c = np.where(two, np.maximum(np.minimum(min_b, Ek) - np.maximum(max_a, Tk), 0.0), 0.0)
+    transfer = (sum_len - both).reshape(N, G).sum(axis=0)
+    hidden = (sum_hid - both_c).reshape(N, G).sum(axis=0)
+    return transfer, hidden
 
 
 def _summary(makespan, compute, transfer, wait, sent, c_end, hidden) -> dict:

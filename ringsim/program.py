@@ -30,7 +30,23 @@ Vocabulary
   the simulator. A message starts when its send is posted and, under rendezvous, its receive; the
   post happens at the step's start or its compute's end (``send_at``/``recv_at``), and both ends
   wait for it ``wait_after`` steps later (0: in the step that posted it; a later step may be in a
-  later stage, e.g. an outer ring's message waited at the end of an inner ring).
+  later stage, e.g. an outer ring's message waited at the end of an inner ring). A message into a
+  buffer made of per-owner *parts* (a collective's buffer: ``kv_all``, ``dkv_all``) says which
+  parts it carries (``part``, ``parts``). Collectives (all-gather, reduce-scatter, all-to-all) are
+  written out as the messages their algorithm sends, so they contend on the links like any transfer.
+- **Head groups** (:class:`HeadGroups`, optional): a Ulysses program shards its work by heads
+  inside all-to-all groups; its kernel calls read the *head layout* (the group's tokens, this
+  rank's block of heads), and its ``heads:*`` / ``seq:*`` messages convert between layouts.
+
+Payload buffers (what a runtime reads and writes for each name; :mod:`ringsim.runtime.executor`):
+``kv`` the K/V buffer a rank holds (its own at a phase's start; a received one replaces it),
+``dkv`` the travelling dK/dV accumulator (fp32), ``kv_all``/``dkv_all`` the per-owner parts of an
+all-gather / reduce-scatter (received ``dkv_all`` parts are added by the next ``reduce`` op),
+``q`` queries travelling instead of K/V, ``part_out`` partial outputs (out and LSE) returned to
+the queries' owner, and the all-to-all pieces ``heads:q``, ``heads:kv``, ``heads:dout``
+(sequence → head layout: the sender's tokens, the receiver's heads) and ``seq:out``,
+``seq:lse``, ``seq:dq``, ``seq:dkv`` (head → sequence layout: the sender's heads, the
+receiver's tokens).
 
 Why ops as data (as execution-trace simulators such as ASTRA-sim/Chakra do) rather than one loop
 written against a communicator with a torch and a simulated implementation (as SimGrid's SMPI
@@ -54,7 +70,8 @@ import numpy as np
 from .blocks import KIND_CODES, CallShapes
 from .units import InputError
 
-__all__ = ["KernelOp", "MemoryOp", "Messages", "Stage", "Program", "FlatProgram", "POST_AT", "PHASES"]
+__all__ = ["KernelOp", "MemoryOp", "Messages", "Stage", "Program", "FlatProgram", "HeadGroups", "POST_AT", "PHASES",
+           "compose_programs", "unit_messages"]
 
 POST_AT = ("start", "end")
 PHASES = ("fwd", "bwd")
@@ -95,8 +112,13 @@ class KernelOp:
 
 @dataclass(frozen=True)
 class MemoryOp:
-    """Memory-bound work per (step, rank): ``name`` (``merge``, ``accumulate``, ``copy``), the bytes
-    it reads and writes, and the kernel launches it takes (0 bytes and 0 launches: nothing runs)."""
+    """Memory-bound work per (step, rank): ``name``, the bytes it reads and writes, and the kernel
+    launches it takes (0 bytes: nothing runs). Names a runtime acts on: ``merge`` (fold the last
+    call's output and LSE into the running ones), ``accumulate`` (add the last backward call's dQ
+    rows and dK/dV columns), ``gather`` (lay the ``kv_all`` parts out in token order for the calls),
+    ``scatter`` (split the token-order dK/dV into ``dkv_all`` parts), ``reduce`` (add the received
+    ``dkv_all`` parts), ``merge_partials`` (fold the returned ``part_out`` partials into the output);
+    ``copy`` is priced only."""
 
     name: str
     bytes: np.ndarray            # [S, G] float64
@@ -119,6 +141,41 @@ class Messages:
     send_at: str = "start"
     recv_at: str = "start"
     wait_after: int = 0
+    part: np.ndarray | None = None   # [1 or S, 1 or C] int64: first part carried (buffers of parts)
+    parts: np.ndarray | int = 1      # [1 or S, 1 or C] or int: how many consecutive parts
+
+
+@dataclass(frozen=True)
+class HeadGroups:
+    """Ulysses sharding of a program's work by heads: ``ranks[g, u]`` is member u of all-to-all
+    group g (every rank in exactly one group of ``degree`` U members).
+
+    In the *sequence layout* a rank holds its own tokens (the plan's) with every head. In the
+    *head layout* member u holds every token of its group — member 0's, then member 1's, … each
+    in the member's local order — for query heads ``[u·H/U, (u+1)·H/U)`` and the K/V heads those
+    use: K/V heads ``[u·H_kv/U, (u+1)·H_kv/U)`` when U ≤ H_kv, else the one K/V head its query
+    block shares (replicated on U/H_kv members). The program's kernel calls read the head layout
+    (their ``heads`` is H/U); its ``heads:*`` messages move a rank's tokens of member u's heads to
+    member u, and ``seq:*`` messages move them back."""
+
+    ranks: np.ndarray            # [groups, U] int64
+
+    @property
+    def degree(self) -> int:
+        return int(np.shape(self.ranks)[1])
+
+    def member(self, rank: int) -> tuple[int, int]:
+        """``(group, index in the group)`` of a rank."""
+        g, u = np.argwhere(np.asarray(self.ranks) == rank)[0]
+        return int(g), int(u)
+
+    def kv_heads_of(self, u: int, heads: int, kv_heads: int) -> range:
+        """The K/V heads member u's block of query heads uses (see the class docstring)."""
+        U = self.degree
+        if U <= kv_heads:
+            return range(u * kv_heads // U, (u + 1) * kv_heads // U)
+        h = (u * heads // U) // (heads // kv_heads)
+        return range(h, h + 1)
 
 
 @dataclass(frozen=True)
@@ -146,13 +203,15 @@ class Program:
     """What every rank of a ``world_size``-rank group does, as stages (see the module docstring).
 
     ``strategy`` is the spec that built it; ``meta`` describes the workload and layout; ``plan`` is
-    the token partition (the runtime takes every rank's positions from it)."""
+    the token partition of the queries (the runtime takes every rank's positions from it);
+    ``head_groups`` the Ulysses groups when the calls work on a share of the heads."""
 
     world_size: int
     stages: list
     strategy: str = ""
     meta: dict = field(default_factory=dict)
     plan: object = None
+    head_groups: HeadGroups | None = None
 
     def __post_init__(self):
         self.validate()
@@ -166,6 +225,10 @@ class Program:
         G = self.world_size
         if G < 1:
             raise InputError(f"a program needs at least one rank, got {G}")
+        if self.head_groups is not None:
+            hg = np.asarray(self.head_groups.ranks)
+            if hg.ndim != 2 or hg.size != G or not np.array_equal(np.sort(hg.reshape(-1)), np.arange(G)):
+                raise ValueError(f"head groups {hg.shape} must hold every rank 0..{G - 1} once")
         first_n = np.cumsum([0] + [st.n_steps for st in self.stages])
         total = int(first_n[-1])
         for k, st in enumerate(self.stages):
@@ -191,6 +254,11 @@ class Program:
                     raise ValueError(f"{where}: wait_after {g.wait_after} waits past the program's last step")
                 if len(g.payloads) not in (1, S):
                     raise ValueError(f"{where}: {len(g.payloads)} payload entries for {S} steps")
+                if g.part is not None:
+                    part = np.broadcast_to(np.asarray(g.part, dtype=np.int64), src.shape)
+                    cnt = np.broadcast_to(np.asarray(g.parts, dtype=np.int64), src.shape)
+                    if part.size and (part.min() < 0 or cnt.min() < 1):
+                        raise ValueError(f"{where}: message parts must be ≥ 0 and counts ≥ 1")
 
     # ---- views ------------------------------------------------------------------------------
     @cached_property
@@ -225,28 +293,36 @@ class Program:
             for g in st.messages:
                 src, dst = _rows(g.src, S), _rows(g.dst, S)
                 b = np.broadcast_to(np.asarray(g.bytes, dtype=np.float64), src.shape)
-                groups.append((g, src, dst, b))
+                part = (np.broadcast_to(np.asarray(g.part, dtype=np.int64), src.shape) if g.part is not None
+                        else np.full(src.shape, -1, dtype=np.int64))
+                cnt = np.broadcast_to(np.asarray(g.parts, dtype=np.int64), src.shape)
+                groups.append((g, src, dst, b, part, cnt))
             for s in range(S):
-                sends, recvs, waits_here = [], [], []
-                for g, src, dst, b in groups:
+                sends, recvs = [], []
+                for g, src, dst, b, part, cnt in groups:
                     pay = g.payloads[s if len(g.payloads) > 1 else 0]
                     for c in np.flatnonzero(src[s] == rank):
-                        sends.append(Post(int(dst[s, c]), tuple(pay), float(b[s, c]), g.send_at, g.wait_after))
+                        sends.append(Post(int(dst[s, c]), tuple(pay), float(b[s, c]), g.send_at, g.wait_after,
+                                          int(part[s, c]), int(cnt[s, c])))
                     for c in np.flatnonzero(dst[s] == rank):
-                        recvs.append(Post(int(src[s, c]), tuple(pay), float(b[s, c]), g.recv_at, g.wait_after))
+                        recvs.append(Post(int(src[s, c]), tuple(pay), float(b[s, c]), g.recv_at, g.wait_after,
+                                          int(part[s, c]), int(cnt[s, c])))
                 yield RankStep(st, k, s, st.first_step + s, sends, recvs)
 
 
 @dataclass(frozen=True)
 class Post:
     """One side of a message as one rank sees it: the peer, the payload buffers, the bytes, when
-    it is posted (``start``/``end`` of the step) and how many steps later it is waited for."""
+    it is posted (``start``/``end`` of the step), how many steps later it is waited for, and for
+    buffers of parts the first part and the count (``part`` −1: the whole buffer)."""
 
     peer: int
     payloads: tuple
     bytes: float
     at: str
     wait_after: int
+    part: int = -1
+    parts: int = 1
 
 
 @dataclass(frozen=True)
@@ -351,3 +427,141 @@ class FlatProgram:
         """Per step, the index of its phase in the order phases first appear."""
         order = list(dict.fromkeys(self.step_phase))
         return [order.index(p) for p in self.step_phase]
+
+
+def compose_programs(units: list, rank_maps: list, world_size: int, strategy: str = "", meta: dict | None = None
+                     ) -> "Program":
+    """One program over ``world_size`` ranks running several programs side by side: unit ``u``'s
+    rank ``i`` becomes rank ``rank_maps[u][i]`` (every global rank used at most once; ranks no
+    unit uses do nothing). Think of seating several tables of card players in one hall: each table
+    plays its own game, but they all share the hall's corridors (the topology's links), so their
+    transfers contend where routes meet.
+
+    The units must have the same structure: the same stages (phase, first step, steps) with the
+    same op slots (kernel or memory, same phase and buffer) — e.g. every CP group of a job runs the
+    same strategy. Message groups of the units are concatenated column-wise where their payloads,
+    post times and waits agree (unit 0's columns first), else kept as separate groups; within a
+    step the composed program lists unit 0's messages, then unit 1's, … of each group, so the
+    messages of one unit keep their relative order (what :func:`unit_messages` relies on).
+    Kernel ops keep their call tables (merged when the units have different ones), ``kv_owner`` is
+    mapped to global ranks. The protocol logic stays in the units' builders: this only relabels."""
+    if not units:
+        raise ValueError("compose_programs needs at least one program")
+    maps = [np.asarray(m, dtype=np.int64) for m in rank_maps]
+    if len(maps) != len(units):
+        raise ValueError(f"{len(units)} programs but {len(maps)} rank maps")
+    used = np.concatenate(maps)
+    for u, (p, m) in enumerate(zip(units, maps)):
+        if m.shape != (p.world_size,):
+            raise ValueError(f"unit {u}: rank map of {m.shape} for {p.world_size} ranks")
+    if used.size and (used.min() < 0 or used.max() >= world_size):
+        raise ValueError(f"rank maps name ranks outside 0..{world_size - 1}")
+    if len(np.unique(used)) != len(used):
+        raise ValueError("two units share a rank; give each unit its own ranks")
+    ref = units[0]
+    sig = lambda p: [(st.phase, st.first_step, st.n_steps,
+                      tuple((type(op).__name__, getattr(op, "phase", None), getattr(op, "kv", None),
+                             getattr(op, "name", None), getattr(op, "heads", None)) for op in st.ops))
+                     for st in p.stages]
+    want = sig(ref)
+    for u, p in enumerate(units[1:], 1):
+        if sig(p) != want:
+            raise ValueError(f"unit {u} has a different stage structure from unit 0; only programs of the same "
+                             "structure compose")
+    G = world_size
+    stages = []
+    for k, st in enumerate(ref.stages):
+        S = st.n_steps
+        ops = []
+        for j, op in enumerate(st.ops):
+            slot = [p.stages[k].ops[j] for p in units]
+            if isinstance(op, KernelOp):
+                ops.append(_compose_kernel(slot, maps, S, G))
+            else:
+                b = np.zeros((S, G))
+                for o, m in zip(slot, maps):
+                    b[:, m] = o.bytes
+                scalar = {o.launches for o in slot if np.ndim(o.launches) == 0}
+                if len(scalar) == 1 and all(np.ndim(o.launches) == 0 for o in slot):
+                    launches = scalar.pop()
+                else:
+                    launches = np.zeros((S, G))
+                    for o, m in zip(slot, maps):
+                        launches[:, m] = np.broadcast_to(np.asarray(o.launches, dtype=np.float64), (S, len(m)))
+                ops.append(MemoryOp(op.name, b, launches))
+        groups: list = []
+        keys: list = []
+        for p, m in zip(units, maps):
+            for gi, g in enumerate(p.stages[k].messages):
+                raw_s = np.atleast_2d(np.asarray(g.src, dtype=np.int64))
+                raw_d = np.atleast_2d(np.asarray(g.dst, dtype=np.int64))
+                rows = max(raw_s.shape[0], raw_d.shape[0])
+                C = raw_s.shape[1]
+                src, dst = m[_rows(raw_s, rows)], m[_rows(raw_d, rows)]
+                b = np.asarray(g.bytes, dtype=np.float64)
+                b = np.broadcast_to(b if b.ndim == 2 else b.reshape(1, -1), (max(rows, b.shape[0] if b.ndim == 2
+                                                                                   else 1), C))
+                key = (gi, tuple(g.payloads), g.send_at, g.recv_at, g.wait_after)
+                if key in keys:
+                    i = keys.index(key)
+                    groups[i].append((src, dst, b))
+                else:
+                    keys.append(key)
+                    groups.append([(src, dst, b)])
+        messages = []
+        order = sorted(range(len(keys)), key=lambda i: keys[i][0])  # by group index: a unit's groups stay in order
+        keys, groups = [keys[i] for i in order], [groups[i] for i in order]
+        for key, parts in zip(keys, groups):
+            rows = max(max(x.shape[0] for x in part) for part in parts)
+            cat = lambda i: np.concatenate([np.broadcast_to(part[i], (rows, part[i].shape[1])) for part in parts],
+                                           axis=1)
+            messages.append(Messages(cat(0), cat(1), cat(2), key[1], key[2], key[3], key[4]))
+        stages.append(Stage(st.phase, st.first_step, S, tuple(ops), tuple(messages), st.name))
+    m = dict(ref.meta)
+    m.update(meta or {})
+    plan = ref.plan if all(p.plan is ref.plan for p in units) else None  # every unit's partition, if one
+    return Program(G, stages, strategy=strategy or ref.strategy, meta=m, plan=plan)
+
+
+def _compose_kernel(slot: list, maps: list, S: int, G: int) -> KernelOp:
+    """One kernel slot over all ranks: each unit's call indices scattered to its ranks (call
+    tables merged when the units have different ones; ranks of no unit get an empty call)."""
+    from .blocks import BlockPlan
+
+    tables: list = []
+    offsets = []
+    for o in slot:
+        for t, off in tables:
+            if t is o.shapes:
+                offsets.append(off)
+                break
+        else:
+            off = sum(len(t) for t, _ in tables)
+            tables.append((o.shapes, off))
+            offsets.append(off)
+    blocks = [b for t, _ in tables for b in t.blocks]
+    empty = next((i for i, b in enumerate(blocks) if b.kind == "empty"), None)
+    covered = sum(len(m) for m in maps)
+    if empty is None and covered < G:
+        blocks.append(BlockPlan("empty"))
+        empty = len(blocks) - 1
+    shapes = tables[0][0] if len(tables) == 1 and len(blocks) == len(tables[0][0]) else CallShapes(blocks)
+    shape = np.full((S, G), empty if empty is not None else 0, dtype=np.int64)
+    owner = None
+    if any(o.kv_owner is not None for o in slot):
+        owner = np.full((S, G), -1, dtype=np.int64)
+    for o, m, off in zip(slot, maps, offsets):
+        shape[:, m] = o.shape + off
+        if owner is not None and o.kv_owner is not None:
+            ko = np.asarray(o.kv_owner, dtype=np.int64)
+            owner[:, m] = np.where(ko >= 0, m[np.clip(ko, 0, None)], -1)
+    o0 = slot[0]
+    return KernelOp(o0.phase, shapes, shape, owner, o0.kv, o0.heads)
+
+
+def unit_messages(flat: "FlatProgram", rank_map) -> np.ndarray:
+    """Indices of the composed program's messages sent by a unit's ranks, in the composed order:
+    the unit's own messages in its own flat order (see :func:`compose_programs`)."""
+    mine = np.zeros(flat.world_size, dtype=bool)
+    mine[np.asarray(rank_map, dtype=np.int64)] = True
+    return np.flatnonzero(mine[flat.src])

@@ -117,6 +117,11 @@ class Plan:
         schedule = str(schedule).strip().lower()
         if world_size <= 0:
             raise InputError(f"world size must be positive, got {world_size}")
+        from .limits import MAX_SEQ_LEN, RANKS
+
+        RANKS.check(int(world_size), f"world size {world_size}", "use a smaller --world-size")
+        if not 0 < int(seq_len) <= MAX_SEQ_LEN:
+            raise InputError(f"sequence length must be in [1, {MAX_SEQ_LEN:,}], got {seq_len}; give a shorter one")
         self.world_size = G = int(world_size)
         self.seq_len = T = int(seq_len)
         if T <= 0:
@@ -437,7 +442,7 @@ def _check_tokens(tokens, G: int, T: int, name: str) -> list[np.ndarray]:
         raise InputError(f"layout {name!r}: every rank must own T/G tokens (ring shards are equal-sized); "
                          f"got {[len(t) for t in out][:8]} for T = {T}, G = {G}")
     seen = np.concatenate(out)
-    if seen.min() < 0 or seen.max() >= T or len(np.unique(seen)) != T:
+    if seen.min() < 0 or seen.max() >= T or not np.all(np.bincount(seen, minlength=T) == 1):
         raise InputError(f"layout {name!r} must own every position 0..{T - 1} exactly once")
     return out
 

@@ -1,8 +1,24 @@
 """One simulation point end to end: strategy → program → engine → metrics, as a JSON-ready result.
 
-``simulate_point`` is what `ringsim simulate`, `compare` and `sweep` call for every point; it
-keeps the three inputs separate as ASTRA-sim does — workload (model, length, batch, dtype),
-system (strategy, mask, phase, protocol knobs, cost model, engine) and network (topology).
+``simulate_point`` is what `ringsim simulate`, `compare`, `sweep` and `advise` call for every
+point; it keeps the three inputs separate as ASTRA-sim does — workload (model, length, batch,
+dtype), system (strategy, mask, phase, protocol knobs, cost model, engine) and network (topology).
+
+Every result reports, besides the makespan:
+
+- **exposed communication** (``exposed_comm_s`` the max over ranks, ``exposed_comm_mean_s`` the
+  mean, all attention layers): the time a rank sits inside its program waiting for messages — per
+  step, the step's end minus its compute's end, summed (a step without compute, such as an
+  all-gather's or an all-to-all's, is waited through entirely). It is the communication the
+  strategy does not hide behind compute; it includes waiting for a slower peer's message (so an
+  unbalanced ring shows some here as well as in ``imbalance``);
+- **memory per GPU** (``peak_memory_bytes``, the strategy's :meth:`~ringsim.strategies.Strategy.memory`)
+  and whether it fits ``memory_limit_bytes`` (``--device-memory``, else the topology's device);
+- the work balance (``work_imbalance``: max / mean of the pairs × heads each rank computes).
+
+:func:`compare_schedules` lists a strategy that cannot run a configuration (its
+:class:`~ringsim.strategies.NotApplicable` reason, or memory that does not fit) as a row with
+``applicable: false`` and the ``reason``, after the ones that ran.
 """
 from __future__ import annotations
 
@@ -16,7 +32,7 @@ from .topology import Topology
 from .units import InputError
 from .workload import Workload
 
-__all__ = ["SimSpec", "simulate_point", "compare_schedules", "ideal_bound_s"]
+__all__ = ["SimSpec", "simulate_point", "compare_schedules", "ideal_bound_s", "check_memory", "not_applicable_row"]
 
 PHASES = ("fwd", "fwd+bwd")
 
@@ -54,6 +70,8 @@ class SimSpec:
 
     def resolved_cost_model(self) -> CostModel:
         return self.cost_model if self.cost_model is not None else resolve_kernels(None, self.topology)
+    cached_tokens: int | None = None       # completes a bare pass-kv / pass-q spec
+    memory_limit_bytes: float | None = None  # refuse (NotApplicable) above it; None: no check
 
     def resolved_world_size(self) -> int:
         G = self.world_size or self.topology.num_gpus
@@ -64,32 +82,59 @@ class SimSpec:
         return self.mask or self.workload.default_mask()
 
 
+def check_memory(strategy, memory: dict, limit_bytes: float | None, where: str = "") -> None:
+    """Raise :class:`~ringsim.strategies.NotApplicable` when the strategy's peak memory per GPU
+    exceeds ``limit_bytes`` (None: no limit)."""
+    from .strategies import NotApplicable
+    from .units import format_bytes
+
+    if limit_bytes is not None and memory["peak_memory_bytes"] > limit_bytes:
+        raise NotApplicable(f"{strategy.spec}: needs {format_bytes(memory['peak_memory_bytes'])} per GPU "
+                            f"({format_bytes(memory['kv_shard_per_gpu_bytes'])} K/V of every layer + "
+                            f"{format_bytes(memory['ring_working_set_bytes'])} for one layer's run), more than the "
+                            f"{format_bytes(limit_bytes)}{where} of device memory")
+
+
 def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
-    """Simulate one configuration; return metrics (and the timeline under ``"_timeline"`` if asked)."""
+    """Simulate one configuration; return metrics (and the timeline under ``"_timeline"`` if asked).
+    Raises :class:`~ringsim.strategies.NotApplicable` for a configuration the strategy cannot run
+    (including memory above ``spec.memory_limit_bytes``)."""
+    import numpy as np
+
     from .engines import Knobs, simulate_program  # the engines pull in simpy only when simulating
-    from .strategies import parse_strategy
+    from .strategies import Ring, parse_strategy
 
     if spec.phase not in PHASES:
         raise InputError(f"unknown phase {spec.phase!r}; use fwd or fwd+bwd")
     G = spec.resolved_world_size()
     wl = spec.workload
-    strategy = parse_strategy(spec.schedule, spec.implementation, spec.documents)
+    strategy = parse_strategy(spec.schedule, spec.implementation, spec.documents, cached_tokens=spec.cached_tokens)
+    knobs = spec.knobs or Knobs()
+    memory = strategy.memory(wl, G, spec.resolved_mask(), spec.phase, knobs.double_buffer)
+    check_memory(strategy, memory, spec.memory_limit_bytes)
     program = strategy.build(wl, G, spec.resolved_mask(), spec.phase)
     plan = program.plan
-    knobs = spec.knobs or Knobs()
     cost = spec.resolved_cost_model()
     res = simulate_program(program, wl, spec.topology, cost, knobs, spec.engine)
     m = program_metrics(res.program, res.arrays)
     topo = cost.apply_to_topology(spec.topology, program)
     layers = wl.layers
-    density = plan.total_pairs() / float(plan.seq_len) ** 2
-    hops = hide_block_tokens(wl, topo, G, cost, density)
+    flat = program.flat
+    fwd = np.array([p == "fwd" for p in flat.step_phase])
+    work = flat.work_pairs[fwd].sum(axis=0)            # pairs × share of heads, per rank (forward)
+    work_imbalance = float(work.max() / work.mean()) if work.mean() > 0 else 1.0
+    density = float(work.sum()) / float(plan.seq_len) ** 2
+    ring = isinstance(strategy, Ring)  # the hide-block analysis is the ring's: hop r → r+1 per step
+    hops = hide_block_tokens(wl, topo, G, cost, density) if ring else []
     ideal = ideal_bound_s(wl, topo, cost, plan, spec.phase)
     slowest = min(hops, key=lambda h: h["bottleneck_Bps"]) if hops else None
     busy = sorted(res.link_busy_s.items(), key=lambda kv: -kv[1])[:5]
-    hide = max(h["hide_block_tokens"] for h in hops) if hops else 0
+    hide = max(h["hide_block_tokens"] for h in hops) if hops else (0 if ring else None)
+    waits = np.array([p["wait_s"] for p in m["per_rank"]])
     out = {
-        "schedule": spec.schedule,
+        "schedule": strategy.spec,
+        "strategy": strategy.spec,
+        "applicable": True,
         "world_size": G,
         "seq_len": wl.seq_len,
         "mask": str(plan.mask),
@@ -107,18 +152,22 @@ def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
         "efficiency": ideal / m["layer_makespan_s"] if m["layer_makespan_s"] > 0 else 1.0,
         "mean_compute_s": m["ideal_bound_s"] * layers,
         "imbalance": m["imbalance"],
-        "work_imbalance": plan.imbalance(),
+        "work_imbalance": work_imbalance,
         "overlap": m["overlap"],
+        "exposed_comm_s": float(waits.max()) * layers if len(waits) else 0.0,
+        "exposed_comm_mean_s": float(waits.mean()) * layers if len(waits) else 0.0,
+        "sent_bytes_per_rank": max((p["bytes_sent"] for p in m["per_rank"]), default=0.0),
         "max_compute_s": max(p["compute_s"] for p in m["per_rank"]) * layers,
         "tokens_per_rank": plan.tokens_per_rank,
         **({"documents": plan.layout.describe()} if spec.documents is not None else {}),
         "shard_bytes": wl.shard_bytes(plan.tokens_per_rank),
         "hide_block_tokens": hide,
-        "transfers_hidden": bool(hops) and plan.tokens_per_rank >= hide,
+        "transfers_hidden": (bool(hops) and plan.tokens_per_rank >= hide) if ring else None,
         "bottleneck_hop": f"{slowest['src']}->{slowest['dst']} ({'/'.join(slowest['link_classes'])}, "
                           f"{slowest['bottleneck_Bps'] / 1e9:.4g} GB/s)" if slowest else None,
         "critical_path": critical_path(res.program, res.arrays, res.compute_s),
-        **strategy.memory(wl, G, spec.resolved_mask(), spec.phase, knobs.double_buffer),
+        **memory,
+        "memory_limit_bytes": spec.memory_limit_bytes,
         "per_rank": m["per_rank"],
         "hops": hops,
         "busiest_links": [{"link": lid, "src": topo.links[lid].src, "dst": topo.links[lid].dst,
@@ -130,16 +179,34 @@ def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
     return out
 
 
+def not_applicable_row(spec: SimSpec, schedule: str, reason: str) -> dict:
+    """The row of a strategy that cannot run the configuration."""
+    return {"schedule": schedule, "strategy": schedule, "applicable": False, "reason": reason,
+            "world_size": spec.world_size or spec.topology.num_gpus, "seq_len": spec.workload.seq_len,
+            "phase": spec.phase, "model": spec.workload.model.name, "topology": spec.topology.name}
+
+
 def compare_schedules(spec: SimSpec, schedules: list[str], keep_timeline: bool = False) -> list[dict]:
-    """Simulate each schedule; sort by makespan; add speedups against contiguous and the fastest."""
+    """Simulate each strategy (a spec; a bare layout name is the ring); sort by makespan; add
+    speedups against contiguous (else the slowest) and the fastest. A strategy that cannot run the
+    configuration becomes a not-applicable row (``applicable: false``, ``reason``) at the end."""
     from dataclasses import replace
 
-    results = [simulate_point(replace(spec, schedule=s), keep_timeline) for s in schedules]
+    from .strategies import NotApplicable, parse_strategy
+
+    results, refused = [], []
+    for s in schedules:
+        try:
+            results.append(simulate_point(replace(spec, schedule=s), keep_timeline))
+        except NotApplicable as e:
+            name = parse_strategy(s, spec.implementation, spec.documents, cached_tokens=spec.cached_tokens).spec
+            refused.append(not_applicable_row(spec, name, str(e)))
     results.sort(key=lambda r: (r["makespan_s"], r["schedule"]))
-    base = next((r for r in results if r["schedule"] == "contiguous"), results[-1])
-    best = results[0]["makespan_s"]
-    for r in results:
-        r["speedup_vs_contiguous" if base["schedule"] == "contiguous" else "speedup_vs_slowest"] = \
-            base["makespan_s"] / r["makespan_s"] if r["makespan_s"] > 0 else float("nan")
-        r["slowdown_vs_best"] = r["makespan_s"] / best if best > 0 else float("nan")
-    return results
+    if results:
+        base = next((r for r in results if r["schedule"] == "contiguous"), results[-1])
+        best = results[0]["makespan_s"]
+        for r in results:
+            r["speedup_vs_contiguous" if base["schedule"] == "contiguous" else "speedup_vs_slowest"] = \
+                base["makespan_s"] / r["makespan_s"] if r["makespan_s"] > 0 else float("nan")
+            r["slowdown_vs_best"] = r["makespan_s"] / best if best > 0 else float("nan")
+    return results + refused

@@ -18,6 +18,14 @@ Think of an odometer: every GPU has coordinates ``(i0, i1, …)`` and global ind
   nodes is therefore a rail-optimised fabric: GPU i of every node hangs on rail switch i.
 - ``ring``: a full-duplex link between neighbours i and i+1 (mod size).
 - ``fully-connected``: a direct full-duplex link between every pair.
+- ``fat-tree``: a two-level switch. Each group's members, in coordinate order, hang on *leaf*
+  switches of ``leaf_size`` members (one link each, ``bandwidth``/``latency``); every leaf has one
+  link up to the dimension's *spine*, shared by all the dimension's groups, carrying
+  ``leaf_size × bandwidth / oversubscription`` (the leaf's uplinks as one pipe: ideal ECMP
+  spreading; ``oversubscription: 4`` is a 4:1 leaf, ``1`` non-blocking). An outer fat-tree over
+  nodes is a rail-optimised fabric: leaf ``j`` of rail i holds GPU i of nodes ``j·leaf_size …``, and
+  traffic between rails or leaves crosses the spine. Leaves are named ``sw{k}:n*.g2/leaf0``, the
+  spine ``spine{k}``.
 
 ``bandwidth`` and ``latency`` belong to each *link*, per direction (a switch hop therefore pays the
 latency twice). GPU vertices are named ``g{i0}`` (one dimension), ``n{i1}.g{i0}`` (two),
@@ -32,6 +40,9 @@ group it joins with ``*`` in place of coordinate k (``sw0:n3.g*`` is node 3's NV
 
 GPUs, in rank order, are the ``gpu`` nodes in declaration order.
 
+Either form may set ``gpu_transit: false``: routes then never pass through a GPU other than their
+ends (see :mod:`ringsim.topology`; the default, true, lets a transfer hop through a GPU over NVLink).
+
 Both forms carry ``name`` (default: the file's stem), optional ``description`` and ``source``
 (citations, a string or a list), a ``device`` section and an optional ``placement`` (GPU names, one
 per rank; it may name a subset of the GPUs, which then become the whole ring). Every link is full
@@ -44,30 +55,32 @@ the fix.
 from __future__ import annotations
 
 import itertools
-import math
 import os
 from importlib import resources
 
 import networkx as nx
-import yaml
 
+from . import limits
+from .limits import MAX_TILE
 from .topology import Device, Link, Topology
 from .units import InputError, parse_bandwidth, parse_bytes, parse_flops, parse_time
+from .yamlio import load_yaml, read_yaml_file
 
 __all__ = ["load_topology", "list_presets", "preset_names", "build_topology", "VERTEX_KINDS", "DIMENSION_KINDS"]
 
 VERTEX_KINDS = ("gpu", "switch", "nic", "host", "cpu")
-DIMENSION_KINDS = ("switch", "ring", "fully-connected")
+DIMENSION_KINDS = ("switch", "ring", "fully-connected", "fat-tree")
 
-_TOP_COMMON = ("name", "description", "source", "device", "placement")
+_TOP_COMMON = ("name", "description", "source", "device", "placement", "gpu_transit")
 _TOP_HIER = _TOP_COMMON + ("dimensions",)
 _TOP_EXPL = _TOP_COMMON + ("nodes", "links")
-_DIM_KEYS = ("topology", "size", "bandwidth", "latency", "link_class")
+_DIM_KEYS = ("topology", "size", "bandwidth", "latency", "link_class", "leaf_size", "oversubscription")
 _DEV_KEYS = ("name", "peak_flops", "efficiency", "memory", "tile", "kernel_overhead", "memory_bandwidth",
              "launch_overhead", "kernels", "p2p_efficiency")
 _NODE_KEYS = ("name", "kind")
 _LINK_KEYS = ("a", "b", "bandwidth", "latency", "link_class")
 _COORD_PREFIX = ("g", "n", "p")
+_FILE_FIX = "see DESIGN.md §3.5 for what a topology file holds"
 
 
 # ---- presets -----------------------------------------------------------------------------------
@@ -106,23 +119,14 @@ def load_topology(name_or_path: str, placement: list[str] | None = None) -> Topo
         source = f"preset:{stem}"
     elif os.path.isfile(text_name):
         label = text_name
-        try:
-            with open(text_name, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as e:
-            raise InputError(f"{label}: cannot read topology file ({e}); check the path and permissions") from None
         source = os.path.abspath(text_name)
         stem = os.path.splitext(os.path.basename(text_name))[0]
+        doc = read_yaml_file(text_name, label, "topology file", _FILE_FIX)
+        return build_topology(doc, label, default_name=stem, source=source, placement=placement)
     else:
         raise InputError(f"topology {text_name!r} is neither a preset nor an existing file; "
                          f"presets: {', '.join(presets)} (or give a path to a YAML file)")
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise InputError(f"{label}: YAML syntax error{where}: {problem}; fix the YAML syntax") from None
+    doc = load_yaml(text, label, _FILE_FIX)
     return build_topology(doc, label, default_name=stem, source=source, placement=placement)
 
 
@@ -150,9 +154,7 @@ def _need(label: str, key: str, mapping: dict, k: str):
 def _parse(label: str, key: str, fn, value, what: str):
     if isinstance(value, str):
         try:  # PyYAML reads 1e9 (no dot) as a string: a bare number means base units
-            number = float(value)
-            if math.isfinite(number):
-                value = number
+            value = float(value)  # "1e999" and "nan" too: the parsers refuse them with the range
         except ValueError:
             pass
     try:
@@ -182,14 +184,17 @@ def _build_device(doc: dict, label: str) -> Device:
     tile = d.get("tile")
     if tile is not None:
         if (not isinstance(tile, list) or len(tile) != 2
-                or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in tile)):
-            raise _err(label, "device.tile", f"must be two positive integers [q, k], got {tile!r}; e.g. [128, 128]")
+                or not all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= MAX_TILE for x in tile)):
+            raise _err(label, "device.tile", f"must be two integers in [1, {MAX_TILE}] [q, k], got {tile!r}; "
+                       "e.g. [128, 128]")
         tile = (tile[0], tile[1])
-    overhead = _parse(label, "device.kernel_overhead", parse_time, d.get("kernel_overhead", 0.0), "kernel_overhead")
+    overhead = _parse(label, "device.kernel_overhead", lambda v, w: parse_time(v, w, "kernel_overhead"),
+                      d.get("kernel_overhead", 0.0), "kernel_overhead")
     hbm = None
     if d.get("memory_bandwidth") is not None:
         hbm = _parse(label, "device.memory_bandwidth", parse_bandwidth, d["memory_bandwidth"], "memory_bandwidth")
-    launch = _parse(label, "device.launch_overhead", parse_time, d.get("launch_overhead", 0.0), "launch_overhead")
+    launch = _parse(label, "device.launch_overhead", lambda v, w: parse_time(v, w, "kernel_overhead"),
+                    d.get("launch_overhead", 0.0), "launch_overhead")
     profiles, default = (), None
     k = d.get("kernels")
     if k is not None:
@@ -224,6 +229,17 @@ def _coord_names(coords: tuple, star: int | None = None) -> str:
     return ".".join(parts)
 
 
+def _links_per_group(kind: str, size: int) -> int:
+    """Full-duplex links one group of a dimension gets (what the builder below makes)."""
+    if size == 1:
+        return 0
+    if kind == "switch":
+        return size
+    if kind == "ring":
+        return size if size > 2 else 1
+    return size * (size - 1) // 2
+
+
 def _build_hierarchical(doc: dict, label: str):
     dims = doc["dimensions"]
     if not isinstance(dims, list) or not dims:
@@ -242,19 +258,34 @@ def _build_hierarchical(doc: dict, label: str):
         bw = _parse(label, f"{key}.bandwidth", parse_bandwidth, _need(label, key, d, "bandwidth"), "bandwidth")
         lat = _parse(label, f"{key}.latency", parse_time, _need(label, key, d, "latency"), "latency")
         cls = _str(label, f"{key}.link_class", d.get("link_class", f"dim{k}"))
-        spec.append((kind, size, bw, lat, cls))
+        leaf, over = d.get("leaf_size"), d.get("oversubscription")
+        if kind != "fat-tree":
+            for extra in ("leaf_size", "oversubscription"):
+                if extra in d:
+                    raise _err(label, f"{key}.{extra}", "only a fat-tree dimension takes it; remove it or use "
+                               "topology: fat-tree")
+        else:
+            leaf = _need(label, key, d, "leaf_size")
+            if isinstance(leaf, bool) or not isinstance(leaf, int) or leaf < 1 or size % leaf:
+                raise _err(label, f"{key}.leaf_size", f"must be an integer >= 1 dividing size {size}, got {leaf!r}")
+            over = d.get("oversubscription", 1)
+            if isinstance(over, bool) or not isinstance(over, (int, float)) or not over > 0:
+                raise _err(label, f"{key}.oversubscription", f"must be a positive number (4 for 4:1), got {over!r}")
+        spec.append((kind, size, bw, lat, cls, leaf, over))
     sizes = [s[1] for s in spec]
     total = 1
     for s in sizes:
         total *= s
-    if total > 1 << 20:
-        raise _err(label, "dimensions", f"{total} GPUs is more than ringsim handles (2^20); shrink the sizes")
+    limits.GPUS.check(total, f"{label}: dimensions", "shrink the dimensions' sizes")
+    n_links = sum((total // size) * _links_per_group(kind, size) for kind, size, *_ in spec)
+    limits.LINKS.check(n_links, f"{label}: dimensions",
+                       "use switch dimensions (one link per GPU) instead of fully-connected ones, or smaller sizes")
     # coordinates in global-index order: i0 varies fastest
     coords = [tuple(c[::-1]) for c in itertools.product(*[range(s) for s in reversed(sizes)])]
     gpus = [_coord_names(c) for c in coords]
     vertices = {g: "gpu" for g in gpus}
     links: list[Link] = []
-    for k, (kind, size, bw, lat, cls) in enumerate(spec):
+    for k, (kind, size, bw, lat, cls, leaf, over) in enumerate(spec):
         if size == 1:
             continue
         # groups: GPUs equal in every coordinate but k, in order of their first member
@@ -268,6 +299,16 @@ def _build_hierarchical(doc: dict, label: str):
                 vertices[sw] = "switch"
                 for g in members:
                     _full_duplex(links, g, sw, bw, lat, cls)
+            elif kind == "fat-tree":
+                spine = f"spine{k}"
+                vertices[spine] = "switch"
+                c_full = c_key[:k] + (0,) + c_key[k:]
+                for j in range(size // leaf):
+                    lf = f"sw{k}:{_coord_names(c_full, star=k)}/leaf{j}"
+                    vertices[lf] = "switch"
+                    for g in members[j * leaf:(j + 1) * leaf]:
+                        _full_duplex(links, g, lf, bw, lat, cls)
+                    _full_duplex(links, lf, spine, leaf * bw / over, lat, cls)
             elif kind == "ring":
                 pairs = [(i, (i + 1) % size) for i in range(size if size > 2 else 1)]
                 for i, j in pairs:
@@ -276,8 +317,9 @@ def _build_hierarchical(doc: dict, label: str):
                 for i, j in itertools.combinations(range(size), 2):
                     _full_duplex(links, members[i], members[j], bw, lat, cls)
     meta = {"form": "hierarchical",
-            "dimensions": [{"topology": kind, "size": size, "bandwidth_Bps": bw, "latency_s": lat, "link_class": cls}
-                           for kind, size, bw, lat, cls in spec]}
+            "dimensions": [{"topology": kind, "size": size, "bandwidth_Bps": bw, "latency_s": lat, "link_class": cls,
+                            **({"leaf_size": leaf, "oversubscription": over} if kind == "fat-tree" else {})}
+                           for kind, size, bw, lat, cls, leaf, over in spec]}
     return gpus, vertices, links, meta
 
 
@@ -287,6 +329,9 @@ def _build_explicit(doc: dict, label: str):
         raise _err(label, "nodes", "must be a non-empty list of {name, kind: gpu|switch|nic|host|cpu}")
     if not isinstance(raw_links, list):
         raise _err(label, "links", "must be a list of {a, b, bandwidth, latency, link_class}")
+    limits.GPUS.check(sum(1 for n in nodes if isinstance(n, dict) and n.get("kind") == "gpu"), f"{label}: nodes",
+                      "declare fewer GPUs")
+    limits.LINKS.check(len(raw_links), f"{label}: links", "declare fewer links")
     vertices: dict[str, str] = {}
     for i, n in enumerate(nodes):
         key = f"nodes[{i}]"
@@ -341,6 +386,9 @@ def check_placement(placement, known_gpus: list[str], where: str) -> list[str]:
     known = set(known_gpus)
     seen = set()
     for i, g in enumerate(placement):
+        if not isinstance(g, str):
+            raise InputError(f"{where}[{i}]: {g!r} is not a GPU name; give each rank's GPU as a string such as "
+                             f"{known_gpus[0]!r}")
         if g not in known:
             sample = ", ".join(known_gpus[:4]) + (", …" if len(known_gpus) > 4 else "")
             raise InputError(f"{where}[{i}]: {g!r} is not a GPU of this topology; use GPU names such as {sample}")
@@ -380,8 +428,11 @@ def build_topology(doc, label: str, default_name: str = "topology", source: str 
         gpus_ranked = check_placement(chosen, gpus, f"{label}: placement")
     else:
         gpus_ranked = list(gpus)
+    transit = doc.get("gpu_transit", True)
+    if not isinstance(transit, bool):
+        raise _err(label, "gpu_transit", f"must be true or false, got {transit!r}")
     meta.update({"description": description, "sources": list(src), "vertices": vertices, "all_gpus": list(gpus),
-                 "file": label})
+                 "file": label, "gpu_transit": transit})
     return Topology(name, device, gpus_ranked, links, source, meta)
 
 
@@ -422,7 +473,8 @@ def describe_topology(topology: Topology, world_size: int | None = None) -> dict
         hop_rows.append({"hop": f"{h['src']}->{h['dst']}", "src": h["src"], "dst": h["dst"],
                          "src_gpu": h["src_gpu"], "dst_gpu": h["dst_gpu"], "path": h["path"],
                          "route": h["route"], "links": len(h["route"]), "link_classes": h["link_classes"],
-                         "bottleneck_Bps": h["bottleneck_Bps"], "latency_s": h["latency_s"],
+                         # a hop to itself (a one-rank ring) crosses no link: no bottleneck (None, not inf)
+                         "bottleneck_Bps": h["bottleneck_Bps"] if h["route"] else None, "latency_s": h["latency_s"],
                          "shared": any(lid in shared for lid in h["route"])})
     finite = [h["bottleneck_Bps"] for h in hops if h["route"]]
     return {

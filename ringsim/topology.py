@@ -9,6 +9,13 @@ broken by the order links were declared).
 
 Ranks map to GPUs in declaration order unless ``placement`` (a list of GPU names, one per rank)
 says otherwise.
+
+**GPU transit.** By default a route may pass through another GPU (a GPU forwarding over NVLink to
+the NIC on the right rail, as NCCL's PXN does). A topology whose ``meta["gpu_transit"]`` is False
+(the YAML key ``gpu_transit: false``) routes every transfer around other GPUs: a transfer leaves
+through the sending GPU's own links and enters through the receiver's, and only a pair that no
+such route joins (a torus of direct GPU links) falls back to the shortest path through GPUs. On a
+rail-optimised fat-tree that means cross-rail traffic climbs to the spine.
 """
 from __future__ import annotations
 
@@ -80,6 +87,28 @@ class Topology:
             self._edge[(link.src, link.dst)] = link.id
             self._graph.add_edge(link.src, link.dst)
         self._route_cache: dict[tuple[str, str], tuple[int, ...]] = {}
+        self._split = None  # the graph without GPU transit (built on first use)
+
+    @property
+    def gpu_transit(self) -> bool:
+        """Whether routes may pass through GPUs other than their ends (see the module docstring)."""
+        return bool(self.meta.get("gpu_transit", True))
+
+    def _no_transit_path(self, src: str, dst: str):
+        """Shortest path from src to dst whose inner vertices are no GPUs, or None. Each GPU is
+        split into an ``out`` vertex (its outgoing links) and an ``in`` vertex (incoming links,
+        none leaving it), so a path can only start and end at a GPU."""
+        if self._split is None:
+            gpus = set(self.meta.get("all_gpus") or self.gpus) | set(self.gpus)
+            g = nx.DiGraph()
+            for a, b in self._edge:
+                g.add_edge(("out", a) if a in gpus else a, ("in", b) if b in gpus else b)
+            self._split = g
+        try:
+            path = nx.shortest_path(self._split, ("out", src), ("in", dst))
+        except (nx.NetworkXNoPath, nx.NodeNotFound):
+            return None
+        return [v[1] if isinstance(v, tuple) else v for v in path]
 
     @property
     def num_gpus(self) -> int:
@@ -109,8 +138,9 @@ class Topology:
             if src == dst:
                 self._route_cache[key] = ()
             else:
+                path = None if self.gpu_transit else self._no_transit_path(src, dst)
                 try:
-                    path = nx.shortest_path(self._graph, src, dst)
+                    path = path or nx.shortest_path(self._graph, src, dst)
                 except (nx.NetworkXNoPath, nx.NodeNotFound):
                     raise InputError(f"topology {self.name}: no route from {src} to {dst}; "
                                      "add links so every GPU reaches every other") from None

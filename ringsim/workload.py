@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from .limits import MAX_KV_BYTES, MAX_SEQ_LEN
 from .units import InputError
 
 __all__ = ["ModelSpec", "Workload", "MODEL_PRESETS", "DTYPE_BYTES", "get_model", "dtype_bytes", "BWD_FLOPS_FACTOR",
@@ -50,6 +51,11 @@ def normalize_dtype(dtype: str) -> str:
     return _DTYPE_ALIASES.get(dtype.lower(), dtype.lower())
 
 
+MAX_DIM = 1 << 16  # layers, heads, head dims
+MAX_WIDTH = 1 << 24  # hidden, ffn
+MAX_BATCH = 1 << 16
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A model's dimensions. ``head_dim`` is the query/key head size; ``v_head_dim`` (default
@@ -77,8 +83,16 @@ class ModelSpec:
     def __post_init__(self):
         for key in ("layers", "heads", "kv_heads", "head_dim"):
             v = getattr(self, key)
-            if not isinstance(v, int) or v <= 0:
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise InputError(f"model {self.name}: {key} must be a positive integer, got {v!r}")
+            if v > MAX_DIM:  # the model's range; larger values overflow the engines' int64 byte counts
+                raise InputError(f"model {self.name}: {key} must be at most {MAX_DIM:,}, got {v:,}; "
+                                 f"give a smaller --{key.replace('_', '-')}")
+        for key in ("hidden", "ffn"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_WIDTH:
+                raise InputError(f"model {self.name}: {key} must be an integer in [0, {MAX_WIDTH:,}], got {v!r}; "
+                                 f"give a smaller --{key}")
         if self.heads % self.kv_heads:
             raise InputError(
                 f"model {self.name}: heads ({self.heads}) must be a multiple of kv-heads ({self.kv_heads}) for GQA"
@@ -180,9 +194,19 @@ class Workload:
     dtype: str = "bf16"
 
     def __post_init__(self):
-        if self.batch <= 0:
-            raise InputError(f"batch must be positive, got {self.batch}")
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch <= 0:
+            raise InputError(f"batch must be positive, got {self.batch!r}")
+        if self.batch > MAX_BATCH:
+            raise InputError(f"batch must be at most {MAX_BATCH:,}, got {self.batch:,}; give a smaller --batch")
+        if isinstance(self.seq_len, bool) or not isinstance(self.seq_len, int) or not 0 < self.seq_len <= MAX_SEQ_LEN:
+            raise InputError(f"sequence length must be an integer in [1, {MAX_SEQ_LEN:,}], got {self.seq_len!r}; "
+                             "give a shorter --seq-len")
         object.__setattr__(self, "dtype", normalize_dtype(self.dtype))
+        kv = self.batch * self.seq_len * self.kv_bytes_per_token()
+        if kv > MAX_KV_BYTES:  # byte counts past this are inexact in float64 and overflow int64 sums
+            raise InputError(f"{self.model.name} at batch {self.batch:,} × {self.seq_len:,} tokens holds {kv:.3g} bytes "
+                             f"of K/V, beyond the {MAX_KV_BYTES:.3g} bytes ringsim models exactly; lower --batch or "
+                             "--seq-len")
 
     @property
     def bytes_per_value(self) -> int:

@@ -553,3 +553,21 @@ def test_summary_names_the_sharing_levels_fits():
     assert "load 2 fwd full (core-s)" in rows and rows["load 2 fwd full (core-s)"]["n"] == level["fwd"]["full"]["n_samples"]
     assert rows["load 2 transfer (core-s)"]["fit"].endswith("GB/s")
     assert f"fwd {level['gap_s']['fwd'] * 1e3:.3g} ms" in rows["load 2 off-core gap"]["fit"]
+
+
+def test_calls_on_a_share_of_the_heads_count_as_that_share_of_the_work():
+    """A Ulysses call runs T × T pairs on H/U heads: calibrating on a Ulysses run must give the same
+    per-pair cost (per head) as calibrating on a ring run of the same roofline device."""
+    from ringsim.costs import RooflineCost
+    from ringsim.simulate import SimSpec, simulate_point
+    from ringsim.topoload import load_topology
+    from ringsim.workload import ModelSpec, Workload
+
+    m = ModelSpec(name="toy", layers=1, heads=4, kv_heads=4, head_dim=64)
+    per_pair = {}
+    for s in ("zigzag", "ulysses"):
+        spec = SimSpec(workload=Workload(m, 2048, 1, "fp32"), topology=load_topology("localhost-cpu"), schedule=s,
+                       world_size=4, mask="causal", phase="fwd", cost_model=RooflineCost())
+        doc = calibrate([(s, simulate_point(spec, keep_timeline=True)["_timeline"])])
+        per_pair[s] = doc["compute"]["fwd"]["*"]["roofline"]["seconds_per_pair"]
+    assert per_pair["ulysses"] == pytest.approx(per_pair["zigzag"], rel=1e-9)

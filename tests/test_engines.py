@@ -445,3 +445,83 @@ def test_knobs_move_posts_and_fast_path_refuses_contention():
     topo = _nodes(8, 4)
     with pytest.raises(InputError, match="--engine des"):
         simulate_ring(Plan("zigzag", 8, 64, "causal"), Workload(get_model("llama3-8b"), 64), topo, engine="fast")
+
+
+# ---- the compiled core of the DES against the Python DES ---------------------------------------------------
+
+def _both_cores(prog, topo, cost, knobs, wl):
+    """The same flat program through the compiled DES and the Python DES."""
+    from ringsim.costs import CostContext
+    from ringsim.engines.des import run_des
+
+    p = apply_knobs(prog, knobs)
+    compute = cost.step_seconds(CostContext(p, wl, topo))
+    return run_des(p.flat, compute, topo, knobs), ProgramDES(p.flat, compute, topo, knobs).run()
+
+
+def _assert_same_arrays(a, b, rtol=1e-12):
+    for x, y in ((a.step_start_s, b.step_start_s), (a.compute_end_s, b.compute_end_s),
+                 (a.msg_start_s, b.msg_start_s), (a.msg_end_s, b.msg_end_s)):
+        assert x.shape == y.shape
+        assert np.allclose(x, y, rtol=rtol, atol=0.0, equal_nan=True)
+    assert a.link_bytes.keys() == b.link_bytes.keys() == a.link_busy_s.keys()
+    for k in a.link_bytes:
+        assert a.link_bytes[k] == pytest.approx(b.link_bytes[k], rel=1e-12)
+        assert a.link_busy_s[k] == pytest.approx(b.link_busy_s[k], rel=rtol, abs=1e-18)
+
+
+def _need_core():
+    from ringsim.engines.des import compiled_core
+
+    if compiled_core() is None:
+        pytest.skip("the compiled DES core is not built here (or RINGSIM_PURE_PYTHON is set)")
+
+
+@SETTINGS
+@given(programs())
+def test_compiled_core_equals_python_des_on_drawn_programs(case):
+    _need_core()
+    prog, topo, cost, knobs = case
+    _assert_same_arrays(*_both_cores(prog, topo, cost, knobs, WL))
+
+
+@SETTINGS
+@given(ring_cases())
+def test_compiled_core_equals_python_des_on_rings(case):
+    _need_core()
+    plan, wl, topo, cost, phase, knobs = case
+    from ringsim.strategies import build_ring
+
+    _assert_same_arrays(*_both_cores(build_ring(plan, wl, phase), topo, cost, knobs, wl))
+
+
+def test_compiled_core_on_the_contended_benchmark_ring():
+    """The benchmark's contended ring (64 ranks, 8 flows per uplink, fwd+bwd), every knob: the two
+    DES implementations agree to 1e-12, and simulate_program's des engine is the compiled one."""
+    _need_core()
+    from ringsim.engines.des import compiled_core
+
+    G = 64
+    plan = Plan("zigzag", G, 256 * G, "causal")
+    wl = Workload(get_model("llama3-8b"), 256 * G)
+    topo = _nodes(G, 8)
+    from ringsim.strategies import build_ring
+
+    prog = build_ring(plan, wl, "fwd+bwd")
+    for i in range(8):
+        knobs = Knobs(bool(i & 1), bool(i & 2), bool(i & 4))
+        a, b = _both_cores(prog, topo, RooflineCost(), knobs, wl)
+        _assert_same_arrays(a, b)
+    assert compiled_core() is not None
+
+
+def test_pure_python_switch(monkeypatch):
+    from ringsim.engines.des import compiled_core
+
+    monkeypatch.setenv("RINGSIM_PURE_PYTHON", "1")
+    assert compiled_core() is None
+    G = 8
+    plan = Plan("zigzag", G, 64 * G, "causal")
+    wl = Workload(get_model("llama3-8b"), 64 * G)
+    res = simulate_ring(plan, wl, _nodes(G, 4), phase="fwd+bwd", engine="des")
+    assert res.engine == "des" and res.layer_makespan_s > 0

@@ -81,7 +81,7 @@ def _program_rank(r: Rank, cfg: dict, iterations=2, kernels_per_call=1, fa2_help
                     # attention kernel's even though it was launched first
                     r.launch(SENDRECV, 300.0, start=r.gpu + 40.0, stream=20, **{"In msg nelems": nbytes / 2,
                                                                                "dtype": "BFloat16"})
-                if es.call:
+                if es.active:
                     if skip == (it, phase, es.step):
                         continue
                     main = FWD if phase == "fwd" else BWD
@@ -233,9 +233,14 @@ def test_a_profile_that_starts_mid_iteration(tmp_path):
         paths.append(r.write(tmp_path / f"rank{rank}.json"))
     det = {}
     tl = import_kineto(paths, cfg, details=det)
-    assert det["problems"] == []
+    # the partial iteration's backward is mapped, then left out so that iterations stay whole
+    assert [p["what"] for p in det["problems"]] == ["occurrences", "occurrences"]
+    assert det["stats"]["occurrences_dropped"] == 2 and det["stats"]["calls_mapped"] == 2 * (2 + 2 * 4)
     c0 = tl.df[(tl.df["rank"] == 0) & (tl.df["kind"] == "compute")].sort_values("start_s")
-    assert list(zip(c0["phase"], c0["step"])) == [("bwd", 0), ("bwd", 1)] + [("fwd", 0), ("fwd", 1), ("bwd", 0), ("bwd", 1)] * 2
+    assert list(zip(c0["phase"], c0["step"])) == [("fwd", 0), ("fwd", 1), ("bwd", 0), ("bwd", 1)] * 2
+    from ringsim.calibration import assign_iterations
+
+    assert sorted(set(assign_iterations(tl.df))) == [0, 1]
 
 
 def test_a_call_in_two_kernels_is_one_call(tmp_path):
@@ -258,9 +263,13 @@ def test_a_missing_kernel_is_reported_not_guessed(tmp_path):
     calls = [p for p in det["problems"] if p["what"] == "calls"]
     assert len(calls) == 1 and calls[0]["rank"] == 1 and calls[0]["phase"] == "fwd"
     assert "a run of 1 fwd call" in calls[0]["found"] and "multiple of 2" in calls[0]["expected"]
-    # nothing of that run is in the timeline; the rest is
+    # nothing of that run is in the timeline, and iterations stay whole: iteration 0 on both ranks
     c1 = tl.df[(tl.df["rank"] == 1) & (tl.df["kind"] == "compute") & (tl.df["phase"] == "fwd")]
     assert len(c1) == 2
+    assert {p["what"] for p in det["problems"]} == {"calls", "transfers", "occurrences"}
+    from ringsim.calibration import assign_iterations
+
+    assert set(assign_iterations(tl.df)) == {0} and len(tl.df[tl.df["kind"] == "compute"]) == 2 * 4
     assert tl.meta["mapping"]["problems"] == len(det["problems"]) >= 1
     doc = summarize(paths, cfg)
     assert not doc["validatable"] and any("could not be matched" in r for r in doc["reasons"])
@@ -373,7 +382,7 @@ def test_import_trace_command(tmp_path, capsys):
     assert e.value.code == 0
     text = capsys.readouterr().out
     # 2 ranks x 2 iterations: 4 calls and 4 batched posts (8 messages: a send and a receive each)
-    assert "ring-attention run ringsim can validate" in text and "16 call(s) and 32 transfer(s) mapped" in text
+    assert "a run ringsim can validate" in text and "16 call(s) and 32 transfer(s) mapped" in text
     assert len(text.splitlines()) <= 24  # one screen
     from ringsim.timeline import read_timeline
 

@@ -92,7 +92,7 @@ def test_run_profile_contiguous_gqa_maps_every_call_to_its_step(tmp_path, capsys
     assert empty(tl.df) == empty(own) == [(0, "bwd", 1, 0.0)] * 2 + [(0, "fwd", 1, 0.0)] * 2
     program = program_of(RunConfig(world_size=2, schedule="contiguous", phase="fwd+bwd", **DIMS).validate())
     for r in (0, 1):
-        want = [(ph, es.step) for ph, lst in expected_steps(program, r).items() for es in lst if es.call]
+        want = [(ph, es.step) for ph, lst in expected_steps(program, r).items() for es in lst for _ in es.active]
         got = tl.df[(tl.df["rank"] == r) & (tl.df["kind"] == "compute") & (tl.df["pairs"] > 0)]
         assert sorted(zip(got["phase"].astype(str), got["step"])) == sorted(want * 2)
     # without markers and embedded metadata (order and kind only), given the configuration instead
@@ -142,7 +142,7 @@ def _agreement(G, tmp_path, capsys):
             program = program_of(cfg)
             tl = import_kineto([str(d)])
             for r in range(G):
-                want = sorted((ph, es.step) for ph, lst in expected_steps(program, r).items() for es in lst if es.call)
+                want = sorted((ph, es.step) for ph, lst in expected_steps(program, r).items() for es in lst for _ in es.active)
                 got = tl.df[(tl.df["rank"] == r) & (tl.df["kind"] == "compute") & (tl.df["pairs"] > 0)]
                 assert sorted(zip(got["phase"].astype(str), got["step"])) == sorted(want * c["repeat"])
         out = {}

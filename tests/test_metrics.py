@@ -117,3 +117,32 @@ def test_ring_memory():
     single = ring_memory_bytes(p, wl, "fwd", double_buffer=False)
     assert fwd["ring_working_set_bytes"] - single["ring_working_set_bytes"] == shard
     assert ring_memory_bytes(p, wl, "fwd+bwd")["peak_memory_bytes"] > fwd["peak_memory_bytes"]
+
+
+def test_closed_form_transfer_equals_the_sweep_on_drawn_rings():
+    """program_metrics' per-(rank, step) closed form for rings (at most a send and a receive per
+    step, each waited in its step) equals the general interval sweep, on rings of every knob."""
+    from hypothesis import HealthCheck, given, settings
+
+    from ringsim.engines import simulate_ring
+    from ringsim.metrics import program_metrics
+    from test_engines import ring_cases
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(ring_cases())
+    def check(case):
+        plan, wl, topo, cost, phase, knobs = case
+        res = simulate_ring(plan, wl, topo, cost, phase, knobs, engine="des")
+        a = program_metrics(res.program, res.arrays)
+        b = program_metrics(res.program, res.arrays, closed_form=False)
+        # the sweep shifts rank r's times by r × (makespan + 1 s) × 2 to sort all ranks at once, so its
+        # own rounding is about eps × G × (makespan + 1 s); the closed form has none of that
+        G = plan.world_size
+        tol = 1e-14 * G * (res.layer_makespan_s + 1.0)
+        for ra, rb in zip(a["per_rank"], b["per_rank"]):
+            for k in ra:
+                assert abs(ra[k] - rb[k]) <= tol + 1e-12 * abs(rb[k]), k
+        total = sum(r["transfer_s"] for r in b["per_rank"])
+        assert abs(a["overlap"] - b["overlap"]) <= 1e-9 + G * tol / max(total, 1e-300)
+
+    check()

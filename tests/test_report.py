@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from optional import require
 from ringsim.calibration import calibrate
 from ringsim.report import gantt_rows, write_report
 from ringsim.validate import validate_runs
@@ -62,12 +63,36 @@ def test_report_content(material, tmp_path):
     assert "Calibration: transfer time per message" in titles
 
 
-def test_gantt_uses_the_median_iteration(material):
-    runs, *_ = material
-    tl = runs[0][1]
+def _iterations_of_spans(scales):
+    """One measured-like iteration repeated with its times stretched by each scale, in that order."""
+    import pandas as pd
+
+    from ringsim.timeline import Timeline
+
+    base, _ = measured_like("zigzag", 2, 2048, "fwd", iters=1)
+    d0 = base.df
+    origin, span = float(d0["start_s"].min()), float(d0["end_s"].max() - d0["start_s"].min())
+    parts, t = [], 0.5
+    for s in scales:
+        d = d0.copy()
+        d["start_s"] = (d0["start_s"] - origin) * s + t
+        d["end_s"] = (d0["end_s"] - origin) * s + t
+        parts.append(d)
+        t = float(d["end_s"].max()) + 0.01
+    return Timeline(pd.concat(parts, ignore_index=True), dict(base.meta)), span
+
+
+def test_gantt_uses_the_median_iteration():
+    # iterations 1.0x, 1.3x and 1.1x as long: the median is the third, neither the fastest nor the first
+    tl, span = _iterations_of_spans([1.0, 1.3, 1.1])
     rows = gantt_rows(tl)
-    assert set(rows["iter"]) == {1} or set(rows["iter"]) <= {0, 1, 2}
+    assert set(rows["iter"]) == {2}
     assert rows["start_ms"].min() == pytest.approx(0.0, abs=1e-9)
+    drawn = float((rows["start_ms"] + rows["dur_ms"]).max())
+    assert drawn == pytest.approx(1.1 * span * 1e3, rel=1e-9)
+    # and in another order: the median of 1.3x, 1.0x, 1.2x is the last again, of 1.2x, 1.3x, 1.0x the first
+    assert set(gantt_rows(_iterations_of_spans([1.3, 1.0, 1.2])[0])["iter"]) == {2}
+    assert set(gantt_rows(_iterations_of_spans([1.2, 1.3, 1.0])[0])["iter"]) == {0}
 
 
 def test_write_is_atomic(material, tmp_path, monkeypatch):
@@ -93,7 +118,7 @@ def test_write_is_atomic(material, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(units.os, "replace", fail_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(units.InputError, match="cannot write .*r.html: disk full"):  # one line, not a traceback
         write_report(str(path), runs, predicted, doc, calib)
     monkeypatch.setattr(units.os, "replace", real_replace)
     assert path.read_text() == "old report" and sorted(p.name for p in tmp_path.iterdir()) == ["r.html"]
@@ -123,17 +148,15 @@ def test_cli_report_and_bad_inputs(tmp_path, capsys):
 
 
 def test_report_renders_in_headless_chromium_without_console_errors(material, tmp_path):
-    import shutil
     import subprocess
 
-    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
-    if exe is None:
-        pytest.skip("no headless Chromium on this machine")
+    exe = require("chromium")
     runs, predicted, doc, calib = material
     path = tmp_path / "r.html"
     write_report(str(path), runs, predicted, doc, calib)
     n_figs = len(_figures(path.read_text()))
-    proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+    proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                           "--no-first-run", "--enable-logging=stderr",
                            "--log-level=0", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000",
                            "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120)
     console = [l for l in proc.stderr.splitlines() if ":CONSOLE" in l]

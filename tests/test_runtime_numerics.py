@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 from ringsim.blocks import block_plan  # noqa: E402
 from ringsim.runtime.kernels import (attention_reference, block_backward, block_forward,  # noqa: E402
                                      merge_)
+from ringsim.runtime.reference import dense_mask  # noqa: E402
 from ringsim.schedules import SCHEDULES, Plan  # noqa: E402
 
 ATOL, RTOL = 2e-5, 1e-4
@@ -85,7 +86,7 @@ def test_blocks_and_merge_equal_fp64_attention(schedule, mask, G, T, H, Hkv, ker
     q, k, v, do = _inputs(T, H, Hkv, 16)
     lo, hi = plan.mask.bounds(T)
     pos = np.arange(T)
-    ref = attention_reference(q, k, v, pos, pos, lo, hi, 0.25, dout=do)
+    ref = attention_reference(q, k, v, pos, pos, lo, hi, 0.25, dout=do, allowed=dense_mask(mask, T))  # definition
     got = _simulate_ring(plan, q, k, v, do, kernel)
     for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), got, ref):
         _assert_close(a, b, f"{schedule} {mask} G={G} {name}")
@@ -201,3 +202,35 @@ def test_bf16_blocks_accumulate_in_fp32():
     for name, a, b in zip(("out", "lse", "dq", "dk", "dv"), got, ref):
         assert a.dtype == torch.float32 or name in ("dk", "dv")
         assert (a.double() - b).abs().max().item() < 5e-2, name
+
+
+@pytest.mark.parametrize("kernel", ["auto", "plain"])
+@pytest.mark.parametrize("nq,nk", [(20, 60), (7, 7), (1, 33)])
+def test_bottom_right_causal_calls_equal_fp64(kernel, nq, nk):
+    """A chunk of queries against every key up to the chunk's end is one ``causal`` call aligned
+    bottom-right (row i sees the first nk − nq + i + 1 keys): its block plan, its tiles (against a
+    brute-force count) and its forward/backward (fused: split into a full and a square causal call)."""
+    from ringsim.blocks import call_tiles
+
+    q_pos, k_pos = np.arange(nk - nq, nk), np.arange(nk)
+    bp = block_plan(q_pos, k_pos, 0, 10 ** 9)
+    kind = "full" if nq == 1 else "causal"  # one row sees every key: a full call
+    assert (bp.kind, bp.r0, bp.r1, bp.c0, bp.c1) == (kind, 0, nq, 0, nk)
+    assert bp.pairs == nq * nk - nq * (nq - 1) // 2
+    allowed = (q_pos[:, None] - k_pos[None, :]) >= 0
+    for tq, tk in ((8, 16), (3, 5), (128, 128)):
+        # brute force: a tile counts when any of its (row, column) pairs is allowed
+        R, C = -(-nq // tq), -(-nk // tk)
+        pad = np.zeros((R * tq, C * tk), dtype=bool)
+        pad[:nq, :nk] = allowed
+        brute = int(pad.reshape(R, tq, C, tk).any(axis=(1, 3)).sum())
+        assert call_tiles(kind, nq, nk, None, tq, tk) == brute
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 4, nq, 16, generator=g)
+    k, v = torch.randn(1, 2, nk, 16, generator=g), torch.randn(1, 2, nk, 16, generator=g)
+    do = torch.randn(1, 4, nq, 16, generator=g)
+    out, lse = block_forward(q, k, v, bp, 0.25, kernel)
+    ref = attention_reference(q, k, v, q_pos, k_pos, 0, 10 ** 9, 0.25, dout=do)
+    assert torch.allclose(out.double(), ref[0], atol=2e-6) and torch.allclose(lse.double(), ref[1], atol=2e-6)
+    for got, want in zip(block_backward(q, k, v, out, lse, do, bp, 0.25, kernel), ref[2:]):
+        assert torch.allclose(got.double(), want, atol=5e-6)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from optional import require
 from ringsim.engines import simulate_ring
 from ringsim.schedules import Plan
 from ringsim.timeline import read_timeline
@@ -27,7 +28,7 @@ def _timeline():
 @pytest.mark.parametrize("ext", ["json", "csv", "parquet"])
 def test_round_trip(tmp_path, ext):
     if ext == "parquet":
-        pytest.importorskip("pyarrow")
+        require("pyarrow")
     tl = _timeline()
     p = tmp_path / f"t.{ext}"
     tl.write(p)
@@ -41,7 +42,7 @@ def test_round_trip(tmp_path, ext):
 
 
 def test_unreadable_parquet_is_one_line(tmp_path):
-    pytest.importorskip("pyarrow")
+    require("pyarrow")
     p = tmp_path / "bad.parquet"
     p.write_bytes(b"not a parquet file at all")
     with pytest.raises(InputError) as err:

@@ -15,6 +15,7 @@ from ringsim.units import InputError
 PRESET_GPUS = {
     "dgx-a100-8": 8, "dgx-h100-8": 8, "dgx-h200-8": 8, "dgx-h800-8": 8, "dgx-h100-2n": 16, "dgx-h100-4n": 32,
     "dgx-h100-16n": 128, "dgx-h100-128n": 1024, "pcie-gen4-4": 4, "2node-shared-nic": 8, "localhost-cpu": 4,
+    "dgx-h100-128n-fattree-2to1": 1024, "dgx-h100-128n-fattree-4to1": 1024,
 }
 
 DEVICE = {"name": "X", "peak_flops": "100 TFLOP/s", "efficiency": 0.5, "memory": "10 GB"}
@@ -293,8 +294,9 @@ def test_cli_show_json_and_table():
 
 def test_cli_bad_file_exit_2(tmp_path):
     path = _write(tmp_path, HIER.replace("size: 4,", "size: 4, colour: red,"), "bad.yaml")
-    proc = subprocess.run([sys.executable, "-c", "from ringsim.cli import main; main()", "topology", "show", path],
-                          capture_output=True, text=True)
+    # the ringsim installed for the interpreter running the tests, wherever its environment lives
+    proc = subprocess.run([sys.executable, "-m", "ringsim.cli", "topology", "show", path], capture_output=True,
+                          text=True)
     assert proc.returncode == 2
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()

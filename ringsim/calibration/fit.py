@@ -14,7 +14,8 @@ the rank's previous block ended) to the end of
 its compute plus the merge that follows it — exactly the interval the simulator's protocol calls
 "compute" (it starts compute at step start; posting the transfers and merging the partial result
 are part of the rank's busy time). Work is measured as ``pairs`` scaled to the reference workload:
-``work = pairs × flops_per_pair / flops_per_pair_ref`` (flops per pair = 2·B·H·(d_qk + d_v)), so a
+``work = pairs × head_share × flops_per_pair / flops_per_pair_ref`` (flops per pair = 2·B·H·(d_qk + d_v);
+``head_share`` the share of the heads a call ran: H/U of H for Ulysses and USP), so a
 fit transfers to other head counts, head sizes and batches, and — since it is per pair — to other
 sequence lengths, world sizes and schedules. Four candidate models per (kind, phase):
 
@@ -114,7 +115,8 @@ def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
             raise InputError(f"{label}: no compute rows with pairs > 0; calibration needs a measured ring "
                              "trace with compute intervals and their pairs (for Kineto traces give --run-config "
                              "schedule=... seq_len=... heads=... head_dim=...)")
-        b["work"] = b["pairs"] * (fpp / ref["flops_per_pair"])
+        # work: pairs × the share of the heads the calls ran (FLOPs scale with both) × per-pair FLOPs
+        b["work"] = b["pairs"] * b["head_share"] * (fpp / ref["flops_per_pair"])
         b["load"] = trace_load(meta)
         slots = _slots(meta)
         tr = transfer_samples(tl)

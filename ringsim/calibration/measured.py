@@ -114,12 +114,20 @@ def trace_load(meta: dict) -> float:
 
 
 def assign_iterations(df: pd.DataFrame) -> pd.Series:
-    """Iteration index of every row: the k-th occurrence (in time) of a (rank, phase, kind, step)
-    belongs to timed iteration k. Works for one or several iterations and for imported traces."""
+    """Iteration index of every row. Every timed iteration records the same rows, so each
+    (rank, phase, kind, step) occurs m times per iteration — once for a ring step, once per peer at
+    an all-to-all step, once per call when a step makes several — and n_iter (the gcd of the
+    occurrence counts) times m in all: its k-th occurrence in time belongs to iteration k // m.
+    Works for one or several iterations and for imported traces."""
+    import math
+
     order = df.sort_values("start_s", kind="stable")
-    it = order.groupby([order["rank"], order["phase"].astype(str), order["kind"].astype(str), order["step"]],
-                       sort=False).cumcount()
-    return it.reindex(df.index)
+    keys = [order["rank"], order["phase"].astype(str), order["kind"].astype(str), order["step"]]
+    grouped = order.groupby(keys, sort=False)
+    it = grouped.cumcount()
+    counts = grouped["start_s"].transform("size")
+    n_iter = math.gcd(*(int(c) for c in counts.unique())) if len(counts) else 1
+    return (it // (counts // max(n_iter, 1))).reindex(df.index)
 
 
 def program_for(meta: dict, G: int):
@@ -137,7 +145,8 @@ def program_for(meta: dict, G: int):
 
 
 def block_samples(tl: Timeline) -> pd.DataFrame:
-    """One row per measured block: rank, phase, step, iter, pairs, kind, start_s (step start),
+    """One row per measured block: rank, phase, step, iter, pairs, head_share (the share of the
+    model's heads the block's calls covered: Ulysses and USP calls run on H/U heads), kind, start_s (step start),
     end_s (end of compute + merge), time_s, compute_start_s, overlap (fraction of the block
     overlapped by the rank's own transfers)."""
     df = tl.df.copy()
@@ -151,11 +160,13 @@ def block_samples(tl: Timeline) -> pd.DataFrame:
         return pd.DataFrame()
     G = int(tl.meta.get("world_size") or df["rank"].max() + 1)
     program = program_for(tl.meta, G)
-    kinds = None
-    if program is not None:  # [rank, (phase, step)] → the block's kind
+    kinds = shares = None
+    if program is not None:  # [rank, (phase, step)] → the block's kind, and the share of the heads it ran
         f = program.flat
         k = classify_blocks(f.pairs, program.plan.tokens_per_rank)
         kinds = {(ph, int(st)): k[n] for n, (ph, st) in enumerate(zip(f.step_phase, f.step_label))}
+        share = np.divide(f.work_pairs, f.pairs, out=np.ones(f.pairs.shape), where=f.pairs > 0)
+        shares = {(ph, int(st)): share[n] for n, (ph, st) in enumerate(zip(f.step_phase, f.step_label))}
     key = ["rank", "phase", "step", "iter"]
     ring = df[df["kind"].isin(["compute", "send", "recv"])].groupby(key)["start_s"].min()
     ends = df[df["kind"].isin(["compute", "merge"])].groupby(key)["end_s"].max()
@@ -166,8 +177,10 @@ def block_samples(tl: Timeline) -> pd.DataFrame:
         k = (r.rank, r.phase, r.step, r.iter)
         start = float(ring.get(k, r.start_s))
         end = float(ends.get(k, r.end_s))
+        head_share = 1.0
         if kinds is not None and (r.phase, int(r.step)) in kinds and 0 <= r.rank < G:
             kind = str(kinds[(r.phase, int(r.step))][r.rank])
+            head_share = float(shares[(r.phase, int(r.step))][r.rank])
         elif r.pairs <= 0:
             kind = "empty"
         else:
@@ -179,7 +192,7 @@ def block_samples(tl: Timeline) -> pd.DataFrame:
             b = np.clip(tx[1], start, end)
             ov = float(_union_length(a, b) / (end - start))
         rows.append({"rank": int(r.rank), "phase": r.phase, "step": int(r.step), "iter": int(r.iter),
-                     "pairs": float(r.pairs), "kind": kind, "start_s": start, "end_s": end,
+                     "pairs": float(r.pairs), "head_share": head_share, "kind": kind, "start_s": start, "end_s": end,
                      "time_s": end - start, "compute_start_s": float(r.start_s), "overlap": ov})
     out = pd.DataFrame(rows)
     # a step's posts may come before the previous block ended (e.g. a gradient sent one step behind):

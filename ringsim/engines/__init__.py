@@ -34,7 +34,7 @@ from ..timeline import COLUMNS, Timeline
 from ..topology import Topology
 from ..units import InputError
 from ..workload import Workload
-from .des import EngineArrays, ProgramDES, ProtocolStuck
+from .des import EngineArrays, ProgramDES, ProtocolStuck, run_des
 from .fast import hop_routes, inexact_reason, run_fast
 
 __all__ = ["Knobs", "SimResult", "simulate_program", "simulate_ring", "apply_knobs", "build_timeline", "LazyTimeline",
@@ -62,7 +62,7 @@ def apply_knobs(program: Program, knobs: Knobs) -> Program:
                                recv_at="end" if not (knobs.overlap and knobs.double_buffer) else g.recv_at)
                        for g in st.messages)
         stages.append(replace(st, messages=groups))
-    return Program(program.world_size, stages, program.strategy, dict(program.meta), program.plan)
+    return replace(program, stages=stages, meta=dict(program.meta))
 
 
 @dataclass
@@ -107,7 +107,7 @@ def simulate_program(program: Program, workload: Workload, topology: Topology, c
     if chosen == "fast":
         arrays = run_fast(flat, compute, topo, knobs, routes)
     elif chosen == "des":
-        arrays = ProgramDES(flat, compute, topo, knobs).run()
+        arrays = run_des(flat, compute, topo, knobs)
     else:
         from .reference import run_reference
 
@@ -166,8 +166,8 @@ def build_timeline(program: Program, workload: Workload, arrays: EngineArrays, m
     fpp = np.array([flops_pp[p] for p in flat.step_phase], dtype=np.float64)
     # compute rows
     cn, cr = np.nonzero(np.broadcast_to(flat.has_compute[:, None], (N, G)))
-    # wait rows
-    wn, wr = np.nonzero(T[1:] > E)
+    # wait rows: a gap above rounding (two engines may order the same sums differently by an ulp)
+    wn, wr = np.nonzero(T[1:] - E > 1e-12 * np.abs(T[1:]))
     parts = [
         (cr, cn, np.zeros(len(cn), np.int8), np.zeros(len(cn), np.int64), T[cn, cr], E[cn, cr],
          flat.kv_owner[cn, cr], np.zeros(len(cn)), flat.pairs[cn, cr].astype(np.float64),

@@ -21,6 +21,17 @@ end (no end posts) a step costs the rank one wake-up: at max(compute end, last a
 
 A *hop* (src → dst) whose links no other hop crosses and whose messages never overlap in time (each
 posted after the previous one was waited for) is *private*: its flows cost one event each.
+
+**The compiled core.** :func:`run_des` (what ``engine="des"`` runs) uses ``_cdes``, the same state
+machine and link model written in C (``_cdes.c``, built by ``pip install`` when a C compiler is
+there), and falls back to :class:`ProgramDES` where it was not built or ``RINGSIM_PURE_PYTHON=1``.
+The contended DES is event-bound: a flow start, a flow end and a rank wake-up per rank-step, a few
+microseconds each in CPython and tens of nanoseconds in C — the difference between 0.5× and 8–12×
+SimGrid's C++ speed on the contended ring (``benchmarks/bench_simgrid.py``). The trade-off: a second
+implementation of the engine to keep in step (the tests hold both to the reference engine, and to
+each other to 1e-12, on drawn programs) and a build step that needs a C compiler and Python's
+headers for full speed (without them everything still works, at the Python DES's speed).
+:class:`ProgramDES` remains the readable optimised engine and the one that records rate logs.
 """
 from __future__ import annotations
 
@@ -37,7 +48,7 @@ from ..units import InputError
 from .loop import EventLoop
 from .network import FlowNetwork
 
-__all__ = ["ProgramDES", "ProtocolStuck", "EngineArrays", "csr", "private_hops"]
+__all__ = ["ProgramDES", "ProtocolStuck", "EngineArrays", "csr", "private_hops", "run_des", "compiled_core"]
 
 
 class ProtocolStuck(InputError):
@@ -86,6 +97,77 @@ def private_hops(flat: FlatProgram, routes: list) -> np.ndarray:
         if overlap.any():
             private[np.unique(h[1:][overlap])] = False
     return private
+
+
+def compiled_core():
+    """The compiled DES (:mod:`ringsim.engines._cdes`, built from ``_cdes.c`` at install when a C
+    compiler is there), or None: not built, or ``RINGSIM_PURE_PYTHON=1`` in the environment."""
+    import os
+
+    if os.environ.get("RINGSIM_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from . import _cdes
+    except ImportError:
+        return None
+    return _cdes
+
+
+def _program_lists(flat: FlatProgram, knobs):
+    """Per rank-step CSR lists of message ids (see :class:`ProgramDES`): posted at the step's start,
+    posted at the compute's end, waited at the step's end; and each message's required posts."""
+    G, N, M = flat.world_size, flat.N, flat.M
+    counts_recv = np.full(M, bool(knobs.rendezvous)) | flat.recv_end
+    need = (1 + counts_recv.astype(np.uint8))
+    post, src, dst = flat.post_step, flat.src, flat.dst
+    ids = np.arange(M, dtype=np.int64)
+    send_start = ~flat.send_end
+    recv_start = counts_recv & ~flat.recv_end
+    recv_endp = counts_recv & flat.recv_end
+    keys = np.concatenate([(post * G + src)[send_start], (post * G + dst)[recv_start]])
+    vals = np.concatenate([ids[send_start], ids[recv_start]])
+    sp_ptr, sp = csr(keys, vals, N * G)
+    keys = np.concatenate([(post * G + src)[flat.send_end], (post * G + dst)[recv_endp]])
+    vals = np.concatenate([ids[flat.send_end], ids[recv_endp]])
+    ep_ptr, ep = csr(keys, vals, N * G)
+    wait = flat.wait_step
+    w_ptr, w = csr(np.concatenate([wait * G + src, wait * G + dst]), np.concatenate([ids, ids]), N * G)
+    return need, sp_ptr, sp, ep_ptr, ep, w_ptr, w
+
+
+def run_des(flat: FlatProgram, compute_s: np.ndarray, topology: Topology, knobs) -> EngineArrays:
+    """Run the optimised DES: the compiled core where it was built (:func:`compiled_core`), else
+    :class:`ProgramDES`. Both implement the same model and are held to the reference engine to
+    1e-9 by the tests; a stuck program is reported by :class:`ProgramDES` (which names the ranks)."""
+    core = compiled_core()
+    if core is None:
+        return ProgramDES(flat, compute_s, topology, knobs).run()
+    G, N, M = flat.world_size, flat.N, flat.M
+    i64 = lambda a: np.ascontiguousarray(a, dtype=np.int64)
+    f64 = lambda a: np.ascontiguousarray(a, dtype=np.float64)
+    comp = f64(np.asarray(compute_s, dtype=np.float64).reshape(N, G))
+    need, sp_ptr, sp, ep_ptr, ep, w_ptr, w = _program_lists(flat, knobs)
+    routes = [tuple(topology.route(int(a), int(b))) for a, b in zip(flat.hop_src, flat.hop_dst)]
+    H, L = len(routes), len(topology.links)
+    hop_ptr = np.zeros(H + 1, dtype=np.int64)
+    np.cumsum([len(rt) for rt in routes], out=hop_ptr[1:])
+    hop_links = np.array([l for rt in routes for l in rt], dtype=np.int64)
+    hop_lat = np.array([topology.route_latency_s(rt) for rt in routes], dtype=np.float64)
+    hop_bw = np.array([topology.route_bottleneck_Bps(rt) for rt in routes], dtype=np.float64)
+    capacity = np.array([l.bandwidth_Bps for l in topology.links], dtype=np.float64)
+    T = np.zeros((N + 1, G))
+    E = np.zeros((N, G))
+    XS = np.full(M, np.nan)
+    XE = np.full(M, np.nan)
+    lb, lbusy, used = np.zeros(L), np.zeros(L), np.zeros(L, dtype=np.uint8)
+    stuck = core.run(G, N, M, H, L, comp, i64(sp_ptr), i64(sp), i64(ep_ptr), i64(ep), i64(w_ptr), i64(w),
+                     i64(flat.src), i64(flat.dst), i64(flat.wait_step), i64(flat.hop), f64(flat.bytes),
+                     np.ascontiguousarray(need, dtype=np.uint8), hop_ptr, i64(hop_links), hop_lat, hop_bw, capacity,
+                     T, E, XS, XE, lb, lbusy, used)
+    if stuck:
+        return ProgramDES(flat, compute_s, topology, knobs).run()  # raises ProtocolStuck, naming the ranks
+    ids = np.flatnonzero(used).tolist()
+    return EngineArrays(T, E, XS, XE, {l: float(lb[l]) for l in ids}, {l: float(lbusy[l]) for l in ids})
 
 
 class ProgramDES:

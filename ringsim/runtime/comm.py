@@ -5,7 +5,11 @@ Usage per step (the program says the same on every rank, so the batched calls pa
     comm.post([(peer, [tensors]), …], [(peer, [tensors]), …])   # queue this step's sends and receives
     comm.commit(step, phase)                                      # post them all in one batch_isend_irecv
     ... compute ...
-    comm.wait()                                                   # block until they are done
+    comm.post(…); comm.commit(step, phase)                        # messages posted at the compute's end
+    comm.wait()                                                   # block until every batch is done
+
+A step may commit more than one batch (a reduce-scatter posts its receive at the step's start and
+its send after the reduction); :meth:`wait` completes all of them.
 
 A *message* is everything sent to one peer (or received from one) in a step: its tensors are
 separate point-to-point ops of the batch. The ops are posted in a fixed order (all sends, then
@@ -74,7 +78,7 @@ class P2PComm:
         self.rec = recorder or NullRecorder(rank)
         self._sends: list = []
         self._recvs: list = []
-        self._pending = None
+        self._pending: list = []
         # called with True before blocking on a transfer and False after: lets a watchdog tell a
         # rank that waits on its peers from one stuck in its own work
         self.wait_hook = None
@@ -90,7 +94,7 @@ class P2PComm:
         self._recvs += [(int(p), list(ts)) for p, ts in recvs]
 
     def commit(self, step: int, phase: str) -> None:
-        if self._pending is not None:
+        if self._pending and self._pending[0][:2] != (step, phase):
             raise RuntimeError("commit() before the previous step's wait()")
         if not self._sends and not self._recvs:
             return
@@ -114,14 +118,30 @@ class P2PComm:
         if self._waiters is not None:
             ns = len(sends)
             stamps = (self._waiters[0].submit(per_msg[:ns]), self._waiters[1].submit(per_msg[ns:]))
-        self._pending = (step, phase, works, t_post, msgs, stamps)
+        self._pending.append((step, phase, works, t_post, msgs, stamps))
 
     def wait(self) -> None:
-        if self._pending is None:
+        if not self._pending:
             return
-        step, phase, works, t_post, msgs, stamps = self._pending
-        self._pending = None
+        pending, self._pending = self._pending, []
         t0 = self.rec.mark()
+        step, phase = pending[0][:2]
+        finished = [self._finish(works, stamps) for (_, _, works, _, _, stamps) in pending]
+        t1 = self.rec.mark()
+        for (_, _, _, t_post, msgs, _), ends in zip(pending, finished):
+            for side, _, n in msgs:
+                if side == "send":
+                    self.bytes_sent += n
+                else:
+                    self.bytes_received += n
+            if self.rec.enabled:
+                for j, (side, peer, n) in enumerate(msgs):
+                    self.rec.add(step, phase, side, t_post, ends[j] if ends is not None else t1, peer, n)
+        if self.rec.enabled:
+            self.rec.add(step, phase, "wait", t0, t1)
+
+    def _finish(self, works, stamps):
+        """Block until one batch is done; its messages' completion stamps (None: not timed)."""
         if self.wait_hook is not None:
             self.wait_hook(True)
         ends = None
@@ -138,16 +158,7 @@ class P2PComm:
                 w.wait()
         if self.wait_hook is not None:
             self.wait_hook(False)
-        t1 = self.rec.mark()
-        for side, _, n in msgs:
-            if side == "send":
-                self.bytes_sent += n
-            else:
-                self.bytes_received += n
-        if self.rec.enabled:
-            for j, (side, peer, n) in enumerate(msgs):
-                self.rec.add(step, phase, side, t_post, ends[j] if ends is not None else t1, peer, n)
-            self.rec.add(step, phase, "wait", t0, t1)
+        return ends
 
     def close(self) -> None:
         if self._waiters is not None:

@@ -30,9 +30,10 @@ import math
 import numpy as np
 import torch
 
-from ringsim.blocks import BlockPlan
+from ringsim import blocks as _blocks
+from ringsim.blocks import BlockPlan, block_plan
 
-__all__ = ["BlockPlan", "block_forward", "block_backward", "merge_", "attention_reference",
+__all__ = ["BlockPlan", "block_plan", "block_forward", "block_backward", "merge_", "attention_reference",
            "KERNELS"]
 
 NEG_INF = float("-inf")
@@ -68,9 +69,19 @@ def _plain_forward(q, k, v, causal: bool, mask, scale: float):
 def _allowed(mask, causal, nr, nc, device):
     if mask is not None:
         return torch.as_tensor(mask, device=device)
-    if causal:
-        return torch.ones(nr, nc, dtype=torch.bool, device=device).tril()
+    if causal:  # bottom-right aligned (the plain triangle when square)
+        return torch.ones(nr, nc, dtype=torch.bool, device=device).tril(diagonal=nc - nr)
     return None
+
+
+def _split_causal(bp):
+    """A bottom-right causal call of q_rows < k_rows as the fused kernels take it: a full call on
+    the first k_rows − q_rows columns and a square causal call on the rest (the fused ops align
+    ``is_causal`` top-left, which is the same triangle only when the call is square)."""
+    off = (bp.c1 - bp.c0) - (bp.r1 - bp.r0)
+    n = bp.r1 - bp.r0
+    return (_blocks.BlockPlan("full", bp.r0, bp.r1, bp.c0, bp.c0 + off, n * off),
+            _blocks.BlockPlan("causal", bp.r0, bp.r1, bp.c0 + off, bp.c1, n * (n + 1) // 2))
 
 
 def _fused_forward(q, k, v, causal: bool, scale: float):
@@ -93,6 +104,12 @@ def block_forward(q, k, v, bp: BlockPlan, scale: float, kernel: str = "auto"):
     ``q`` is (B, H, n_q, D), ``k``/``v`` (B, H_kv, n_k, D) with H a multiple of H_kv.
     Returns ``(out, lse)`` for the trimmed rows, fp32, shapes (B, H, r1−r0, D) and (B, H, r1−r0).
     """
+    if bp.kind == "causal" and bp.c1 - bp.c0 > bp.r1 - bp.r0 and kernel != "plain":
+        full, tri = _split_causal(bp)
+        out, lse = block_forward(q, k, v, full, scale, kernel)
+        out_t, lse_t = block_forward(q, k, v, tri, scale, kernel)
+        merge_(out, lse, out_t, lse_t)
+        return out, lse
     qs = q[:, :, bp.rows].contiguous()
     ks = k[:, :, bp.cols].contiguous()
     vs = v[:, :, bp.cols].contiguous()
@@ -149,6 +166,11 @@ def block_backward(q, k, v, out, lse, dout, bp: BlockPlan, scale: float, kernel:
     """Gradient contributions of one block given the global ``out``/``lse``/``dout`` of the rank's
     queries (all rows; the block's rows are taken here). Returns fp32 ``(dq_rows, dk_cols, dv_cols)``
     for the trimmed rows and columns."""
+    if bp.kind == "causal" and bp.c1 - bp.c0 > bp.r1 - bp.r0 and kernel != "plain":
+        full, tri = _split_causal(bp)
+        dq, dk, dv = block_backward(q, k, v, out, lse, dout, full, scale, kernel)
+        dq_t, dk_t, dv_t = block_backward(q, k, v, out, lse, dout, tri, scale, kernel)
+        return dq + dq_t, torch.cat([dk, dk_t], dim=2), torch.cat([dv, dv_t], dim=2)
     qs = q[:, :, bp.rows].contiguous()
     ks = k[:, :, bp.cols].contiguous()
     vs = v[:, :, bp.cols].contiguous()
@@ -179,11 +201,12 @@ def merge_(out_acc: torch.Tensor, lse_acc: torch.Tensor, out_b: torch.Tensor, ls
 
 
 def attention_reference(q, k, v, q_pos, k_pos, lo: int, hi: int, scale: float, dout=None,
-                        dtype=torch.float64, head_chunk: int = 1, docs=None):
+                        dtype=torch.float64, head_chunk: int = 1, docs=None, allowed=None):
     """Single-process attention over whole sequences by explicit math (default fp64), for checks.
 
     Returns ``(out, lse)`` or, with ``dout``, ``(out, lse, dq, dk, dv)``; fully masked rows give
     out 0, lse −inf and zero gradients. Heads are processed ``head_chunk`` at a time to bound memory.
+    ``allowed`` (an explicit [Tq, Tk] boolean mask) replaces the band ``lo <= q − k <= hi``;
     ``docs`` (packed documents, one id per position, −1 for padding; positions are the same for
     queries and keys): a pair is allowed only inside one document.
     """
@@ -191,8 +214,10 @@ def attention_reference(q, k, v, q_pos, k_pos, lo: int, hi: int, scale: float, d
     g = H // Hkv
     qp = torch.as_tensor(np.asarray(q_pos), device=q.device)
     kp = torch.as_tensor(np.asarray(k_pos), device=q.device)
-    d = qp[:, None] - kp[None, :]
-    allowed = (d >= lo) & (d <= hi)
+    if allowed is None:  # the band lo <= q - k <= hi; or an explicit (q, k) mask (runner's --check)
+        d = qp[:, None] - kp[None, :]
+        allowed = (d >= lo) & (d <= hi)
+    allowed = torch.as_tensor(allowed, dtype=torch.bool, device=q.device)
     if docs is not None:  # packed documents: same document only; −1 (padding) sees nothing
         doc = torch.as_tensor(np.asarray(docs), device=q.device)
         allowed = allowed & (doc[:, None] == doc[None, :]) & (doc[:, None] >= 0)

@@ -35,6 +35,7 @@ from datetime import timedelta
 
 __all__ = ["RankFailure", "launch_local", "run_world", "under_torchrun", "run_under_torchrun", "free_port"]
 
+_OWNER = "owner.json"  # {pid, start} of the launcher that made a ringsim-run-* folder
 _PHASES = {0: "start", 1: "fwd", 2: "bwd", 3: "done"}
 _PHASE_CODE = {v: k for k, v in _PHASES.items()}
 
@@ -66,8 +67,14 @@ def _context():
     return _CTX
 
 
-def _child(fn, args, rank, world_size, port, timeout_s, threads, result_dir, hb_time, hb_state, hb_wait):
+def _child(fn, args, rank, world_size, port, timeout_s, threads, result_dir, hb_time, hb_state, hb_wait,
+           launcher_pid=None):
     """Entry point of a local rank: set threads, join the gloo group, run ``fn``, save its result."""
+    from ringsim import procguard
+
+    procguard.release_forkserver()  # so the forkserver ends with the launcher ...
+    procguard.die_with_parent(launcher_pid)  # ... and this rank with the forkserver
+    procguard.set_process_name(f"ringsim-rank{rank}")
     err_path = os.path.join(result_dir, f"rank{rank}.err")
     try:
         import torch
@@ -104,6 +111,49 @@ def _child(fn, args, rank, world_size, port, timeout_s, threads, result_dir, hb_
         os._exit(1)
 
 
+def _write_owner(result_dir: str) -> None:
+    from ringsim.procguard import process_start_time
+
+    with open(os.path.join(result_dir, _OWNER), "w") as f:
+        json.dump({"pid": os.getpid(), "start": process_start_time(os.getpid())}, f)
+
+
+def remove_stale_run_dirs(tmp: str | None = None) -> list[str]:
+    """Remove ``ringsim-run-*`` folders whose launcher is dead (its pid gone or recycled): what a
+    launcher killed together with its reaper left. Folders without an owner record are kept."""
+    from ringsim.procguard import pid_alive, process_start_time
+
+    tmp = tmp or tempfile.gettempdir()
+    removed = []
+    try:
+        names = [n for n in os.listdir(tmp) if n.startswith("ringsim-run-")]
+    except OSError:
+        return removed
+    for n in names:
+        path = os.path.join(tmp, n)
+        try:
+            with open(os.path.join(path, _OWNER)) as f:
+                owner = json.load(f)
+            pid, start = int(owner["pid"]), owner.get("start")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if pid == os.getpid():
+            continue
+        if not pid_alive(pid) or (start is not None and process_start_time(pid) not in (None, start)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def _register_multiprocessing_helpers(guard) -> None:
+    """The forkserver and multiprocessing's temporary folder (``pymp-*``, the forkserver's socket)
+    outlive the ranks; the reaper removes them if this process cannot (SIGKILL)."""
+    from multiprocessing import forkserver, process
+
+    guard.add_pid(getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None))
+    guard.add_dir(process.current_process()._config.get("tempdir"))
+
+
 def _where(hb_state, rank) -> str:
     it, ph, st = hb_state[3 * rank], hb_state[3 * rank + 1], hb_state[3 * rank + 2]
     if it < 0:
@@ -124,8 +174,14 @@ def run_world(fn, args: tuple, world_size: int, timeout_s: float = 120.0, thread
     """Run ``fn(*args, rank=r, heartbeat=cb)`` on ``world_size`` local gloo ranks; return the
     ranks' return values in rank order. ``fn`` must be importable (pickled by reference).
     Raises :class:`RankFailure` when a rank dies or makes no progress for ``timeout_s``."""
+    from ringsim import procguard
+
     ctx = _context()
+    remove_stale_run_dirs()
     result_dir = tempfile.mkdtemp(prefix="ringsim-run-")
+    _write_owner(result_dir)
+    guard = procguard.reaper()  # removes result_dir and kills the ranks if this process dies first
+    guard.add_dir(result_dir)
     hb_time = ctx.Array("d", world_size, lock=False)
     hb_state = ctx.Array("i", [-1, 0, 0] * world_size, lock=False)
     hb_wait = ctx.Array("i", world_size, lock=False)  # 1 while a rank blocks on a transfer
@@ -134,9 +190,12 @@ def run_world(fn, args: tuple, world_size: int, timeout_s: float = 120.0, thread
     try:
         for r in range(world_size):
             p = ctx.Process(target=_child, args=(fn, args, r, world_size, port, timeout_s, threads, result_dir,
-                                                 hb_time, hb_state, hb_wait), daemon=True, name=f"ringsim-rank{r}")
+                                                 hb_time, hb_state, hb_wait, os.getpid()),
+                            daemon=True, name=f"ringsim-rank{r}")
             p.start()
             procs.append(p)
+            guard.add_pid(p.pid)
+        _register_multiprocessing_helpers(guard)
         started = time.time()  # forkserver start() returns once the child is forked
         for r in range(world_size):
             hb_time[r] = max(hb_time[r], started)
@@ -183,6 +242,9 @@ def run_world(fn, args: tuple, world_size: int, timeout_s: float = 120.0, thread
                 p.kill()
                 p.join(timeout=2.0)
         shutil.rmtree(result_dir, ignore_errors=True)
+        for p in procs:
+            guard.forget_pid(p.pid)
+        guard.forget_dir(result_dir)
 
 
 def _run_rank_entry(cfg, rank, heartbeat):

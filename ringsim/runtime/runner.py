@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ringsim.schedules import SCHEDULES, Plan, parse_mask
+from ringsim.schedules import SCHEDULES, Plan, parse_mask  # noqa: F401 (SCHEDULES: re-exported)
 from ringsim.timeline import Timeline
 from ringsim.units import InputError
 
@@ -71,13 +71,17 @@ class RunConfig:
         return parse_strategy(self.schedule, documents=self.documents).plan(workload_of(self), self.world_size,
                                                                              self.mask)
 
+    @property
+    def strategy(self) -> str:
+        """The strategy spec the run executes (``schedule`` holds it; a layout name is the ring)."""
+        return self.schedule
+
     def validate(self) -> "RunConfig":
+        from ringsim.strategies import parse_strategy
+
         if self.world_size < 1:
             raise InputError(f"--world-size must be at least 1, got {self.world_size}")
-        if self.schedule not in SCHEDULES and not (self.documents and self.schedule.split(":")[0] in
-                                                   ("zigzag-doc", "balanced")):
-            raise InputError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)} "
-                             "(with --documents also zigzag-doc or balanced[:K])")
+        self.schedule = parse_strategy(self.schedule, documents=self.documents).spec  # unknown specs fail here
         if self.kv_heads is None:
             self.kv_heads = self.heads
         for name in ("heads", "kv_heads", "head_dim", "batch", "repeat"):
@@ -95,10 +99,17 @@ class RunConfig:
             raise InputError(f"--kernel must be auto, fused or plain, got {self.kernel!r}")
         if not self.timeout_s > 0:
             raise InputError(f"--timeout-s must be positive, got {self.timeout_s}")
-        if self.profile is not None and not os.path.isdir(self.profile):
-            raise InputError(f"--profile {self.profile} is not a directory; create it first")
+        if self.profile is not None:
+            parent = os.path.dirname(os.path.abspath(self.profile))
+            if os.path.exists(self.profile) and not os.path.isdir(self.profile):
+                raise InputError(f"--profile {self.profile} is a file; give a directory (it is created if missing)")
+            if not os.path.isdir(parent):
+                raise InputError(f"cannot write --profile {self.profile}: directory {parent} does not exist; "
+                                 "create it first")
         self.mask = str(parse_mask(self.mask))
-        self.plan()  # divisibility and document errors here
+        # divisibility, document and applicability errors here (heads a Ulysses degree does not divide, …)
+        parse_strategy(self.schedule, documents=self.documents).build(workload_of(self), self.world_size, self.mask,
+                                                                      self.phase)
         if self.threads_per_rank is None:
             self.threads_per_rank = max(1, (os.cpu_count() or 1) // self.world_size)
         if self.threads_per_rank < 1:
@@ -288,6 +299,7 @@ def _finish_profile(prof, cfg: RunConfig, rank: int, backend: str, device_type: 
     meta["generator"] = "ringsim run --profile"
     prof.add_metadata_json("ringsim", json.dumps(jsonable(meta)))
     prof.stop()
+    os.makedirs(cfg.profile, exist_ok=True)
     path = profile_path(cfg.profile, rank)
     fd, tmp = tempfile.mkstemp(prefix=".ringsim-", suffix=".tmp.json", dir=cfg.profile)
     os.close(fd)
@@ -312,6 +324,18 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _protocol(spec: str, documents=None) -> str:
+    from ringsim.strategies import Ring, parse_strategy
+
+    strategy = parse_strategy(spec, documents=documents)
+    if isinstance(strategy, Ring):
+        return ("the strategy's program (ringsim.strategies): the ring sends K/V at forward steps < G-1; "
+                "backward K/V and the accumulated dK/dV (fp32) one step behind, then a dK/dV return "
+                "to the owner at step G")
+    doc = (type(strategy).__doc__ or "").strip().split("\n\n")[0]
+    return f"the strategy's program (ringsim.strategies, {spec}): " + " ".join(doc.split())
 
 
 def run_metadata(cfg: RunConfig, backend: str, device_type: str) -> dict:
@@ -348,9 +372,7 @@ def run_metadata(cfg: RunConfig, backend: str, device_type: str) -> dict:
         "warmup_rows": "excluded (only the timed iterations' rows are kept)",
         "instrumented": cfg.instrument,
         "strategy": cfg.schedule,
-        "protocol": "the strategy's program (ringsim.strategies): the ring sends K/V at forward steps < G-1; "
-                    "backward K/V and the accumulated dK/dV (fp32) one step behind, then a dK/dV return "
-                    "to the owner at step G",
+        "protocol": _protocol(cfg.schedule, cfg.documents),
         "flops_per_pair": {"fwd": "2*B*H*(d_qk+d_v)", "bwd": "2.5 x fwd"},
         # other processes on the host compete for the same cores; the load says how much
         "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
@@ -409,8 +431,9 @@ def check_outputs(cfg: RunConfig, results: list[dict]) -> dict:
     import torch.nn.functional as F
 
     from .kernels import attention_reference, default_scale
+    from .reference import dense_mask
 
-    plan = cfg.plan()
+    plan = program_of(cfg).plan
     results = sorted(results, key=lambda r: r["rank"])
     names = ["out", "lse"] + (["dq", "dk", "dv"] if cfg.phase == "fwd+bwd" else [])
     ring = {n: torch.from_numpy(plan.unshard([r["outputs"][n].numpy() for r in results], axis=2)) for n in names}
@@ -418,29 +441,27 @@ def check_outputs(cfg: RunConfig, results: list[dict]) -> dict:
     q, k, v, dout = make_inputs(cfg, T)
     dt = _torch_dtype(cfg.dtype)
     q, k, v, dout = (t.to(dt).float() for t in (q, k, v, dout))  # the values the ring actually saw
-    lo, hi = plan.mask.bounds(T)
+    # the reference mask is written from the mask's definition, not from the plan's band (which the ring
+    # uses): a mask bug in the ring's code then shows as an error instead of being reproduced
+    allowed = dense_mask(cfg.mask, T)
     pos = np.arange(T)
     # packed documents: a token sees only its own document (padding tokens see nothing)
     docs = plan.layout.document_of(pos) if cfg.documents else None
     scale = default_scale(cfg.head_dim)
-    ref64 = attention_reference(q, k, v, pos, pos, lo, hi, scale,
-                                dout=dout if cfg.phase == "fwd+bwd" else None, dtype=torch.float64, docs=docs)
+    kw_ref = dict(dout=dout if cfg.phase == "fwd+bwd" else None, allowed=allowed, docs=docs)
+    ref64 = attention_reference(q, k, v, pos, pos, 0, 0, scale, dtype=torch.float64, **kw_ref)
     ref64 = dict(zip(["out", "lse", "dq", "dk", "dv"], ref64))
     if docs is not None:  # fully masked padding rows: SDPA would give NaN; explicit fp32 math instead
-        r32 = attention_reference(q, k, v, pos, pos, lo, hi, scale, dout=dout if cfg.phase == "fwd+bwd" else None,
-                                  dtype=torch.float32, head_chunk=cfg.heads, docs=docs)
+        r32 = attention_reference(q, k, v, pos, pos, 0, 0, scale, dtype=torch.float32, head_chunk=cfg.heads, **kw_ref)
         ref32 = dict(zip(["out", "lse", "dq", "dk", "dv"], r32))
     else:
         # single-process fp32: SDPA (with autograd) for out and grads, explicit fp32 lse
         qs, ks, vs = (t.clone().requires_grad_(cfg.phase == "fwd+bwd") for t in (q, k, v))
-        d = torch.as_tensor(pos[:, None] - pos[None, :])
-        allowed = (d >= lo) & (d <= hi)
-        kw = ({"is_causal": True} if str(plan.mask) == "causal"
-              else ({} if str(plan.mask) == "full" else {"attn_mask": allowed}))
+        kw = {"is_causal": True} if cfg.mask == "causal" else ({} if cfg.mask == "full" else {"attn_mask": allowed})
         out32 = F.scaled_dot_product_attention(qs, ks, vs, scale=scale, enable_gqa=cfg.heads != cfg.kv_heads, **kw)
         ref32 = {"out": out32.detach()}
-        ref32["lse"] = attention_reference(q, k, v, pos, pos, lo, hi, scale, dtype=torch.float32,
-                                           head_chunk=cfg.heads)[1]
+        ref32["lse"] = attention_reference(q, k, v, pos, pos, 0, 0, scale, dtype=torch.float32, head_chunk=cfg.heads,
+                                           allowed=allowed)[1]
         if cfg.phase == "fwd+bwd":
             out32.backward(dout)
             ref32.update(dq=qs.grad, dk=ks.grad, dv=vs.grad)

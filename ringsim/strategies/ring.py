@@ -28,10 +28,10 @@ import numpy as np
 
 from ..program import KernelOp, MemoryOp, Messages, Program, Stage
 from ..schedules import Plan
-from ..workload import Workload
+from ..workload import GRAD_BYTES_PER_VALUE, Workload
 from .base import Strategy
 
-__all__ = ["Ring", "build_ring", "IMPLEMENTATIONS"]
+__all__ = ["Ring", "build_ring", "ring_stages", "IMPLEMENTATIONS"]
 
 LAYOUTS = ("contiguous", "striped", "zigzag")
 IMPLEMENTATIONS = ("ringsim", "ring-flash-attn")
@@ -59,7 +59,8 @@ class _Traffic:
     (H/H_kv × dtype read + dtype write per shard element, K and V); it accumulates dQ and dK/dV in
     fp32 (4 + dtype read, 4 write per element; the first step casts)."""
 
-    def __init__(self, implementation: str, workload: Workload):
+    def __init__(self, implementation: str, workload: Workload, heads: int | None = None,
+                 kv_values: int | None = None):
         if implementation not in IMPLEMENTATIONS:
             from ..units import InputError
 
@@ -67,10 +68,12 @@ class _Traffic:
         self.impl = implementation
         m, B = workload.model, workload.batch
         self.bpv = workload.bytes_per_value
-        self.out_elems = B * m.heads * m.v_dim          # per query row
-        self.rh = B * m.heads                            # rows × heads per query row
-        self.q_elems = B * m.heads * m.head_dim          # dQ elements per query row
-        self.kv_elems = workload.shard_values(1)         # K and V values per key row (all kv heads)
+        H = heads or m.heads                             # the call's query heads (a share of them in USP)
+        self.out_elems = B * H * m.v_dim                 # per query row
+        self.rh = B * H                                  # rows × heads per query row
+        self.q_elems = B * H * m.head_dim                # dQ elements per query row
+        # K and V values per key row (all kv heads, or the share a USP member holds)
+        self.kv_elems = workload.shard_values(1) if kv_values is None else B * kv_values
         self.group = m.heads / m.kv_heads
 
     def merge(self, rows: np.ndarray, q_start: np.ndarray, first: np.ndarray):
@@ -104,65 +107,108 @@ class _Traffic:
         return np.where(live, b, 0.0), np.where(live, 5 + (self.group > 1) * 2, 0)
 
 
-def build_ring(plan: Plan, workload: Workload, phase: str = "fwd", implementation: str = "ringsim") -> Program:
-    """The ring program for ``plan`` (layout, G, T, mask) and ``workload``; ``phase`` is ``fwd`` or
-    ``fwd+bwd``; ``implementation`` (``ringsim`` or ``ring-flash-attn``) fixes the memory work
-    between kernels (:class:`_Traffic`) and, for ring-flash-attn, its backward protocol: dK/dV
-    (fp32) posted at the end of each step and waited in the next, the last waited at an extra step
-    G. See the module docstring for what the program contains."""
-    traffic = _Traffic(implementation, workload)
-    G = plan.world_size
+def _merge_bytes(workload: Workload, q_rows: np.ndarray, heads: int | None = None) -> np.ndarray:
+    """Bytes of this runtime's (``ringsim``) forward merge of calls of ``q_rows`` query rows on
+    ``heads`` query heads (default all) — the other strategies' merges, priced as the ring's."""
+    b, _ = _Traffic("ringsim", workload, heads).merge(np.asarray(q_rows), np.zeros(np.shape(q_rows)),
+                                                       np.zeros(np.shape(q_rows), dtype=bool))
+    return b
+
+
+def _accumulate_bytes(workload: Workload, q_rows: np.ndarray, k_rows: np.ndarray, heads: int | None = None,
+                      kv_values: int | None = None) -> np.ndarray:
+    """Bytes of this runtime's backward accumulation around calls of ``q_rows`` × ``k_rows``: the
+    block's fp32 dQ rows and dK/dV columns added into accumulators (12 bytes per element each)."""
+    t = _Traffic("ringsim", workload, heads, kv_values)
+    q, k = np.asarray(q_rows, dtype=np.float64), np.asarray(k_rows, dtype=np.float64)
+    return np.where(q > 0, q * 12 * t.q_elems + k * 12 * t.kv_elems, 0.0)
+
+
+def ring_stages(ph: str, plan: Plan, workload: Workload, first_step: int = 0, members: np.ndarray | None = None,
+                heads: int | None = None, kv_values: int | None = None,
+                implementation: str = "ringsim") -> list[Stage]:
+    """The ring's stages of one phase (``fwd``, or ``bwd`` with its dK/dV return) for ``plan``'s
+    R ring ranks, numbered from ``first_step``.
+
+    ``members[g]`` (default: rank g alone) are the ranks that play ring rank g, each on its own
+    share of the heads: ``heads`` query heads per call (default all) and ``kv_values`` K/V values
+    per token (default the model's) — a USP ring over Ulysses groups, where member u of group g
+    passes its K/V to member u of group g+1. ``implementation`` (``ringsim`` or ``ring-flash-attn``)
+    fixes the memory work between kernels (:class:`_Traffic`) and, for ring-flash-attn, the
+    backward's protocol: dK/dV (fp32) posted at the end of each step and waited in the next, the
+    last waited at an extra step R."""
+    traffic = _Traffic(implementation, workload, heads, kv_values)
+    R = plan.world_size
+    members = np.arange(R, dtype=np.int64)[:, None] if members is None else np.asarray(members, dtype=np.int64)
+    U = members.shape[1]
+    G = R * U
     n = plan.tokens_per_rank
     shapes, ids = plan.call_shapes
-    sid = np.ascontiguousarray(ids.T)  # [step, rank]
-    ranks = np.arange(G, dtype=np.int64)
-    owner = (ranks[None, :] - ranks[:, None]) % G  # [step, rank]: (r − s) mod G
+    g_of = np.empty(G, dtype=np.int64)
+    u_of = np.empty(G, dtype=np.int64)
+    g_of[members.reshape(-1)] = np.repeat(np.arange(R), U)
+    u_of[members.reshape(-1)] = np.tile(np.arange(U), R)
+    sid = np.ascontiguousarray(ids.T)[:, g_of]  # [step, rank]
+    steps = np.arange(R, dtype=np.int64)[:, None]
+    owner = members[(g_of[None, :] - steps) % R, u_of[None, :]]  # whose K/V rank x holds at step s
     q_rows = shapes.q_rows[sid]
     k_rows = shapes.k_rows[sid]
     q_start = shapes.q_start[sid]
     live = shapes.kind[sid] != 0
-    first = np.cumsum(live, axis=0) == 1  # a rank's first call (the merge only initialises)
-    m_bytes, m_launch = traffic.merge(q_rows, q_start, first & live)
-    a_bytes, a_launch = traffic.accumulate(q_rows, k_rows, first & live, n)
-    kv_bytes = float(workload.shard_bytes(n))
-    dkv_bytes = float(workload.grad_shard_bytes(n))
-    hop_src, hop_dst = ranks[None, :], ((ranks + 1) % G)[None, :]
+    first = (np.cumsum(live, axis=0) == 1) & live  # a rank's first call (the merge only initialises)
+    values = workload.shard_values(n) if kv_values is None else workload.batch * n * kv_values
+    kv_bytes = float(values * workload.bytes_per_value)
+    dkv_bytes = float(values * GRAD_BYTES_PER_VALUE)
+    hop_src = np.arange(G, dtype=np.int64)[None, :]
+    hop_dst = members[(g_of + 1) % R, u_of][None, :]
+    share = heads if heads is not None and heads != workload.model.heads else None
+    if ph == "fwd":
+        mem_bytes, mem_launch = traffic.merge(q_rows, q_start, first)
+    else:
+        mem_bytes, mem_launch = traffic.accumulate(q_rows, k_rows, first, n)
 
-    def ops(ph: str, sl: slice):
-        k = KernelOp(ph, shapes, sid[sl], owner[sl])
-        if ph == "fwd":
-            return (k, MemoryOp("merge", m_bytes[sl], m_launch[sl]))
-        return (k, MemoryOp("accumulate", a_bytes[sl], a_launch[sl]))
+    def ops(sl: slice):
+        k = KernelOp(ph, shapes, sid[sl], owner[sl], heads=share)
+        return (k, MemoryOp("merge" if ph == "fwd" else "accumulate", mem_bytes[sl], mem_launch[sl]))
 
-    stages = []
-    if G > 1:
+    f = first_step
+    if ph == "fwd":
+        if R == 1:
+            return [Stage("fwd", f, 1, ops(slice(0, 1)), (), "ring fwd")]
         kv = Messages(hop_src, hop_dst, np.array([[kv_bytes]]), (("kv",),))
-        stages.append(Stage("fwd", 0, G - 1, ops("fwd", slice(0, G - 1)), (kv,), "ring fwd"))
-    stages.append(Stage("fwd", G - 1, 1, ops("fwd", slice(G - 1, G)), (), "ring fwd, last step"))
-    if phase == "fwd+bwd":
-        if G == 1:
-            stages.append(Stage("bwd", 0, 1, ops("bwd", slice(0, 1)), (), "ring bwd"))
-        elif implementation == "ring-flash-attn":
-            kv = Messages(hop_src, hop_dst, np.array([[kv_bytes]]), (("kv",),))
-            dkv = Messages(hop_src, hop_dst, np.array([[dkv_bytes]]), (("dkv",),), "end", "end", 1)
-            stages.append(Stage("bwd", 0, G - 1, ops("bwd", slice(0, G - 1)), (kv, dkv), "ring bwd"))
-            stages.append(Stage("bwd", G - 1, 1, ops("bwd", slice(G - 1, G)), (dkv,), "ring bwd, last step"))
-            stages.append(Stage("bwd", G, 1, (), (), "ring bwd: the last dK/dV arrives"))
-        else:
-            steps = np.arange(G)
-            nbytes = np.where(steps < G - 1, kv_bytes, 0.0) + np.where(steps >= 1, dkv_bytes, 0.0)
-            payloads = tuple(("kv",) * (s < G - 1) + ("dkv",) * (s >= 1) for s in range(G))
-            both = Messages(hop_src, hop_dst, nbytes[:, None], payloads)
-            stages.append(Stage("bwd", 0, G, ops("bwd", slice(0, G)), (both,), "ring bwd"))
-            back = Messages(hop_src, hop_dst, np.array([[dkv_bytes]]), (("dkv",),))
-            stages.append(Stage("bwd", G, 1, (), (back,), "ring bwd: dK/dV return"))
-    elif phase != "fwd":
+        return [Stage("fwd", f, R - 1, ops(slice(0, R - 1)), (kv,), "ring fwd"),
+                Stage("fwd", f + R - 1, 1, ops(slice(R - 1, R)), (), "ring fwd, last step")]
+    if R == 1:
+        return [Stage("bwd", f, 1, ops(slice(0, 1)), (), "ring bwd")]
+    if implementation == "ring-flash-attn":
+        kv = Messages(hop_src, hop_dst, np.array([[kv_bytes]]), (("kv",),))
+        dkv = Messages(hop_src, hop_dst, np.array([[dkv_bytes]]), (("dkv",),), "end", "end", 1)
+        return [Stage("bwd", f, R - 1, ops(slice(0, R - 1)), (kv, dkv), "ring bwd"),
+                Stage("bwd", f + R - 1, 1, ops(slice(R - 1, R)), (dkv,), "ring bwd, last step"),
+                Stage("bwd", f + R, 1, (), (), "ring bwd: the last dK/dV arrives")]
+    s_ = np.arange(R)
+    nbytes = np.where(s_ < R - 1, kv_bytes, 0.0) + np.where(s_ >= 1, dkv_bytes, 0.0)
+    payloads = tuple(("kv",) * (i < R - 1) + ("dkv",) * (i >= 1) for i in range(R))
+    both = Messages(hop_src, hop_dst, nbytes[:, None], payloads)
+    back = Messages(hop_src, hop_dst, np.array([[dkv_bytes]]), (("dkv",),))
+    return [Stage("bwd", f, R, ops(slice(0, R)), (both,), "ring bwd"),
+            Stage("bwd", f + R, 1, (), (back,), "ring bwd: dK/dV return")]
+
+
+def build_ring(plan: Plan, workload: Workload, phase: str = "fwd", implementation: str = "ringsim") -> Program:
+    """The ring program for ``plan`` (layout, G, T, mask) and ``workload``; ``phase`` is ``fwd`` or
+    ``fwd+bwd``; ``implementation`` as in :func:`ring_stages`. See the module docstring for what the
+    program contains."""
+    if phase not in ("fwd", "fwd+bwd"):
         from ..units import InputError
 
         raise InputError(f"unknown phase {phase!r}; use fwd or fwd+bwd")
+    stages = ring_stages("fwd", plan, workload, implementation=implementation)
+    if phase == "fwd+bwd":
+        stages += ring_stages("bwd", plan, workload, implementation=implementation)
     meta = {"layout": plan.schedule, "mask": str(plan.mask), "seq_len": plan.seq_len, "phase": phase,
-            "tokens_per_rank": n, "heads": workload.model.heads, "implementation": implementation}
-    return Program(G, stages, strategy=plan.schedule, meta=meta, plan=plan)
+            "tokens_per_rank": plan.tokens_per_rank, "heads": workload.model.heads, "implementation": implementation}
+    return Program(plan.world_size, stages, strategy=plan.schedule, meta=meta, plan=plan)
 
 
 class Ring(Strategy):
