@@ -173,3 +173,50 @@ def test_calibrate_and_validate_agree_on_both_forms_of_a_run(G, tmp_path, capsys
     with the same per-step structure, the same measured makespan (2 %) and every call and
     transfer mapped onto its step (contiguous: idle steps get none)."""
     _agreement(G, tmp_path, capsys)
+
+
+@pytest.mark.timeout(120)
+def test_other_strategies_map_every_call_and_transfer(tmp_path):
+    """All-gather (two calls per step, one of them run as two kernels: a bottom-right causal block
+    wider than tall) and Ulysses (all-to-alls, a share of the heads per call): every call and
+    transfer maps onto its step, as the step markers confirm."""
+    cfgs, dirs = [], []
+    for strategy in ("allgather", "ulysses"):
+        d = tmp_path / strategy
+        d.mkdir()
+        dirs.append(d)
+        cfgs.append(dict(schedule=strategy, phase="fwd+bwd", repeat=2, warmup=1, timeout_s=60.0, profile=str(d),
+                         seq_len=256, heads=4, kv_heads=2, head_dim=16))
+    results = run_world(runs_worker, (cfgs,), 2, timeout_s=60.0, threads=1)
+    for i, (c, d) in enumerate(zip(cfgs, dirs)):
+        cfg = RunConfig(world_size=2, **c).validate()
+        own, _ = assemble(cfg, [res[i] for res in results], "gloo", "cpu")
+        det = {}
+        tl = import_kineto([str(d)], details=det)
+        st = det["stats"]
+        assert det["problems"] == [] and st["marker_agree"] == st["calls_mapped"] + st["transfers_mapped"], c
+        key = lambda df: sorted(zip(df["rank"], df["phase"].astype(str), df["step"], df["pairs"]))
+        comp = lambda df: df[(df["kind"] == "compute") & (df["pairs"] > 0)]
+        assert key(comp(tl.df)) == key(comp(own.df)), c["schedule"]
+        np_flops = lambda df: sorted(comp(df)["flops"].round(3))
+        assert np_flops(tl.df) == np_flops(own.df)  # a Ulysses call's FLOPs: its share of the heads
+        sends = lambda df: sorted(zip(*(df[df["kind"] == "send"][k] for k in ("rank", "step", "peer", "bytes"))))
+        assert sends(tl.df) == sends(own.df), c["schedule"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--profile", "{file}"], "is a file"),
+    (["--profile", "{missing}/x"], "does not exist; create it first"),
+    (["--profile", "{dir}", "--trace", "{dir}/ringsim.json"], "both name"),
+])
+def test_run_profile_bad_input_is_one_line_exit_2(args, needle, tmp_path, capsys):
+    from ringsim.cli import main
+
+    f = tmp_path / "f.txt"
+    f.write_text("x")
+    (tmp_path / "prof").mkdir()
+    subs = {"file": str(f), "missing": str(tmp_path / "nope"), "dir": str(tmp_path / "prof")}
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--world-size", "2", "--seq-len", "64", *[a.format(**subs) for a in args]])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and needle in err and len(err.splitlines()) == 1, err
