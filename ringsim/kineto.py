@@ -1317,7 +1317,8 @@ def summarize(paths: list[str], config: dict | None = None) -> dict:
         missing = sorted(set(range(world)) - {r.rank for r in known})
         if missing:
             reasons.append(f"{len(set(r.rank for r in known))} of {world} ranks' files given; the other "
-                           f"{len(missing)} are missing (validation needs every rank of the run)")
+                           f"{len(missing)} {'is' if len(missing) == 1 else 'are'} missing (validation needs every "
+                           "rank of the run)")
     if not doc["calls"]:
         reasons.append("no attention calls (no kernel or CPU op named flash/fmha/attention/sdpa): not an attention "
                        "run, or profiled without CUDA activities")
