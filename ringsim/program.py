@@ -346,7 +346,8 @@ class FlatProgram:
     Per step: ``step_phase[n]``, ``step_label[n]`` (the step within its phase), ``step_stage[n]``,
     ``has_compute[n]`` (the step has op slots: its ranks get a compute row). Per message m:
     ``src``, ``dst``, ``bytes``, ``post_step`` (n), ``wait_step`` (n), ``send_end``/``recv_end``
-    (posted at the compute's end), ``hop`` (index into ``hop_src``/``hop_dst``).
+    (posted at the compute's end), ``hop`` (index into ``hop_src``/``hop_dst``); ``duplicate_hops``:
+    some step has two messages between the same two ranks.
     ``step_msgs[n]:step_msgs[n + 1]`` are the messages posted at step n. Per (step, rank):
     ``pairs``, ``work_pairs`` (pairs × the share of the model's heads the calls cover, from
     ``program.meta["heads"]``: what FLOPs scale with), ``kv_owner`` (−1 where no ring shard is
@@ -384,6 +385,7 @@ class FlatProgram:
         parts = {k: [] for k in ("src", "dst", "bytes", "post", "wait", "send_end", "recv_end", "hop")}
         hop_keys: dict[int, int] = {}
         counts = np.zeros(N, dtype=np.int64)
+        dup_hops, stage_hops = False, []
         for k, st in enumerate(stages):
             if not st.messages:
                 continue
@@ -398,6 +400,7 @@ class FlatProgram:
                 uk, inv = np.unique(src * G + dst, return_inverse=True)
                 ids = np.array([hop_keys.setdefault(int(x), len(hop_keys)) for x in uk], dtype=np.int64)
                 hop = ids[inv.reshape(src.shape)]
+                stage_hops.append(hop)
                 steps = np.arange(n0, n0 + S, dtype=np.int64)[:, None]
                 cols["src"].append(np.broadcast_to(src, (S, C)))
                 cols["dst"].append(np.broadcast_to(dst, (S, C)))
@@ -408,10 +411,22 @@ class FlatProgram:
                 cols["send_end"].append(np.full((S, C), g.send_at == "end"))
                 cols["recv_end"].append(np.full((S, C), g.recv_at == "end"))
                 counts[n0:n0 + S] += C
-            for key in parts:
-                parts[key].append(np.concatenate(cols[key], axis=1).reshape(-1))
-        cat = lambda key, dt: (np.concatenate(parts[key]).astype(dt, copy=False) if parts[key]
-                               else np.zeros(0, dtype=dt))
+            # two messages between the same ranks in one step (the fast path's recurrence cannot
+            # tell them apart): checked on each stage's distinct hop rows, not on every message
+            rows_h = max(h.shape[0] for h in stage_hops)
+            hh = np.sort(np.concatenate([_rows(h, rows_h) for h in stage_hops], axis=1), axis=1)
+            dup_hops = dup_hops or bool((hh[:, 1:] == hh[:, :-1]).any())
+            stage_hops.clear()
+            for key in parts:  # one copy per key (a single group's broadcast view is copied once)
+                c = cols[key]
+                parts[key].append(np.ascontiguousarray(c[0]).reshape(-1) if len(c) == 1
+                                  else np.concatenate(c, axis=1).reshape(-1))
+
+        def cat(key, dt):
+            p = parts[key]
+            if not p:
+                return np.zeros(0, dtype=dt)
+            return (p[0] if len(p) == 1 else np.concatenate(p)).astype(dt, copy=False)
         self.src, self.dst = cat("src", np.int64), cat("dst", np.int64)
         self.bytes = cat("bytes", np.float64)
         self.post_step, self.wait_step = cat("post", np.int64), cat("wait", np.int64)
@@ -422,6 +437,7 @@ class FlatProgram:
         hk = np.array(sorted(hop_keys, key=hop_keys.get), dtype=np.int64)
         self.hop_src, self.hop_dst = hk // G, hk % G
         self.wait_after_zero = bool(np.all(self.wait_step == self.post_step))
+        self.duplicate_hops = dup_hops  # some step has two messages between the same two ranks
 
     def phase_index(self) -> list[int]:
         """Per step, the index of its phase in the order phases first appear."""

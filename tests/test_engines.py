@@ -525,3 +525,24 @@ def test_pure_python_switch(monkeypatch):
     wl = Workload(get_model("llama3-8b"), 64 * G)
     res = simulate_ring(plan, wl, _nodes(G, 4), phase="fwd+bwd", engine="des")
     assert res.engine == "des" and res.layer_makespan_s > 0
+
+
+def test_two_messages_between_the_same_ranks_in_a_step_are_left_to_the_des():
+    """ring-flash-attn's backward posts K/V at a step's start and dK/dV at its end to the same
+    neighbour: the recurrence cannot tell the two apart; the flag is checked against every message."""
+    from ringsim.engines.fast import inexact_reason
+    from ringsim.strategies import build_ring as ring
+    from ringsim.topoload import load_topology
+
+    wl = Workload(get_model("llama3-8b"), 4096)
+    plan = Plan("zigzag", 4, 4096, "causal")
+    topo = load_topology("dgx-h100-8")
+    for impl, phase, dup in (("ringsim", "fwd+bwd", False), ("ring-flash-attn", "fwd", False),
+                             ("ring-flash-attn", "fwd+bwd", True)):
+        flat = ring(plan, wl, phase, impl).flat
+        assert flat.duplicate_hops is dup, (impl, phase)
+        # the flag agrees with a brute-force look at every message
+        key = flat.post_step * len(flat.hop_src) + flat.hop
+        assert (len(set(key.tolist())) < flat.M) is dup
+        reason = inexact_reason(flat, topo, Knobs())  # (its backward also waits for dK/dV a step later)
+        assert (reason is not None) is dup, reason

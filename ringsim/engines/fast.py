@@ -40,10 +40,8 @@ def inexact_reason(flat: FlatProgram, topology: Topology, knobs, routes=None) ->
     """Why the recurrence would not be exact for this program on this topology (None: it is)."""
     if not flat.wait_after_zero:
         return "a message is waited for at a later step than the one that posts it"
-    if flat.M:
-        key = flat.post_step * len(flat.hop_src) + flat.hop
-        if len(np.unique(key)) < flat.M:
-            return "two messages between the same ranks in one step"
+    if flat.duplicate_hops:
+        return "two messages between the same ranks in one step"
     routes = routes if routes is not None else hop_routes(flat, topology)
     users: dict[int, list[int]] = {}
     for h, rt in enumerate(routes):
