@@ -25,6 +25,7 @@ COMMANDS = {
     "calibrate": "ringsim.cli.calibrate_cmd:calibrate",
     "validate": "ringsim.cli.validate_cmd:validate",
     "report": "ringsim.cli.report_cmd:report",
+    "import-trace": "ringsim.cli.import_cmd:import_trace",
     "profile-kernels": "ringsim.cli.profile_cmd:profile_kernels",
     "advise": "ringsim.cli.advise_cmd:advise",
 }

@@ -36,6 +36,18 @@ def parse_kv(items) -> dict:
     return out
 
 
+def warn_unmatched(runs) -> None:
+    """One line on stderr per imported profiler run whose events did not all match its program."""
+    for label, tl in runs:
+        m = tl.meta.get("mapping") or {}
+        if m.get("problems"):
+            first = (m.get("first_problems") or [{}])[0]
+            click.echo(f"ringsim: warning: {label}: {m['problems']} profiler event group(s) could not be matched to the "
+                       f"program and were left out (first: rank {first.get('rank')}, {first.get('what')}: expected "
+                       f"{first.get('expected')}, found {first.get('found')}); see `ringsim import-trace --mapping`",
+                       err=True)
+
+
 def summary_rows(doc: dict) -> list[dict]:
     rows = []
     for phase, table in doc["compute"].items():
@@ -80,12 +92,13 @@ def summary_rows(doc: dict) -> list[dict]:
 
 
 @click.command()
-@click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("traces", nargs=-1, required=True, type=click.Path())
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), callback=output_path,
               help="calib.json to write (atomically).")
 @click.option("--run-config", multiple=True, metavar="KEY=VALUE",
-              help="For Kineto traces, which do not record it: schedule, seq_len, mask, heads, kv_heads, head_dim, "
-                   "batch, dtype, link_class (repeat the option).")
+              help="For Kineto traces, which do not record it (ringsim run --profile embeds it): schedule, seq_len, "
+                   "mask, heads, kv_heads, head_dim, batch, dtype, implementation, link_class, device, cpu_cores, "
+                   "threads_per_rank (repeat the option).")
 @click.option("--write-profile", "profile_out", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Also write the runs' kernel calls as a kernel profile (YAML; `--kernels FILE` reads it): "
                    "median time per call shape, squares as knots. Needs fwd+bwd runs with a core or GPU per rank.")
@@ -94,15 +107,17 @@ def summary_rows(doc: dict) -> list[dict]:
               help="How to print the fit summary on stdout.")
 def calibrate(traces, output, run_config, profile_out, profile_name, fmt):
     """Fit compute time per block kind and phase, link latency/bandwidth per link class and the
-    core-sharing slowdown from measured traces (ringsim Chrome traces or one PyTorch-profiler file
-    per rank); write them with their fit errors (MAPE) to OUTPUT. With --write-profile, also the
-    kernel profile of the runs' attention calls (the same from CPU traces and GPU Kineto traces)."""
+    core-sharing slowdown from measured traces (ringsim Chrome traces, or PyTorch-profiler traces:
+    one file per rank, or the directory `ringsim run --profile` wrote); write them with their fit
+    errors (MAPE) to OUTPUT. With --write-profile, also the kernel profile of the runs' attention
+    calls (the same from CPU traces and GPU Kineto traces)."""
     from ringsim.calibration import calibrate as fit, load_measured, write_calibration
 
     check_destination(output, "--output")
     if profile_out:
         check_destination(profile_out, "--write-profile")
     runs = load_measured(list(traces), parse_kv(run_config) or None)
+    warn_unmatched(runs)
     doc = fit(runs)
     profile = None
     if profile_out:  # built before anything is written: a run that cannot give one leaves no output

@@ -19,7 +19,7 @@ def _read_json(path: str, what: str, hint: str) -> dict:
 
 
 @click.command()
-@click.argument("traces", nargs=-1, type=click.Path(dir_okay=False))
+@click.argument("traces", nargs=-1, type=click.Path())
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
               help="calib.json: used for the predictions and shown as fit plots.")
 @click.option("--validation", type=click.Path(dir_okay=False), default=None,

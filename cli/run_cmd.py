@@ -48,6 +48,10 @@ def check_run_memory(cfg) -> None:
 @click.option("--check", is_flag=True, help="Compare out, lse (and dq, dk, dv) with single-process attention.")
 @click.option("--trace", type=click.Path(dir_okay=False), default=None, callback=output_path,
               help="Write the measured timeline (Chrome trace JSON; .csv/.parquet by extension).")
+@click.option("--profile", "profile_dir", type=click.Path(file_okay=False), default=None,
+              help="Also record the timed iterations with torch.profiler: DIR/rank{r}.pt.trace.json per rank "
+                   "(Kineto Chrome traces, CPU activities plus CUDA on GPUs) and ringsim's own timeline as "
+                   "DIR/ringsim.json, so the same run exists in both forms (see `ringsim import-trace`).")
 @click.option("--timeout-s", type=float, default=120.0, show_default=True,
               help="Watchdog: a rank with no ring-step progress for this long fails the run.")
 @click.option("--threads-per-rank", type=int, default=None, help="Torch threads per rank [cores // world size].")
@@ -60,7 +64,7 @@ def check_run_memory(cfg) -> None:
 @click.option("--no-instrument", is_flag=True, help="Record nothing (for overhead comparisons).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def run(world_size, strategy, schedule, seq_len, heads, kv_heads, head_dim, batch, mask, phase, dtype, repeat, warmup,
-        check, trace, timeout_s, threads_per_rank, kernel, seed, documents, no_instrument, fmt):
+        check, trace, profile_dir, timeout_s, threads_per_rank, kernel, seed, documents, no_instrument, fmt):
     """Run ring attention for real on WORLD_SIZE local processes (gloo on CPU), or as one rank
     under an external torchrun (NCCL when CUDA is available), and record every rank's compute,
     transfers, waits and merges per step in the simulator's timeline schema."""
@@ -93,7 +97,7 @@ def run(world_size, strategy, schedule, seq_len, heads, kv_heads, head_dim, batc
     cfg = RunConfig(world_size=world_size, schedule=schedule.strip().lower(), seq_len=parse_seq_len(seq_len),
                     documents=docs, heads=heads, kv_heads=kv_heads, head_dim=head_dim, batch=batch, mask=mask,
                     phase=phase, dtype=dtype, repeat=repeat, warmup=warmup, check=check, seed=seed, threads_per_rank=threads_per_rank,
-                    kernel=kernel, timeout_s=timeout_s, instrument=not no_instrument,
+                    kernel=kernel, timeout_s=timeout_s, instrument=not no_instrument, profile=profile_dir or None,
                     fault=os.environ.get("RINGSIM_TEST_FAULT") or None).validate()
     # after validate(): its messages for values below range stay; here the upper ends and finiteness
     check_float(timeout_s, "--timeout-s", "timeout", "e.g. 120")
@@ -106,6 +110,13 @@ def run(world_size, strategy, schedule, seq_len, heads, kv_heads, head_dim, batc
             check_int(value, name, lo, hi)
     check_destination(trace, "--trace")
     check_run_memory(cfg)
+    if profile_dir:  # the last check, so that nothing is created for a run refused above
+        from ringsim.outputs import check_destinations
+
+        if os.path.exists(profile_dir) and not os.path.isdir(profile_dir):
+            raise InputError(f"--profile {profile_dir} is a file; give a directory (it is created if missing)")
+        os.makedirs(profile_dir, exist_ok=True)
+        check_destinations([(trace, "--trace"), (os.path.join(profile_dir, "ringsim.json"), "--profile's ringsim.json")])
     if under_torchrun():
         results, backend, device = run_under_torchrun(cfg)
         if results is None:  # not rank 0: rank 0 reports
@@ -130,11 +141,14 @@ def run(world_size, strategy, schedule, seq_len, heads, kv_heads, head_dim, batc
     checked = check_outputs(cfg, results) if check else None
     if trace:
         tl.write(trace)
+    if profile_dir:
+        tl.write(os.path.join(profile_dir, "ringsim.json"))
     if fmt == "json":
         doc = {k: v for k, v in summary.items()}
         if checked is not None:
             doc["check"] = checked
         doc["trace"] = trace
+        doc["profile"] = profile_dir
         click.echo(to_json(doc), nl=False)
     else:
         m = summary["meta"]
@@ -152,6 +166,9 @@ def run(world_size, strategy, schedule, seq_len, heads, kv_heads, head_dim, batc
             lines.append(render_table(checked["errors"]))
         if trace:
             lines.append(f"trace: {trace} ({len(tl)} intervals)")
+        if profile_dir:
+            lines.append(f"profile: {profile_dir} (torch.profiler traces rank0..rank{world_size - 1}.pt.trace.json "
+                         f"and ringsim.json; summarise with `ringsim import-trace {profile_dir}`)")
         click.echo("\n".join(lines))
     if checked is not None and not checked["ok"]:
         click.echo("ringsim run: error: --check found errors above tolerance", err=True)

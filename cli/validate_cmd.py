@@ -5,7 +5,7 @@ import click
 
 from ringsim.outputs import check_destination
 
-from .calibrate_cmd import parse_kv
+from .calibrate_cmd import parse_kv, warn_unmatched
 from .common import emit, output_path, render_table, to_json
 
 
@@ -47,7 +47,7 @@ def render_validation(doc: dict) -> str:
 
 
 @click.command()
-@click.argument("traces", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("traces", nargs=-1, required=True, type=click.Path())
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
               help="calib.json from `ringsim calibrate` (default: the roofline cost model).")
 @click.option("--topology", default=None, help="Preset or YAML of the machine the run used (default: localhost-cpu, as many processes as the run had).")
@@ -72,5 +72,6 @@ def validate(traces, calibration, topology, engine, run_config, fmt, output):
 
         topo = load_topology(topology)
     runs = load_measured(list(traces), parse_kv(run_config) or None)
+    warn_unmatched(runs)
     doc, _ = validate_runs(runs, cost, topo, engine)
     emit(to_json(doc) if fmt == "json" else render_validation(doc), output)

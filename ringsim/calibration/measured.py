@@ -31,8 +31,9 @@ __all__ = ["load_measured", "workload_from_meta", "trace_link_class", "trace_loa
 
 def load_measured(paths: list[str], kineto_config: dict | None = None) -> list[tuple[str, Timeline]]:
     """Load traces: each ringsim trace is one run; consecutive Kineto files (one per rank) form one
-    run, a new run starting when a rank repeats. Returns ``[(label, timeline)]``."""
-    from ..kineto import import_kineto, is_kineto_trace
+    run, a new run starting when a rank repeats; a directory (``ringsim run --profile DIR``) is one
+    run of its profiler traces. Returns ``[(label, timeline)]``."""
+    from ..kineto import expand_trace_paths, import_kineto, is_kineto_trace, load_trace
 
     out: list[tuple[str, Timeline]] = []
     group: list[str] = []
@@ -48,8 +49,15 @@ def load_measured(paths: list[str], kineto_config: dict | None = None) -> list[t
         p = os.fspath(p)
         if not os.path.exists(p):
             raise InputError(f"trace file {p} does not exist; check the path")
+        if os.path.isdir(p):
+            flush()
+            files = expand_trace_paths([p])
+            out.append((p, import_kineto(files, kineto_config)))
+            continue
         data = None
-        if p.endswith(".json"):
+        if p.endswith(".json.gz"):
+            data = load_trace(p)
+        elif p.endswith(".json"):
             try:
                 with open(p) as f:
                     data = json.load(f)

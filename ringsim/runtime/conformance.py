@@ -10,7 +10,7 @@ style references in the caller. The tests use it; it is also a quick self-check 
 """
 from __future__ import annotations
 
-__all__ = ["conformance_worker"]
+__all__ = ["conformance_worker", "runs_worker"]
 
 
 def conformance_worker(configs: list[dict], rank: int, heartbeat=None) -> list[dict]:
@@ -61,3 +61,16 @@ def conformance_worker(configs: list[dict], rank: int, heartbeat=None) -> list[d
                    compute_steps=sorted(compute_steps))
         out.append(res)
     return out
+
+
+def runs_worker(configs: list[dict], rank: int, heartbeat=None) -> list[dict]:
+    """Full measured runs (:func:`~ringsim.runtime.runner.run_rank`: warm-up, timed iterations,
+    recording, ``profile`` if set) of several configurations in one process group; one
+    ``run_rank`` result per configuration, in order (assemble each with
+    :func:`~ringsim.runtime.runner.assemble`)."""
+    import torch.distributed as dist
+
+    from .runner import RunConfig, run_rank
+
+    G = dist.get_world_size()
+    return [run_rank(RunConfig(world_size=G, **c).validate(), rank, heartbeat=heartbeat) for c in configs]

@@ -45,7 +45,8 @@ Instrumentation (a :class:`~ringsim.runtime.instrument.Recorder`): per kernel ca
 row (zero length when the call is empty, with the call's exact pairs and FLOPs — the FLOPs of the
 heads it covers), a zero-length ``compute`` row for a step whose ops are memory ops only (every
 step with ops has one, as in a simulated timeline), a ``merge`` row per memory op that ran, and
-the communicator's ``send``/``recv``/``wait`` rows.
+the communicator's ``send``/``recv``/``wait`` rows. Under ``torch.profiler`` (``ringsim run
+--profile``) each step can also be a ``ringsim/<phase>/step <s>`` range (:attr:`RankProgram.markers`).
 """
 from __future__ import annotations
 
@@ -67,12 +68,34 @@ def _noop(phase: str, step: int) -> None:
     return None
 
 
+class _StepRange:
+    """A ``torch.profiler.record_function`` range opened now and closed by :meth:`close`."""
+
+    def __init__(self, name: str):
+        self._rf = torch.profiler.record_function(name)
+        self._rf.__enter__()
+
+    def close(self) -> None:
+        self._rf.__exit__(None, None, None)
+
+
+class _NoRange:
+    def close(self) -> None:
+        return None
+
+
+_NO_RANGE = _NoRange()
+
+
 @dataclass
 class RankProgram:
     """One rank's view of a program: its steps per phase, the kernel choice, the softmax scale.
 
     ``progress(phase, step)`` is called at the start of every step (a heartbeat for watchdogs);
-    ``flops_per_pair`` maps a phase to the FLOPs of one allowed pair (the workload's, all heads)."""
+    ``flops_per_pair`` maps a phase to the FLOPs of one allowed pair (the workload's, all heads);
+    with ``markers`` each step runs inside a ``torch.profiler.record_function`` range named
+    ``ringsim/<phase>/step <s>`` (``ringsim run --profile``; the Kineto importer cross-checks its
+    mapping against them)."""
 
     program: Program
     rank: int
@@ -82,6 +105,11 @@ class RankProgram:
     progress: Callable[[str, int], None] = _noop
     steps: dict = field(default_factory=dict)
     heads: int = 0
+    markers: bool = False
+
+    def step_range(self, phase: str, step: int):
+        """Open the profiler range of one step; ``.close()`` ends it (nothing without ``markers``)."""
+        return _StepRange(f"ringsim/{phase}/step {step}") if self.markers else _NO_RANGE
 
     @classmethod
     def build(cls, program: Program, rank: int, workload, kernel: str = "auto", progress=None,
@@ -383,6 +411,7 @@ def _run_phase(st: _State, seq: dict, comm: P2PComm, rec: Recorder) -> None:
     rp = st.rp
     for rs in rp.steps.get(st.phase, []):
         rp.progress(st.phase, rs.step)
+        marker = rp.step_range(st.phase, rs.step)
         arrived: list = []
         _post(comm, rs, st, seq, "start", arrived)
         _run_ops(rs, st, rec)
@@ -400,6 +429,7 @@ def _run_phase(st: _State, seq: dict, comm: P2PComm, rec: Recorder) -> None:
                 st.dkv_cur, st.dkv_nxt = st.dkv_nxt, st.dkv_cur
             elif got_dkv:  # a return: the complete gradient of this rank's own K/V
                 st.dkv_cur, st.dkv_nxt = st.dkv_nxt, st.dkv_cur
+        marker.close()
 
 
 def _work_inputs(lay: _Layout, q, kv):

@@ -12,6 +12,11 @@ generator (fp32 normal, then cast to the run's dtype) and keeps its tokens (``pl
 the checker can rebuild them. That costs each rank the global tensors' memory — fine for runs that
 fit one host's memory, which is what checks are for.
 
+With ``profile`` (``ringsim run --profile DIR``) each rank also records the timed iterations with
+``torch.profiler`` (CPU activities, plus CUDA on GPUs; shapes recorded, every step marked
+``ringsim/<phase>/step <s>``) and writes ``DIR/rank{r}.pt.trace.json`` with the run's metadata
+embedded under ``"ringsim"`` — the same run in the form the Kineto importer reads.
+
 Timeline rows: only the timed iterations are kept (warm-ups excluded); ``meta["iterations"]``
 lists each timed iteration's index and window ``[start_s, end_s]`` (from the barrier release to
 the end of the slowest rank), so any row belongs to the iteration whose window holds its start.
@@ -57,6 +62,7 @@ class RunConfig:
     instrument: bool = True
     fault: str | None = None  # test hook "exit:RANK:STEP" / "hang:RANK:STEP" (forward, first iteration)
     documents: list | None = None  # packed document lengths (summing to seq_len); None: one sequence
+    profile: str | None = None  # directory for a torch.profiler trace per rank (timed iterations)
 
     def plan(self):
         """The token partition (a Plan, or a DocumentPlan for packed documents)."""
@@ -93,6 +99,13 @@ class RunConfig:
             raise InputError(f"--kernel must be auto, fused or plain, got {self.kernel!r}")
         if not self.timeout_s > 0:
             raise InputError(f"--timeout-s must be positive, got {self.timeout_s}")
+        if self.profile is not None:
+            parent = os.path.dirname(os.path.abspath(self.profile))
+            if os.path.exists(self.profile) and not os.path.isdir(self.profile):
+                raise InputError(f"--profile {self.profile} is a file; give a directory (it is created if missing)")
+            if not os.path.isdir(parent):
+                raise InputError(f"cannot write --profile {self.profile}: directory {parent} does not exist; "
+                                 "create it first")
         self.mask = str(parse_mask(self.mask))
         # divisibility, document and applicability errors here (heads a Ulysses degree does not divide, …)
         parse_strategy(self.schedule, documents=self.documents).build(workload_of(self), self.world_size, self.mask,
@@ -200,10 +213,16 @@ def run_rank(cfg: RunConfig, rank: int, device=None, heartbeat=None) -> dict:
     origin = common_origin(rank, G)
     windows = []
     outputs = None
+    prof = None
+    if cfg.profile is not None:
+        prof = _profiler(device)
+        ring.markers = True
     try:
         for it in range(cfg.warmup + cfg.repeat):
             state["iter"] = it
             rec.iteration = it
+            if prof is not None and it == cfg.warmup:
+                prof.start()  # the timed iterations only, as the timeline keeps them
             waiting(True)  # blocked on the other ranks, not on its own work
             dist.barrier()
             waiting(False)
@@ -224,10 +243,15 @@ def run_rank(cfg: RunConfig, rank: int, device=None, heartbeat=None) -> dict:
                 outputs = {"out": out.detach().float().cpu(), "lse": lse.detach().float().cpu()}
                 if grads is not None:
                     outputs.update(dq=grads[0].float().cpu(), dk=grads[1].float().cpu(), dv=grads[2].float().cpu())
+        if prof is not None:
+            _finish_profile(prof, cfg, rank, dist.get_backend(), device.type)
+            prof = None
         if heartbeat is not None:
             heartbeat(cfg.warmup + cfg.repeat, "done", 0)
         waiting(True)  # finished: from here on it only waits for its peers
     finally:
+        if prof is not None:  # a failed run: stop profiling, write nothing
+            prof.stop()
         comm.close()
     o = origin["origin_ns"]
     records = []
@@ -247,6 +271,48 @@ def run_rank(cfg: RunConfig, rank: int, device=None, heartbeat=None) -> dict:
         "threads": torch.get_num_threads(),
         "outputs": outputs,
     }
+
+
+def _profiler(device):
+    """A torch.profiler session (not started) for this rank's device."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    return profile(activities=acts, record_shapes=True)
+
+
+def profile_path(directory: str, rank: int) -> str:
+    """Where ``ringsim run --profile`` writes rank ``rank``'s profiler trace."""
+    return os.path.join(directory, f"rank{rank}.pt.trace.json")
+
+
+def _finish_profile(prof, cfg: RunConfig, rank: int, backend: str, device_type: str) -> None:
+    """Stop profiling and write this rank's trace with the run's metadata embedded (it must be
+    added while the profiler runs), atomically: a temporary file in the same directory, then a
+    rename."""
+    import json
+    import tempfile
+
+    from ringsim.units import jsonable
+
+    meta = run_metadata(cfg, backend, device_type)
+    meta["generator"] = "ringsim run --profile"
+    prof.add_metadata_json("ringsim", json.dumps(jsonable(meta)))
+    prof.stop()
+    os.makedirs(cfg.profile, exist_ok=True)
+    path = profile_path(cfg.profile, rank)
+    fd, tmp = tempfile.mkstemp(prefix=".ringsim-", suffix=".tmp.json", dir=cfg.profile)
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _cpu_model() -> str:
