@@ -222,3 +222,27 @@ def test_run_profile_bad_input_is_one_line_exit_2(args, needle, tmp_path, capsys
         main(["run", "--world-size", "2", "--seq-len", "64", *[a.format(**subs) for a in args]])
     err = capsys.readouterr().err.strip()
     assert e.value.code == 2 and needle in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.timeout(180)
+def test_both_forms_of_a_run_give_the_same_kernel_profile(tmp_path):
+    """`calibrate --write-profile` from the profiler traces of a run and from ringsim's own trace of
+    it: the same call shapes (knots and references), the same times up to where each form reads the
+    clock (the profiler at the op, ringsim around it: tens of µs on ms-long calls)."""
+    import numpy as np
+
+    from ringsim.calibration.kernels import profile_from_runs
+    from ringsim.calibration.measured import load_measured
+
+    prof = tmp_path / "prof"
+    p = _ringsim(["run", "--world-size", "2", "--schedule", "contiguous", "--phase", "fwd+bwd", "--seq-len", "2048",
+                  "--heads", "4", "--head-dim", "64", "--repeat", "3", "--warmup", "1", "--timeout-s", "90",
+                  "--profile", str(prof)], timeout=170)
+    assert p.returncode == 0, p.stderr
+    own = profile_from_runs(load_measured([str(prof / "ringsim.json")]))
+    kin = profile_from_runs(load_measured([str(prof)]))
+    key = lambda pt: (pt.phase, pt.causal, pt.q_rows, pt.k_rows, pt.heads, pt.batch, pt.role)
+    assert sorted(map(key, own.points)) == sorted(map(key, kin.points)) and len(own.points) == 4
+    a = {key(pt): pt.tflops for pt in own.points}
+    ratio = np.array([pt.tflops / a[key(pt)] for pt in kin.points])
+    assert np.all(np.abs(ratio - 1) < 0.10), ratio
