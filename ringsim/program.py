@@ -347,7 +347,8 @@ class FlatProgram:
     ``has_compute[n]`` (the step has op slots: its ranks get a compute row). Per message m:
     ``src``, ``dst``, ``bytes``, ``post_step`` (n), ``wait_step`` (n), ``send_end``/``recv_end``
     (posted at the compute's end), ``hop`` (index into ``hop_src``/``hop_dst``); ``duplicate_hops``:
-    some step has two messages between the same two ranks.
+    some step has two messages between the same two ranks; ``step_distinct_ends[n]``: no rank
+    sends two of step n's messages and none receives two.
     ``step_msgs[n]:step_msgs[n + 1]`` are the messages posted at step n. Per (step, rank):
     ``pairs``, ``work_pairs`` (pairs × the share of the model's heads the calls cover, from
     ``program.meta["heads"]``: what FLOPs scale with), ``kv_owner`` (−1 where no ring shard is
@@ -385,7 +386,8 @@ class FlatProgram:
         parts = {k: [] for k in ("src", "dst", "bytes", "post", "wait", "send_end", "recv_end", "hop")}
         hop_keys: dict[int, int] = {}
         counts = np.zeros(N, dtype=np.int64)
-        dup_hops, stage_hops = False, []
+        dup_hops, stage_hops, stage_src, stage_dst = False, [], [], []
+        distinct = np.ones(N, dtype=bool)
         for k, st in enumerate(stages):
             if not st.messages:
                 continue
@@ -401,6 +403,8 @@ class FlatProgram:
                 ids = np.array([hop_keys.setdefault(int(x), len(hop_keys)) for x in uk], dtype=np.int64)
                 hop = ids[inv.reshape(src.shape)]
                 stage_hops.append(hop)
+                stage_src.append(src)
+                stage_dst.append(dst)
                 steps = np.arange(n0, n0 + S, dtype=np.int64)[:, None]
                 cols["src"].append(np.broadcast_to(src, (S, C)))
                 cols["dst"].append(np.broadcast_to(dst, (S, C)))
@@ -417,6 +421,13 @@ class FlatProgram:
             hh = np.sort(np.concatenate([_rows(h, rows_h) for h in stage_hops], axis=1), axis=1)
             dup_hops = dup_hops or bool((hh[:, 1:] == hh[:, :-1]).any())
             stage_hops.clear()
+            # per step: every message of the step has its own sender, and its own receiver
+            for ends in (stage_src, stage_dst):
+                rows_e = max(x.shape[0] for x in ends)
+                ee = np.sort(np.concatenate([_rows(x, rows_e) for x in ends], axis=1), axis=1)
+                ok = ~(ee[:, 1:] == ee[:, :-1]).any(axis=1)
+                distinct[n0:n0 + S] &= ok if rows_e == S else bool(ok.all())
+                ends.clear()
             for key in parts:  # one copy per key (a single group's broadcast view is copied once)
                 c = cols[key]
                 parts[key].append(np.ascontiguousarray(c[0]).reshape(-1) if len(c) == 1
@@ -438,6 +449,7 @@ class FlatProgram:
         self.hop_src, self.hop_dst = hk // G, hk % G
         self.wait_after_zero = bool(np.all(self.wait_step == self.post_step))
         self.duplicate_hops = dup_hops  # some step has two messages between the same two ranks
+        self.step_distinct_ends = distinct  # per step: no rank sends two of its messages, none receives two
 
     def phase_index(self) -> list[int]:
         """Per step, the index of its phase in the order phases first appear."""

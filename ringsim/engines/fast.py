@@ -91,6 +91,17 @@ def run_fast(flat: FlatProgram, compute_s: np.ndarray, topology: Topology, knobs
     XE = np.full(M, np.nan)
     ptr = flat.step_msgs
     src, dst, send_end, recv_end = flat.src, flat.dst, flat.send_end, flat.recv_end
+    m_fixed = m_lat + m_x
+    # per step, once: does any message post at the compute's end, count its receive post, and are
+    # its senders (receivers) distinct ranks (then a plain scatter replaces the slower maximum.at)
+    def any_per_step(flags):
+        out = np.zeros(N, dtype=bool)
+        if M:
+            nz = ptr[1:] > ptr[:-1]
+            out[nz] = np.logical_or.reduceat(flags, ptr[:-1][nz])
+        return out
+    any_se, any_cr, any_re = any_per_step(send_end), any_per_step(counts_recv), any_per_step(recv_end)
+    distinct = flat.step_distinct_ends
     t = np.zeros(G)
     for n in range(N):
         T[n] = t
@@ -101,21 +112,23 @@ def run_fast(flat: FlatProgram, compute_s: np.ndarray, topology: Topology, knobs
             t = e
             continue
         s_, d_ = src[a:b], dst[a:b]
-        se = send_end[a:b]
-        ps = np.where(se, e[s_], t[s_]) if se.any() else t[s_]
-        cr = counts_recv[a:b]
-        if cr.any():
-            re = recv_end[a:b]
-            pr = np.where(re, e[d_], t[d_]) if re.any() else t[d_]
-            start = np.where(cr, np.maximum(ps, pr), ps)
+        ps = np.where(send_end[a:b], e[s_], t[s_]) if any_se[n] else t[s_]
+        if any_cr[n]:
+            pr = np.where(recv_end[a:b], e[d_], t[d_]) if any_re[n] else t[d_]
+            cr = counts_recv[a:b]
+            start = np.maximum(ps, pr) if cr.all() else np.where(cr, np.maximum(ps, pr), ps)
         else:
             start = ps
-        end = (start + m_lat[a:b]) + m_x[a:b]
+        end = start + m_fixed[a:b]
         XS[a:b] = start
         XE[a:b] = end
         t = e.copy()
-        np.maximum.at(t, s_, end)
-        np.maximum.at(t, d_, end)
+        if distinct[n]:
+            t[s_] = np.maximum(t[s_], end)
+            t[d_] = np.maximum(t[d_], end)
+        else:
+            np.maximum.at(t, s_, end)
+            np.maximum.at(t, d_, end)
     T[N] = t
     # per link: bytes and streaming time (each hop's links carry only that hop's messages, one at a time)
     link_bytes: dict[int, float] = {}

@@ -148,24 +148,35 @@ def ring_stages(ph: str, plan: Plan, workload: Workload, first_step: int = 0, me
     u_of = np.empty(G, dtype=np.int64)
     g_of[members.reshape(-1)] = np.repeat(np.arange(R), U)
     u_of[members.reshape(-1)] = np.tile(np.arange(U), R)
-    sid = np.ascontiguousarray(ids.T)[:, g_of]  # [step, rank]
     steps = np.arange(R, dtype=np.int64)[:, None]
-    owner = members[(g_of[None, :] - steps) % R, u_of[None, :]]  # whose K/V rank x holds at step s
-    q_rows = shapes.q_rows[sid]
-    k_rows = shapes.k_rows[sid]
-    q_start = shapes.q_start[sid]
-    live = shapes.kind[sid] != 0
-    first = (np.cumsum(live, axis=0) == 1) & live  # a rank's first call (the merge only initialises)
+    if U == 1 and np.array_equal(members[:, 0], np.arange(R)):  # the plain ring: rank g plays ring rank g
+        sid = np.ascontiguousarray(ids.T)  # [step, rank]
+        owner = np.subtract.outer(-steps[:, 0], -np.arange(R, dtype=np.int64))  # r − s
+        owner[owner < 0] += R  # (r − s) mod R: whose K/V rank r holds at step s
+    else:
+        sid = np.ascontiguousarray(ids.T)[:, g_of]
+        owner = members[(g_of[None, :] - steps) % R, u_of[None, :]]
     values = workload.shard_values(n) if kv_values is None else workload.batch * n * kv_values
     kv_bytes = float(values * workload.bytes_per_value)
     dkv_bytes = float(values * GRAD_BYTES_PER_VALUE)
     hop_src = np.arange(G, dtype=np.int64)[None, :]
     hop_dst = members[(g_of + 1) % R, u_of][None, :]
     share = heads if heads is not None and heads != workload.model.heads else None
-    if ph == "fwd":
-        mem_bytes, mem_launch = traffic.merge(q_rows, q_start, first)
+    if implementation == "ringsim":  # the memory work depends on the call's shape only: a table per shape
+        no_first = np.zeros(len(shapes.q_rows), dtype=bool)
+        if ph == "fwd":
+            tb, tl = traffic.merge(shapes.q_rows, shapes.q_start, no_first)
+        else:
+            tb, tl = traffic.accumulate(shapes.q_rows, shapes.k_rows, no_first, n)
+        mem_bytes, mem_launch = tb[sid], np.asarray(tl)[sid]
     else:
-        mem_bytes, mem_launch = traffic.accumulate(q_rows, k_rows, first, n)
+        q_rows, k_rows, q_start = shapes.q_rows[sid], shapes.k_rows[sid], shapes.q_start[sid]
+        live = shapes.kind[sid] != 0
+        first = (np.cumsum(live, axis=0) == 1) & live  # a rank's first call (the merge only initialises)
+        if ph == "fwd":
+            mem_bytes, mem_launch = traffic.merge(q_rows, q_start, first)
+        else:
+            mem_bytes, mem_launch = traffic.accumulate(q_rows, k_rows, first, n)
 
     def ops(sl: slice):
         k = KernelOp(ph, shapes, sid[sl], owner[sl], heads=share)
