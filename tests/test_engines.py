@@ -546,3 +546,36 @@ def test_two_messages_between_the_same_ranks_in_a_step_are_left_to_the_des():
         assert (len(set(key.tolist())) < flat.M) is dup
         reason = inexact_reason(flat, topo, Knobs())  # (its backward also waits for dK/dV a step later)
         assert (reason is not None) is dup, reason
+
+
+@SETTINGS
+@given(programs())
+def test_compiled_recurrence_equals_the_python_one(case):
+    """The fast path's recurrence in C (_cdes.c) and in Python (RINGSIM_PURE_PYTHON=1) on drawn
+    programs: the same step starts, compute ends and message times to 1e-12."""
+    import os
+
+    from ringsim.engines.des import compiled_core
+    from ringsim.engines.fast import run_fast
+
+    if compiled_core() is None:
+        pytest.skip("the compiled core is not built")
+    prog, topo, cost, knobs = case
+    prog = apply_knobs(prog, knobs)
+    from ringsim.costs import CostContext
+
+    comp = cost.step_seconds(CostContext(prog, WL, topo))
+    c = run_fast(prog.flat, comp, topo, knobs)
+    old = os.environ.get("RINGSIM_PURE_PYTHON")
+    os.environ["RINGSIM_PURE_PYTHON"] = "1"
+    try:
+        p = run_fast(prog.flat, comp, topo, knobs)
+    finally:
+        if old is None:
+            del os.environ["RINGSIM_PURE_PYTHON"]
+        else:
+            os.environ["RINGSIM_PURE_PYTHON"] = old
+    for a, b in ((c.step_start_s, p.step_start_s), (c.compute_end_s, p.compute_end_s), (c.msg_start_s, p.msg_start_s),
+                 (c.msg_end_s, p.msg_end_s)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    assert c.link_bytes == p.link_bytes

@@ -538,8 +538,67 @@ static PyObject *py_run(PyObject *self, PyObject *args)
     return PyLong_FromLong(rc);
 }
 
+
+/* ---- the fast path's recurrence (ringsim/engines/fast.py: run_fast), the same arithmetic ---------- */
+static PyObject *py_recurrence(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Py_ssize_t G, N, M;
+    Py_buffer b[12];
+    memset(b, 0, sizeof(b));
+    if (!PyArg_ParseTuple(args, "nnn" "y*y*y*y*y*y*y*y*" "w*w*w*w*", &G, &N, &M,
+                          &b[0], &b[1], &b[2], &b[3], &b[4], &b[5], &b[6], &b[7],
+                          &b[8], &b[9], &b[10], &b[11]))
+        return NULL;
+    const double *comp = b[0].buf, *fixed = b[7].buf;
+    const int64_t *ptr = b[1].buf, *src = b[2].buf, *dst = b[3].buf;
+    const uint8_t *send_end = b[4].buf, *recv_end = b[5].buf, *counts_recv = b[6].buf;
+    double *T = b[8].buf, *E = b[9].buf, *XS = b[10].buf, *XE = b[11].buf;
+    size_t g1 = (size_t)(G > 0 ? G : 1);
+    double *t = calloc(g1, sizeof(double)), *e = calloc(g1, sizeof(double));
+    int ok = t != NULL && e != NULL;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t n = 0; n < N; n++) {
+            const double *c = comp + n * G;
+            double *Tn = T + n * G, *En = E + n * G;
+            for (Py_ssize_t r = 0; r < G; r++) {
+                Tn[r] = t[r];
+                e[r] = t[r] + c[r];
+                En[r] = e[r];
+            }
+            int64_t a = ptr[n], z = ptr[n + 1];
+            /* every message of the step starts from the step's start times (or its ranks' compute ends) */
+            for (int64_t m = a; m < z; m++) {
+                int64_t s_ = src[m], d_ = dst[m];
+                double start = send_end[m] ? e[s_] : t[s_];
+                if (counts_recv[m]) {
+                    double pr = recv_end[m] ? e[d_] : t[d_];
+                    if (pr > start) start = pr;
+                }
+                XS[m] = start;
+                XE[m] = start + fixed[m];
+            }
+            /* the next step starts at the compute's end or the last of the rank's messages */
+            for (Py_ssize_t r = 0; r < G; r++) t[r] = e[r];
+            for (int64_t m = a; m < z; m++) {
+                if (XE[m] > t[src[m]]) t[src[m]] = XE[m];
+                if (XE[m] > t[dst[m]]) t[dst[m]] = XE[m];
+            }
+        }
+        for (Py_ssize_t r = 0; r < G; r++) T[N * G + r] = t[r];
+        Py_END_ALLOW_THREADS
+    }
+    free(t);
+    free(e);
+    for (int i = 0; i < 12; i++) PyBuffer_Release(&b[i]);
+    if (!ok) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"run", py_run, METH_VARARGS, "Run a flat program (see the module source); returns the count of stuck ranks."},
+    {"recurrence", py_recurrence, METH_VARARGS, "The fast path's recurrence over a flat program (see fast.py)."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cdes",
