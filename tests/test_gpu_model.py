@@ -150,3 +150,18 @@ def test_cli_kernels_and_implementation(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no fa3 kernel profile" in err
+
+
+def test_every_gpu_preset_prices_kernels_with_a_profile():
+    """Comparing presets compares fabrics, not cost models: every GPU preset names a default kernel
+    profile (only the CPU host keeps the roofline)."""
+    from ringsim.costs import resolve_kernels
+    from ringsim.topoload import load_topology, preset_names
+
+    for name in preset_names():
+        topo = load_topology(name)
+        cost = resolve_kernels(None, topo)
+        if name == "localhost-cpu":
+            assert cost.name == "roofline"
+        else:
+            assert cost.name != "roofline" and topo.device.memory_bandwidth_Bps, name
