@@ -2,8 +2,8 @@
 beside ringsim's own timeline; imported by order and kind onto the program, they must give the
 same calibration and validation as ringsim's own trace (issue 17).
 
-Small runs (GQA 4/2 heads × 32; T = 512 with 2 timed iterations for the mapping, T = 1024 with
-8 for the agreement) on local gloo ranks; G = 4 oversubscribes a 2-core machine, which is fine:
+Small runs (GQA 4/2 heads; T = 512, d = 32 with 2 timed iterations for the mapping; T = 4096,
+d = 64 with 8 for the agreement) on local gloo ranks; G = 4 oversubscribes a 2-core machine, which is fine:
 both forms are the SAME run."""
 from __future__ import annotations
 
@@ -110,15 +110,13 @@ def test_run_profile_contiguous_gqa_maps_every_call_to_its_step(tmp_path, capsys
 
 # Both forms see the same events but stamp them at different points: the profiler at the ops,
 # ringsim run at the Python around them (posts ~9 µs later, completions ~20 µs and merge ends
-# ~18 µs earlier in the profiler's form, medians over 60 runs). On a shared 2-core host a single
-# configuration's calibration can amplify that past 2 points (a per-kind median over a bimodal
-# sample — ran / descheduled — flips): 3 % of configurations at G = 2, 7 % at G = 4 over ~400 runs
-# each, the median being 0.3 and 0.7 points; under a loaded machine one reached 8.5 points at G = 4.
-# So the 2-point bound is asserted on the median configuration; a mapping error (tens of points) is
-# caught by the per-configuration bound and by the exact checks (every event mapped, the same
-# per-step structure, the same measured makespan within 2 %).
-MEDIAN_BOUND, WORST_BOUND = 0.02, {2: 0.10, 4: 0.15}
-DIMS_AGREE = dict(seq_len=1024, heads=4, kv_heads=2, head_dim=32)
+# ~18 µs earlier in the profiler's form, medians over 60 runs). With calls of a few ms (T = 1024,
+# d = 32) that is ~1 % of a block, a bias a one-run calibration on a shared 2-core host amplified
+# past 2 points in 3-8 % of configurations. With calls of tens of ms (T = 4096, d = 64: 1 GFLOP per
+# G = 4 block) every configuration agrees within 2 points: 96 configurations in one sitting,
+# `python benchmarks/bench_profiler_agreement.py --rounds 8` (see the README).
+BOUND = 0.02
+DIMS_AGREE = dict(seq_len=4096, heads=4, kv_heads=2, head_dim=64)
 
 
 def _agreement(G, tmp_path, capsys):
@@ -158,22 +156,20 @@ def _agreement(G, tmp_path, capsys):
         assert [(s["phase"], s["step"]) for s in a["per_step"]] == [(s["phase"], s["step"]) for s in b["per_step"]]
         assert abs(a["measured_makespan_s"] - b["measured_makespan_s"]) <= 0.02 * a["measured_makespan_s"]
         assert a["iterations"] == b["iterations"] == c["repeat"]
-    diffs = sorted(abs(ea - eb) for _, _, ea, eb in report)
     with capsys.disabled():
         print(f"\nG={G}: makespan error from ringsim's trace -> from the profiler's, per layout and phase:")
         for sched, phase, ea, eb in report:
             print(f"  {sched:10s} {phase:7s} {ea * 100:+6.2f}% -> {eb * 100:+6.2f}%  (|diff| {abs(ea - eb) * 100:.2f} pp)")
-    assert (diffs[2] + diffs[3]) / 2 <= MEDIAN_BOUND, report
-    assert diffs[-1] <= WORST_BOUND[G], report
+    assert max(abs(ea - eb) for _, _, ea, eb in report) <= BOUND, report
 
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("G", [2, 4])
 def test_calibrate_and_validate_agree_on_both_forms_of_a_run(G, tmp_path, capsys):
     """For every layout, fwd and fwd+bwd: `calibrate` and `validate` on the profiler traces give
-    the makespan error they give on ringsim's own trace of the same run (see the bounds above),
-    with the same per-step structure, the same measured makespan (2 %) and every call and
-    transfer mapped onto its step (contiguous: idle steps get none)."""
+    the makespan error they give on ringsim's own trace of the same run (see the note above):
+    within 2 points, with the same per-step structure, the same measured makespan (2 %) and every
+    call and transfer mapped onto its step (contiguous: idle steps get none)."""
     _agreement(G, tmp_path, capsys)
 
 

@@ -31,7 +31,8 @@ DIMS = dict(heads=4, head_dim=64, dtype="fp32", mask="causal", repeat=7, warmup=
 
 
 def name(G, sched, phase, T, backend="gloo", mask="causal"):
-    return f"cpu-{backend}_w{G}_{sched}_{mask}_{phase.replace('+', '')}_T{T}.json"
+    """The trace's file name; a strategy spec's ``:`` becomes ``-`` (``usp:2x2`` → ``usp-2x2``)."""
+    return f"cpu-{backend}_w{G}_{sched.replace(':', '-')}_{mask}_{phase.replace('+', '')}_T{T}.json"
 
 
 def generate(rounds: int = 1, out_dir: str = HERE):
@@ -48,9 +49,15 @@ def generate(rounds: int = 1, out_dir: str = HERE):
         for G in GRID["world_sizes"]:
             for phase in GRID["phases"]:
                 for T in GRID["seq_lens"]:
-                    scheds = GRID["schedules"][i % 3:] + GRID["schedules"][:i % 3]
+                    n = len(GRID["schedules"])
+                    scheds = GRID["schedules"][i % n:] + GRID["schedules"][:i % n]
                     for sched in scheds:
-                        cfg = RunConfig(world_size=G, schedule=sched, seq_len=T, phase=phase, **DIMS).validate()
+                        try:
+                            cfg = RunConfig(world_size=G, schedule=sched, seq_len=T, phase=phase, **DIMS).validate()
+                        except Exception as e:  # a strategy that cannot run this world size (usp:2x2 at G = 2)
+                            if i == 0:
+                                print(f"{G} {sched} {phase} {T}: not run ({e})", file=sys.stderr)
+                            continue
                         try:
                             tl, summary = assemble(cfg, launch_local(cfg), "gloo", "cpu")
                         except Exception as e:  # a failed launch loses one run, not the grid
@@ -153,6 +160,9 @@ def main():
     ap.add_argument("--seq-lens", default=None, metavar="T,T,...",
                     help="comma list of sequence lengths (each a multiple of 2 × the world size); default: the grid")
     ap.add_argument("--world-sizes", default=None, metavar="G,G,...", help="comma list of world sizes; default: 2,4")
+    ap.add_argument("--schedules", default=None, metavar="SPEC,SPEC,...",
+                    help="comma list of layouts or strategy specs (ulysses, allgather, usp:2x2, ...); default: "
+                         "contiguous,striped,zigzag; a spec that cannot run a world size is skipped there")
     ap.add_argument("--out", default=None, metavar="DIR",
                     help="write the traces to DIR (created) instead of traces/ — and measure only, no summary")
     a = ap.parse_args()
@@ -160,6 +170,8 @@ def main():
         GRID["seq_lens"] = tuple(int(t) for t in a.seq_lens.split(","))
     if a.world_sizes:
         GRID["world_sizes"] = tuple(int(g) for g in a.world_sizes.split(","))
+    if a.schedules:
+        GRID["schedules"] = tuple(s.strip() for s in a.schedules.split(",") if s.strip())
     if a.out:
         os.makedirs(a.out, exist_ok=True)
         generate(a.rounds, a.out)
