@@ -235,3 +235,53 @@ def test_calibrated_at_one_length_predicts_twice_that_length():
         tl = read_timeline(os.path.join(d, name.format(s, 8192)))
         v, _ = validate_timeline(tl, cost, label=s)
         assert abs(v["makespan_error"]) <= 0.10, (s, v["makespan_error"])
+
+
+def test_a_step_with_several_calls_is_one_block():
+    """All-gather's rank computes its two zigzag chunks as two calls at one step: the calibration
+    sees one block per (rank, phase, step, iteration) whose pairs are the calls' sum, the step's
+    work the cost model prices (before, each call got the whole step's time: +85-114 % held-out
+    errors on the strategy runs)."""
+    import os
+
+    import numpy as np
+
+    from ringsim.calibration import assign_iterations, block_samples
+    from ringsim.timeline import read_timeline
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "traces",
+                        "cpu-gloo-strategies", "cpu-gloo_w2_allgather_causal_fwd_T2048.json")
+    tl = read_timeline(path)
+    df = tl.df.copy()
+    df["iter"] = assign_iterations(df)
+    comp = df[df["kind"] == "compute"]
+    per_step = comp.groupby(["rank", "phase", "step", "iter"], observed=True)["pairs"].agg(["size", "sum"])
+    assert (per_step["size"] == 2).all()  # two calls per step in this run
+    b = block_samples(tl).set_index(["rank", "phase", "step", "iter"]).sort_index()
+    assert len(b) == len(per_step)
+    assert np.allclose(b["pairs"].to_numpy(), per_step.sort_index()["sum"].to_numpy())
+    # the block spans both calls and the merges after them
+    first = comp.groupby(["rank", "phase", "step", "iter"], observed=True)["start_s"].min().sort_index()
+    assert (b["end_s"].to_numpy() >= comp.groupby(["rank", "phase", "step", "iter"], observed=True)["end_s"].max()
+            .sort_index().to_numpy()).all()
+    assert (b["start_s"].to_numpy() <= first.to_numpy() + 1e-12).all()
+
+
+def test_strategy_runs_validate_at_a_held_out_length():
+    """Issue 13: calibrated on the committed strategy runs (ulysses and allgather at G = 2 and 4,
+    usp:2x2 at G = 4; fwd and fwd+bwd) at T = 1024, 2048 and 4096, the T = 3072 runs are predicted
+    within 15 % — all but Ulysses' G = 4 forward, whose one block per rank on an oversubscribed
+    host ends up to 8 ms apart from rank to rank (the processor-sharing replay ends them together):
+    within 25 % there, a known miss the note states (benchmarks/bench_strategy_validation.py)."""
+    import importlib.util
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("bsv", os.path.join(root, "benchmarks", "bench_strategy_validation.py"))
+    bsv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bsv)
+    rows = bsv.check(3072)
+    assert len(rows) == 10
+    for r in rows:
+        tol = 0.25 if (r["strategy"], r["world_size"], r["phase"]) == ("ulysses", 4, "fwd") else 0.15
+        assert abs(r["error"]) <= tol, r

@@ -172,6 +172,12 @@ def block_samples(tl: Timeline) -> pd.DataFrame:
     ends = df[df["kind"].isin(["compute", "merge"])].groupby(key)["end_s"].max()
     xfer = df[df["kind"].isin(["send", "recv"])]
     xfer_by_rank = {int(r): (d["start_s"].to_numpy(), d["end_s"].to_numpy()) for r, d in xfer.groupby("rank")}
+    # one block per (rank, phase, step, iteration): a step that makes several calls (all-gather's
+    # two zigzag chunks, a USP member's calls) is one block whose pairs are the calls' sum — the
+    # program's step work, which is what the cost model prices
+    comp = (comp.groupby(key, sort=False)
+                .agg(start_s=("start_s", "min"), end_s=("end_s", "max"), pairs=("pairs", "sum"))
+                .reset_index())
     rows = []
     for r in comp.itertuples(index=False):
         k = (r.rank, r.phase, r.step, r.iter)
