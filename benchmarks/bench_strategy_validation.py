@@ -11,6 +11,7 @@ the held-out runs. Target: every makespan within 15 %.
 
     python benchmarks/bench_strategy_validation.py               # held out: T = 3072 (interpolation)
     python benchmarks/bench_strategy_validation.py --held-out 2048
+    python benchmarks/bench_strategy_validation.py --fit 1024,4096 --held-out 3072   # the ring's split
     python benchmarks/bench_strategy_validation.py --measure 2   # re-take the runs (about 5 minutes), then check
 
 ``--measure`` runs ``traces/make_traces.py --schedules ulysses,allgather,usp:2x2``; run it on a
@@ -35,17 +36,20 @@ def length(path: str) -> int:
     return int(path.rsplit("_T", 1)[1].split(".")[0])
 
 
-def check(held_out: int, directory: str = DIR) -> list[dict]:
-    """Calibrate on every run not at ``held_out`` tokens; validate the runs at ``held_out``."""
+def check(held_out: int, directory: str = DIR, fit_lengths: tuple[int, ...] | None = None,
+          profile=None) -> list[dict]:
+    """Calibrate on every run not at ``held_out`` tokens (or only on the runs at ``fit_lengths``);
+    validate the runs at ``held_out``."""
     from ringsim.calibration import calibrate, load_calibration
     from ringsim.timeline import read_timeline
     from ringsim.validate import validate_timeline
 
     files = sorted(glob.glob(os.path.join(directory, "cpu-gloo_*.json")))
-    fit = [(f, read_timeline(f)) for f in files if length(f) != held_out]
+    fit = [(f, read_timeline(f)) for f in files
+           if length(f) != held_out and (fit_lengths is None or length(f) in fit_lengths)]
     if not fit or len(fit) == len(files):
         raise SystemExit(f"no runs at T = {held_out} (or only those) in {directory}")
-    doc = calibrate(fit)
+    doc = calibrate(fit, profile=profile)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "calib.json")
         with open(path, "w") as f:
@@ -67,13 +71,23 @@ def check(held_out: int, directory: str = DIR) -> list[dict]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--held-out", type=int, default=3072, help="the length calibration does not see (default 3072)")
+    ap.add_argument("--fit", default=None, metavar="T,T",
+                    help="calibrate only on these lengths (default: every length but the held-out one)")
+    ap.add_argument("--profile", default=None, metavar="PROFILE",
+                    help="start the calibration from this kernel profile (calibrate --profile)")
     ap.add_argument("--measure", type=int, default=0, metavar="ROUNDS", help="re-take the runs first")
     a = ap.parse_args()
     if a.measure:
         subprocess.run([sys.executable, os.path.join(ROOT, "traces", "make_traces.py"), "--schedules", STRATEGIES,
                         "--rounds", str(a.measure), "--out", DIR], check=True)
-    rows = check(a.held_out)
-    print(f"calibrated on T != {a.held_out}, predicting T = {a.held_out}")
+    fit = tuple(int(t) for t in a.fit.split(",")) if a.fit else None
+    prof = None
+    if a.profile:
+        from ringsim.kernelprofile import load_profile
+
+        prof = load_profile(a.profile)
+    rows = check(a.held_out, fit_lengths=fit, profile=prof)
+    print(f"calibrated on T {'in ' + a.fit if fit else '!= ' + str(a.held_out)}, predicting T = {a.held_out}")
     print("| G | strategy | phase | measured ms | predicted ms | error |")
     print("|---|---|---|---|---|---|")
     for r in sorted(rows, key=lambda r: (r["world_size"], r["strategy"], r["phase"])):

@@ -103,9 +103,13 @@ def summary_rows(doc: dict) -> list[dict]:
               help="Also write the runs' kernel calls as a kernel profile (YAML; `--kernels FILE` reads it): "
                    "median time per call shape, squares as knots. Needs fwd+bwd runs with a core or GPU per rank.")
 @click.option("--profile-name", default="measured-calls", show_default=True, help="Name of that profile.")
+@click.option("--profile", "start_profile", default=None, metavar="PROFILE",
+              help="Start from a kernel profile (a shipped name or a YAML file, e.g. one `ringsim profile-kernels` "
+                   "measured on this machine): a block's work is the profile's time for its calls, so the profile "
+                   "gives how cost depends on call shape and the runs give the scale and overheads.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
               help="How to print the fit summary on stdout.")
-def calibrate(traces, output, run_config, profile_out, profile_name, fmt):
+def calibrate(traces, output, run_config, profile_out, profile_name, start_profile, fmt):
     """Fit compute time per block kind and phase, link latency/bandwidth per link class and the
     core-sharing slowdown from measured traces (ringsim Chrome traces, or PyTorch-profiler traces:
     one file per rank, or the directory `ringsim run --profile` wrote); write them with their fit
@@ -116,9 +120,14 @@ def calibrate(traces, output, run_config, profile_out, profile_name, fmt):
     check_destination(output, "--output")
     if profile_out:
         check_destination(profile_out, "--write-profile")
+    start = None
+    if start_profile:
+        from ringsim.kernelprofile import load_profile
+
+        start = load_profile(start_profile)
     runs = load_measured(list(traces), parse_kv(run_config) or None)
     warn_unmatched(runs)
-    doc = fit(runs)
+    doc = fit(runs, profile=start)
     profile = None
     if profile_out:  # built before anything is written: a run that cannot give one leaves no output
         from ringsim.calibration.kernels import profile_from_runs
@@ -133,5 +142,7 @@ def calibrate(traces, output, run_config, profile_out, profile_name, fmt):
                       **({"profile": profile_out, "profile_points": len(profile.points)} if profile else {})}), None)
     else:
         emit(f"calibrated from {len(runs)} run(s) → {output} (compute MAPE {doc['compute_mape']:.3g})\n"
+             + (f"work of a block: kernel profile {start.name}'s seconds for its calls (fits are per profile-second)\n"
+                if start is not None else "")
              + (f"kernel profile {profile.name} ({len(profile.points)} call shapes) → {profile_out}\n" if profile else "")
              + render_table(rows, ["component", "model", "fit", "mape", "roofline_mape", "table_mape", "n"]), None)

@@ -97,8 +97,69 @@ SHARE_MAX_WORLD_SIZE = 64  # the processor-sharing replay is O(G³); larger ring
 DISPERSION_Q = np.linspace(0.0, 1.0, 21)
 
 
-def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
-    """Fit the calibration document (see the module docstring) from ``[(label, timeline)]``."""
+def profile_work_s(profile, program, workload) -> np.ndarray:
+    """Seconds of every (global step, rank) block's kernel calls, ``[N, G]``, as ``profile`` (a
+    :class:`~ringsim.kernelprofile.KernelProfile`) prices them: each call by its shape (rows, key
+    rows, mask, heads, phase), without launch overhead or memory work. A calibration that
+    starts from a profile (``calibrate(..., profile=...)``) uses these as a block's *work*: the fit
+    then carries the measured scale and per-block overheads, the profile the shape dependence."""
+    from ..costs import CostContext
+    from ..costs.kernels import ProfileCost
+    from ..program import KernelOp
+    from ..validate import localhost_cpu
+
+    topo = localhost_cpu(program.world_size)
+    ctx = CostContext(program, workload, topo)
+    cost = ProfileCost(profile)
+    out = np.zeros((program.n_steps, program.world_size))
+    n0 = 0
+    for st in program.stages:
+        for op in st.ops:
+            if isinstance(op, KernelOp):
+                out[n0:n0 + st.n_steps] += cost.kernel_seconds(op, ctx)
+        n0 += st.n_steps
+    return out - np.where(out > 0, topo.device.kernel_overhead_s * _kernel_count(program), 0.0)
+
+
+def _kernel_count(program) -> np.ndarray:
+    """Kernel slots with a live call per (global step, rank)."""
+    from ..program import KernelOp
+
+    out = np.zeros((program.n_steps, program.world_size))
+    n0 = 0
+    for st in program.stages:
+        for op in st.ops:
+            if isinstance(op, KernelOp):
+                out[n0:n0 + st.n_steps] += op.pairs > 0
+        n0 += st.n_steps
+    return out
+
+
+def _profile_work(b: pd.DataFrame, tl: Timeline, profile, label: str) -> np.ndarray:
+    """Per measured block, the profile's seconds for its calls (:func:`profile_work_s`)."""
+    from .measured import program_for
+
+    meta = tl.meta
+    G = int(meta.get("world_size") or (tl.df["rank"].max() + 1))
+    program, wl = program_for(meta, G), workload_from_meta(meta)
+    if program is None or wl is None:
+        raise InputError(f"{label}: the trace does not say its strategy, length and model dims, so its calls "
+                         "cannot be priced with --profile; calibrate it without --profile")
+    W = profile_work_s(profile, program, wl)
+    f = program.flat
+    index = {(ph, int(st)): n for n, (ph, st) in enumerate(zip(f.step_phase, f.step_label))}
+    rows = [index.get((ph, int(st))) for ph, st in zip(b["phase"], b["step"])]
+    return np.array([W[n, r] if n is not None and 0 <= r < G else 0.0 for n, r in zip(rows, b["rank"])])
+
+
+def calibrate(runs: list[tuple[str, Timeline]], profile=None) -> dict:
+    """Fit the calibration document (see the module docstring) from ``[(label, timeline)]``.
+
+    With ``profile`` (a :class:`~ringsim.kernelprofile.KernelProfile`, e.g. one ``ringsim
+    profile-kernels`` measured on the machine), a block's work is the profile's time for its calls
+    instead of its pairs (:func:`profile_work_s`): the fits map profile-seconds to measured
+    seconds, so how a call's cost depends on its shape comes from the profile and only the scale and
+    overheads from the runs — what carries a calibration to call shapes and lengths it never saw."""
     if not runs:
         raise InputError("no traces given; pass one or more measured traces")
     ref = None
@@ -116,7 +177,11 @@ def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
                              "trace with compute intervals and their pairs (for Kineto traces give --run-config "
                              "schedule=... seq_len=... heads=... head_dim=...)")
         # work: pairs × the share of the heads the calls ran (FLOPs scale with both) × per-pair FLOPs
-        b["work"] = b["pairs"] * b["head_share"] * (fpp / ref["flops_per_pair"])
+        # — or, starting from a kernel profile, the profile's seconds for the block's calls
+        if profile is not None:
+            b["work"] = _profile_work(b, tl, profile, label)
+        else:
+            b["work"] = b["pairs"] * b["head_share"] * (fpp / ref["flops_per_pair"])
         b["load"] = trace_load(meta)
         slots = _slots(meta)
         tr = transfer_samples(tl)
@@ -139,6 +204,10 @@ def calibrate(runs: list[tuple[str, Timeline]]) -> dict:
     doc = {"format": FORMAT, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "block_time": "step start (first post) to end of compute + merge",
            "reference_workload": ref, "traces": traces, "hardware": traces[0]["hardware"]}
+    if profile is not None:
+        doc["work_basis"] = {"kind": "profile-seconds", "profile": profile.to_doc(),
+                             "note": "a block's work is the profile's seconds for its calls; per-pair fields are "
+                                     "per profile-second"}
 
     # (a) compute: base fit on runs that are not oversubscribed (all runs if none is)
     base_mask = B["load"] <= 1.0 + 1e-9

@@ -51,6 +51,12 @@ class CalibratedCost(CostModel):
         self.dims_known = bool(doc["reference_workload"].get("dims_known", True))
         self.links = doc.get("links", {})
         self.contention = doc.get("contention", {})
+        basis = doc.get("work_basis") or {}
+        self.profile = None
+        if basis.get("kind") == "profile-seconds":  # started from a kernel profile (calibrate --profile)
+            from ..kernelprofile import profile_from_doc
+
+            self.profile = profile_from_doc(basis["profile"], label=f"{path or 'calibration'}: work_basis.profile")
 
     def with_dispersion(self, seed: int) -> "CalibratedCost":
         """The same model drawing every block's time from its fitted value × a factor sampled
@@ -96,8 +102,13 @@ class CalibratedCost(CostModel):
         steps' phases; steps without a kernel call are 0."""
         prog = ctx.program
         f = prog.flat
-        fpp = float(ctx.workload.flops_per_pair("fwd")) if self.dims_known else self.ref_fpp
-        work = f.work_pairs * (fpp / self.ref_fpp)
+        if self.profile is not None:  # work = the profile's seconds for the block's calls
+            from .fit import profile_work_s
+
+            work = profile_work_s(self.profile, prog, ctx.workload)
+        else:
+            fpp = float(ctx.workload.flops_per_pair("fwd")) if self.dims_known else self.ref_fpp
+            work = f.work_pairs * (fpp / self.ref_fpp)
         kinds = classify_blocks(f.pairs, ctx.tokens_per_rank)
         has_kernel = np.zeros(f.N, dtype=bool)
         n0 = 0
@@ -140,8 +151,15 @@ class CalibratedCost(CostModel):
 
     def call_seconds(self, workload, topology, q_rows, k_rows, pairs, kind, phase, tiles=None, heads=None):
         """Synthetic calls (the hide-block search): the phase's pooled fit at the calls' work."""
-        fpp = float(workload.flops_per_pair("fwd")) if self.dims_known else self.ref_fpp
-        work = np.asarray(pairs, float) * (fpp / self.ref_fpp) * self.head_share(workload, heads)
+        if self.profile is not None:
+            from ..costs.kernels import ProfileCost
+
+            work = ProfileCost(self.profile).call_seconds(workload, topology, q_rows, k_rows, pairs, kind, phase,
+                                                          tiles, heads) - topology.device.kernel_overhead_s
+            work = np.maximum(work, 0.0)
+        else:
+            fpp = float(workload.flops_per_pair("fwd")) if self.dims_known else self.ref_fpp
+            work = np.asarray(pairs, float) * (fpp / self.ref_fpp) * self.head_share(workload, heads)
         t = predict_entry(self.compute, phase, "*", work)
         return np.where(np.asarray(pairs) > 0, t, 0.0)
 
