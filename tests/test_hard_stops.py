@@ -54,6 +54,13 @@ def _alive(pid: int, start: int) -> bool:
     return st is not None and st[0] != "Z" and st[2] == start  # a zombie or a recycled pid is not ours
 
 
+def _default_sigint():
+    """In the child before exec: SIGINT back to its default. A shell starts background jobs with
+    SIGINT ignored, and Python keeps an ignored SIGINT ignored — so without this the Ctrl-C these
+    tests send would do nothing when the test run itself was started in the background."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class _Command:
     """A `ringsim` command in its own session (so a group signal reaches it and its children only)."""
 
@@ -65,7 +72,7 @@ class _Command:
         env = dict(os.environ, TMPDIR=str(self.tmp), PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen([sys.executable, "-m", "ringsim.cli", *args], cwd=self.cwd, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_default_sigint)
         self.err: list[str] = []
         self.out: list[str] = []
         threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()

@@ -182,6 +182,8 @@ def calibrate(runs: list[tuple[str, Timeline]], profile=None) -> dict:
             b["work"] = _profile_work(b, tl, profile, label)
         else:
             b["work"] = b["pairs"] * b["head_share"] * (fpp / ref["flops_per_pair"])
+        mem_step = (b["kind"] == "memory").to_numpy()  # a step of memory ops only: its work is its bytes
+        b.loc[mem_step, "work"] = b.loc[mem_step, "memory_bytes"]
         b["load"] = trace_load(meta)
         slots = _slots(meta)
         tr = transfer_samples(tl)
@@ -256,8 +258,8 @@ def calibrate(runs: list[tuple[str, Timeline]], profile=None) -> dict:
             # of the scheduler is what costs)
             first = (D["step"] == 0) & (D["phase"] == "fwd")
             fit["gap_s"] = {"first": float(D.loc[first, "gap_s"].mean()) if first.any() else 0.0}
-            for ph in ("fwd", "bwd"):
-                m = ~first & (D["phase"] == ph)
+            for ph in ("fwd", "bwd"):  # before blocks with a kernel slot (a memory step gets none)
+                m = ~first & (D["phase"] == ph) & (D["kind"] != "memory")
                 fit["gap_s"][ph] = float(D.loc[m, "gap_s"].mean()) if m.any() else 0.0
             # the CPU work of a loopback transfer (its copies), in core-seconds as core_time_s counts
             X = T[T["trace"].isin(set(D["trace"]))] if len(T) else T
@@ -358,14 +360,35 @@ def _fit_compute(B: pd.DataFrame) -> dict:
                 # each kind its own fit: an intercept is never taken from another kind (a kind seen
                 # at one size goes through the origin, its per-pair cost from its own blocks)
                 compute[phase][kind] = ModelChoice.fit(K["work"].to_numpy(), K["time_s"].to_numpy()).to_dict()
-    E = B[B["pairs"] <= 0]
+    is_mem = B["kind"] == "memory"
+    E = B[(B["pairs"] <= 0) & ~is_mem]
     for phase in ("fwd", "bwd"):
         K = E[E["phase"] == phase]
         if len(K) and phase in compute:
             med = float(K["time_s"].median())
             compute[phase]["empty"] = ConstantFit(med, int(len(K)), mape(np.full(len(K), med),
                                                                          K["time_s"].to_numpy())).to_dict()
+        M = B[is_mem & (B["phase"] == phase)]
+        if len(M) and phase in compute:
+            compute[phase]["memory"] = _fit_memory(M)
     return compute
+
+
+def _fit_memory(M: pd.DataFrame) -> dict:
+    """A memory step's time (a step of memory ops only: all-gather's reduce of the received dK/dV
+    parts, …) as ``latency_s + bytes × seconds_per_byte``, fitted (non-negative, relative error)
+    on the median time per distinct byte count; ``work`` holds the step's bytes."""
+    xb, t = M["work"].to_numpy(float), M["time_s"].to_numpy(float)
+    xs = np.unique(xb)
+    ts = np.array([np.median(t[xb == v]) for v in xs])
+    if len(xs) == 1:  # one size: a constant (no slope to tell latency from bandwidth)
+        lat, spb = float(ts[0]), 0.0
+    else:
+        lat, spb = fit_line_nonneg(xs, ts)
+    pred = lat + spb * xb
+    return {"chosen": "constant" if spb == 0.0 else "memory", "model": "latency_s + bytes × seconds_per_byte",
+            "latency_s": float(lat), "seconds_per_byte": float(spb), "seconds": float(lat),
+            "n_samples": int(len(M)), "n_sizes": int(len(xs)), "mape": mape(pred, t)}
 
 
 def _scale_to_level(fit: dict, D: pd.DataFrame) -> None:
@@ -374,7 +397,8 @@ def _scale_to_level(fit: dict, D: pd.DataFrame) -> None:
     P = D[D["pairs"] > 0]
     for phase, table in fit.items():
         for kind, entry in table.items():
-            if kind == "empty" or not isinstance(entry, dict) or "chosen" not in entry or entry["chosen"] == "constant":
+            if kind in ("empty", "memory") or not isinstance(entry, dict) or "chosen" not in entry \
+                    or entry["chosen"] == "constant":
                 continue
             K = P[(P["phase"] == phase) & ((P["kind"] == kind) if kind != "*" else True)]
             if not len(K):
@@ -413,6 +437,11 @@ def predict_entry(compute: dict, phase: str, kind: str, x) -> np.ndarray:
     if kind == "empty":
         e = table.get("empty")
         return np.full(len(x), float(e["seconds"]) * scale if e else 0.0)
+    if kind == "memory":  # x: the step's bytes
+        e = table.get("memory")
+        if not e:
+            return np.zeros(len(x))
+        return float(e["latency_s"]) + x * float(e["seconds_per_byte"])
     return entry_from_dict(table.get(kind) or table["*"]).predict(x) * scale
 
 

@@ -26,7 +26,7 @@ from ..timeline import Timeline, read_timeline
 from ..units import InputError
 
 __all__ = ["load_measured", "workload_from_meta", "trace_link_class", "trace_load", "assign_iterations",
-           "block_samples", "transfer_samples", "program_for", "hardware", "slots"]
+           "block_samples", "transfer_samples", "program_for", "hardware", "slots", "step_ops"]
 
 
 def load_measured(paths: list[str], kineto_config: dict | None = None) -> list[tuple[str, Timeline]]:
@@ -144,6 +144,27 @@ def program_for(meta: dict, G: int):
         return None
 
 
+def step_ops(program) -> tuple[np.ndarray, np.ndarray]:
+    """Per (global step, rank) of ``program``: whether the step makes a kernel call (``[N]``
+    bool: some op slot of its stage is a kernel) and the bytes its memory ops move (``[N, G]``).
+    A step with memory ops but no kernel slot (all-gather's reduce, a reduce-scatter's fold) is a
+    *memory step*: the calibration prices it by its bytes, not as a block of pairs."""
+    from ..program import KernelOp, MemoryOp
+
+    N, G = program.n_steps, program.world_size
+    has_kernel = np.zeros(N, dtype=bool)
+    mem = np.zeros((N, G))
+    n0 = 0
+    for st in program.stages:
+        for op in st.ops:
+            if isinstance(op, KernelOp):
+                has_kernel[n0:n0 + st.n_steps] = True
+            elif isinstance(op, MemoryOp):
+                mem[n0:n0 + st.n_steps] += np.broadcast_to(np.asarray(op.bytes, dtype=np.float64), (st.n_steps, G))
+        n0 += st.n_steps
+    return has_kernel, mem
+
+
 def block_samples(tl: Timeline) -> pd.DataFrame:
     """One row per measured block: rank, phase, step, iter, pairs, head_share (the share of the
     model's heads the block's calls covered: Ulysses and USP calls run on H/U heads), kind, start_s (step start),
@@ -164,7 +185,10 @@ def block_samples(tl: Timeline) -> pd.DataFrame:
     if program is not None:  # [rank, (phase, step)] → the block's kind, and the share of the heads it ran
         f = program.flat
         k = classify_blocks(f.pairs, program.plan.tokens_per_rank)
+        has_kernel, mem = step_ops(program)
+        k = np.where(has_kernel[:, None] | (mem <= 0), k, "memory")  # a memory step: priced by its bytes
         kinds = {(ph, int(st)): k[n] for n, (ph, st) in enumerate(zip(f.step_phase, f.step_label))}
+        mem_bytes = {(ph, int(st)): mem[n] for n, (ph, st) in enumerate(zip(f.step_phase, f.step_label))}
         share = np.divide(f.work_pairs, f.pairs, out=np.ones(f.pairs.shape), where=f.pairs > 0)
         shares = {(ph, int(st)): share[n] for n, (ph, st) in enumerate(zip(f.step_phase, f.step_label))}
     key = ["rank", "phase", "step", "iter"]
@@ -184,9 +208,11 @@ def block_samples(tl: Timeline) -> pd.DataFrame:
         start = float(ring.get(k, r.start_s))
         end = float(ends.get(k, r.end_s))
         head_share = 1.0
+        memory_bytes = 0.0
         if kinds is not None and (r.phase, int(r.step)) in kinds and 0 <= r.rank < G:
             kind = str(kinds[(r.phase, int(r.step))][r.rank])
             head_share = float(shares[(r.phase, int(r.step))][r.rank])
+            memory_bytes = float(mem_bytes[(r.phase, int(r.step))][r.rank])
         elif r.pairs <= 0:
             kind = "empty"
         else:
@@ -198,7 +224,8 @@ def block_samples(tl: Timeline) -> pd.DataFrame:
             b = np.clip(tx[1], start, end)
             ov = float(_union_length(a, b) / (end - start))
         rows.append({"rank": int(r.rank), "phase": r.phase, "step": int(r.step), "iter": int(r.iter),
-                     "pairs": float(r.pairs), "head_share": head_share, "kind": kind, "start_s": start, "end_s": end,
+                     "pairs": float(r.pairs), "head_share": head_share, "kind": kind, "memory_bytes": memory_bytes,
+                     "start_s": start, "end_s": end,
                      "time_s": end - start, "compute_start_s": float(r.start_s), "overlap": ov})
     out = pd.DataFrame(rows)
     # a step's posts may come before the previous block ended (e.g. a gradient sent one step behind):

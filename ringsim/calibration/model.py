@@ -32,6 +32,7 @@ from ..program import KernelOp
 from ..topology import Topology
 from ..units import InputError, jsonable, read_json, write_atomic
 from .fit import DISPERSION_Q, FORMAT, SHARE_MAX_WORLD_SIZE, predict_entry
+from .measured import step_ops
 from .sharing import share_cores
 
 __all__ = ["CalibratedCost", "load_calibration", "write_calibration"]
@@ -110,24 +111,23 @@ class CalibratedCost(CostModel):
             fpp = float(ctx.workload.flops_per_pair("fwd")) if self.dims_known else self.ref_fpp
             work = f.work_pairs * (fpp / self.ref_fpp)
         kinds = classify_blocks(f.pairs, ctx.tokens_per_rank)
-        has_kernel = np.zeros(f.N, dtype=bool)
-        n0 = 0
-        for st in prog.stages:
-            if any(isinstance(op, KernelOp) for op in st.ops):
-                has_kernel[n0:n0 + st.n_steps] = True
-            n0 += st.n_steps
+        has_kernel, mem = step_ops(prog)
         out = np.zeros(work.shape)
         phases = np.array(f.step_phase)
         for ph in ("fwd", "bwd"):
             rows = has_kernel & (phases == ph)
-            if not rows.any():
-                continue
-            k, w = kinds[rows], work[rows]
-            sub = np.zeros(w.shape)
-            for kind in np.unique(k):
-                m = k == kind
-                sub[m] = predict_entry(fits, ph, str(kind), w[m])
-            out[rows] = sub
+            if rows.any():
+                k, w = kinds[rows], work[rows]
+                sub = np.zeros(w.shape)
+                for kind in np.unique(k):
+                    m = k == kind
+                    sub[m] = predict_entry(fits, ph, str(kind), w[m])
+                out[rows] = sub
+            # steps of memory ops only (no kernel slot): the fitted memory-step time by their bytes
+            mrows = ~has_kernel & (phases == ph)
+            if mrows.any() and ph in fits and "memory" in fits[ph]:
+                b = mem[mrows]
+                out[mrows] = np.where(b > 0, predict_entry(fits, ph, "memory", b.ravel()).reshape(b.shape), 0.0)
         return out, phases
 
     def step_seconds(self, ctx: CostContext) -> np.ndarray:
@@ -171,9 +171,10 @@ class CalibratedCost(CostModel):
         work, phases = self._blocks(ctx, fits)
         gaps = fits.get("gap_s") or {}
         delay = np.zeros(work.shape)
+        has_kernel, _ = step_ops(ctx.program)
         first = True
         for n in range(flat.N):
-            if not flat.has_compute[n]:
+            if not has_kernel[n]:  # the off-core gap was measured before blocks with a kernel slot
                 continue
             ph = phases[n]
             delay[n] = float(gaps.get("first", 0.0)) if first and ph == "fwd" else float(gaps.get(ph, 0.0))

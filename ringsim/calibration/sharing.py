@@ -74,19 +74,26 @@ def block_gaps_s(blocks: pd.DataFrame, transfers: pd.DataFrame | None = None) ->
     block end (for its first block of an iteration: from the iteration's earliest block start) to
     this block's start — waits on a peer and being off the core, the time-sharing costs a
     processor-sharing ring does not see. With ``transfers`` (:func:`transfer_samples`), only what
-    the step's transfers do not explain: the gap counts from the later of the previous block's end
-    and the completion of the transfers this rank took part in at the previous step (the wait on
-    them is the ring's, which :func:`share_cores` models)."""
+    the transfers do not explain: the gap counts from the latest of the previous block's end, the
+    completion of the transfers this rank took part in at the previous block's step (the ring's
+    K/V), and the last completion before this block starts of any transfer of the rank (the
+    all-to-alls and all-gathers of steps without a kernel in between): the wait on them is the
+    program's, which :func:`share_cores` models."""
     b = blocks
     gap = np.zeros(len(b))
     if not len(b):
         return gap
-    done: dict = {}
+    ends: dict = {}  # (rank, iteration) → sorted completion times of the rank's transfers
+    done: dict = {}  # (rank, phase, step, iteration) → the last completion of the rank's transfers there
     if transfers is not None and len(transfers):
-        for r, p, ph, s, it, e in zip(transfers["rank"], transfers["peer"], transfers["phase"], transfers["step"],
-                                      transfers["iter"], transfers["end_s"]):
+        for col in ("rank", "peer"):
+            for (r, it), d in transfers.groupby([col, "iter"]):
+                ends.setdefault((int(r), int(it)), []).append(d["end_s"].to_numpy(float))
+        ends = {k: np.sort(np.concatenate(v)) for k, v in ends.items()}
+        for r, p, ph, sp_, it_, e in zip(transfers["rank"], transfers["peer"], transfers["phase"],
+                                         transfers["step"], transfers["iter"], transfers["end_s"]):
             for who in (int(r), int(p)):
-                k = (who, str(ph), int(s), int(it))
+                k = (who, str(ph), int(sp_), int(it_))
                 done[k] = max(done.get(k, -np.inf), float(e))
     it0 = b.groupby("iter")["start_s"].transform("min").to_numpy()
     order = np.lexsort((b["start_s"].to_numpy(), b["rank"].to_numpy(), b["iter"].to_numpy()))
@@ -97,8 +104,13 @@ def block_gaps_s(blocks: pd.DataFrame, transfers: pd.DataFrame | None = None) ->
     for i in order:
         if prev is not None and rk[prev] == rk[i] and it[prev] == it[i]:
             ref = en[prev]
-            if ph[prev] == ph[i]:
+            if ph[prev] == ph[i]:  # the transfers of the previous block's step (a ring's K/V)
                 ref = max(ref, done.get((int(rk[i]), str(ph[i]), int(sp[prev]), int(it[i])), -np.inf))
+            e = ends.get((int(rk[i]), int(it[i])))
+            if e is not None:
+                j = np.searchsorted(e, st[i], side="right")
+                if j:
+                    ref = max(ref, float(e[j - 1]))
             gap[i] = max(st[i] - ref, 0.0)
         else:
             gap[i] = max(st[i] - it0[i], 0.0)
