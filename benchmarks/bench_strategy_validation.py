@@ -1,18 +1,19 @@
 """Strategy traces validated after calibration at other lengths (issue 13).
 
-The runs (``traces/cpu-gloo-strategies/``, one sitting, 2 interleaved rounds, the least disturbed
+The runs (``traces/cpu-gloo-strategies/``, one sitting, 4 interleaved rounds, the least disturbed
 kept): gloo on this 2-core host, causal, 4 heads × 64, fp32, 1 warm-up + 7 timed iterations;
 ``ulysses`` and ``allgather`` at G = 2 and 4, ``usp:2x2`` at G = 4; fwd and fwd+bwd; T = 1024,
 2048, 3072, 4096. G = 4 oversubscribes the host (4 single-thread ranks on 2 cores).
 
 ``ringsim calibrate`` sees every run except those at the held-out length (all strategies and
 world sizes together, as a user calibrating one machine would); ``ringsim validate`` then predicts
-the held-out runs. Target: every makespan within 15 %.
+the held-out runs. Target: every makespan within 15 %. ``RINGSIM_STRATEGY_TRACES=DIR`` checks
+another directory of such runs.
 
     python benchmarks/bench_strategy_validation.py               # held out: T = 3072 (interpolation)
     python benchmarks/bench_strategy_validation.py --held-out 2048
     python benchmarks/bench_strategy_validation.py --fit 1024,4096 --held-out 3072   # the ring's split
-    python benchmarks/bench_strategy_validation.py --measure 2   # re-take the runs (about 5 minutes), then check
+    python benchmarks/bench_strategy_validation.py --measure 4   # re-take the runs (about 7 minutes), then check
 
 ``--measure`` runs ``traces/make_traces.py --schedules ulysses,allgather,usp:2x2``; run it on a
 quiet machine, in one sitting.
@@ -28,7 +29,7 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DIR = os.path.join(ROOT, "traces", "cpu-gloo-strategies")
+DIR = os.environ.get("RINGSIM_STRATEGY_TRACES") or os.path.join(ROOT, "traces", "cpu-gloo-strategies")
 STRATEGIES = "ulysses,allgather,usp:2x2"
 
 
