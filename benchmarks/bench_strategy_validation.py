@@ -72,6 +72,7 @@ def check(held_out: int, directory: str = DIR, fit_lengths: tuple[int, ...] | No
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--held-out", type=int, default=3072, help="the length calibration does not see (default 3072)")
+    ap.add_argument("--dir", default=DIR, help="the runs (default traces/cpu-gloo-strategies)")
     ap.add_argument("--fit", default=None, metavar="T,T",
                     help="calibrate only on these lengths (default: every length but the held-out one)")
     ap.add_argument("--profile", default=None, metavar="PROFILE",
@@ -80,14 +81,14 @@ def main() -> int:
     a = ap.parse_args()
     if a.measure:
         subprocess.run([sys.executable, os.path.join(ROOT, "traces", "make_traces.py"), "--schedules", STRATEGIES,
-                        "--rounds", str(a.measure), "--out", DIR], check=True)
+                        "--rounds", str(a.measure), "--out", a.dir], check=True)
     fit = tuple(int(t) for t in a.fit.split(",")) if a.fit else None
     prof = None
     if a.profile:
         from ringsim.kernelprofile import load_profile
 
         prof = load_profile(a.profile)
-    rows = check(a.held_out, fit_lengths=fit, profile=prof)
+    rows = check(a.held_out, a.dir, fit_lengths=fit, profile=prof)
     print(f"calibrated on T {'in ' + a.fit if fit else '!= ' + str(a.held_out)}, predicting T = {a.held_out}")
     print("| G | strategy | phase | measured ms | predicted ms | error |")
     print("|---|---|---|---|---|---|")
