@@ -9,9 +9,20 @@ from ringsim.units import InputError
 from .common import emit, output_path, render_table, to_json
 
 
-def _describe_fit(e: dict) -> str:
-    """The chosen compute model of one block kind, in a few words."""
+def _describe_fit(e: dict, profile: bool = False) -> str:
+    """The chosen compute model of one block kind, in a few words (``profile``: the work is the
+    kernel profile's seconds for the block's calls, not its pairs)."""
     chosen, m = e["chosen"], e.get(e["chosen"], {})
+    if profile:
+        if chosen == "roofline":
+            return f"{m['overhead_s'] * 1e6:.4g} us + {m['seconds_per_pair']:.4g} x profile time"
+        if chosen == "rows":
+            return (f"{m['seconds_per_sqrt_pair']:.4g} x sqrt(profile s) + "
+                    f"{m['seconds_per_pair']:.4g} x profile time")
+        if chosen == "power":
+            return f"{m['coefficient_s']:.4g} s x (profile s)^{m['exponent']:.3f}"
+        if chosen == "table":
+            return f"table of {len(m['pairs'])} profile times"
     if chosen == "roofline":
         return f"{m['overhead_s'] * 1e6:.4g} us + {m['seconds_per_pair'] * 1e9:.4g} ns/pair"
     if chosen == "rows":
@@ -50,6 +61,8 @@ def warn_unmatched(runs) -> None:
 
 def summary_rows(doc: dict) -> list[dict]:
     rows = []
+    prof = (doc.get("work_basis") or {}).get("kind") == "profile-seconds"
+    _describe = lambda e: _describe_fit(e, prof)  # noqa: E731
     for phase, table in doc["compute"].items():
         for kind, e in table.items():
             if kind == "empty":
@@ -61,7 +74,7 @@ def summary_rows(doc: dict) -> list[dict]:
                              "fit": f"{e['latency_s'] * 1e6:.4g} us + {e['seconds_per_byte'] * 1e12:.4g} ps/B",
                              "mape": e.get("mape"), "n": e["n_samples"]})
                 continue
-            rows.append({"component": f"compute {phase} {kind}", "model": e["chosen"], "fit": _describe_fit(e),
+            rows.append({"component": f"compute {phase} {kind}", "model": e["chosen"], "fit": _describe(e),
                          "mape": e["mape"], "roofline_mape": e["roofline"]["mape_loo"],
                          "table_mape": e["table"]["mape_loo"], "n": e["n_samples"]})
     for cls, l in doc.get("links", {}).items():
@@ -82,7 +95,7 @@ def summary_rows(doc: dict) -> list[dict]:
                 if kind in ("empty", "*", "memory") or "chosen" not in e:
                     continue
                 rows.append({"component": f"load {load} {phase} {kind} (core-s)", "model": e["chosen"],
-                             "fit": f"{_describe_fit(e)}, x {float(e.get('level_scale', 1.0)):.3g}",
+                             "fit": f"{_describe(e)}, x {float(e.get('level_scale', 1.0)):.3g}",
                              "mape": e["mape"], "n": e["n_samples"]})
         tf = level.get("transfer")
         if tf:
