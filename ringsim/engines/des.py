@@ -189,23 +189,11 @@ class ProgramDES:
         nan = array("d", [math.nan])
         self._xs = nan * M
         self._xe = nan * M
-        counts_recv = np.full(M, bool(knobs.rendezvous)) | flat.recv_end
-        self._need = bytearray((1 + counts_recv.astype(np.uint8)).tobytes())
-        self._done = bytearray(M)
         # CSR lists per rank-step: start posts, end posts, waits
-        post, src, dst = flat.post_step, flat.src, flat.dst
-        ids = np.arange(M, dtype=np.int64)
-        send_start = ~flat.send_end
-        recv_start = counts_recv & ~flat.recv_end
-        recv_endp = counts_recv & flat.recv_end
-        keys = np.concatenate([(post * G + src)[send_start], (post * G + dst)[recv_start]])
-        vals = np.concatenate([ids[send_start], ids[recv_start]])
-        sp_ptr, sp = csr(keys, vals, N * G)
-        keys = np.concatenate([(post * G + src)[flat.send_end], (post * G + dst)[recv_endp]])
-        vals = np.concatenate([ids[flat.send_end], ids[recv_endp]])
-        ep_ptr, ep = csr(keys, vals, N * G)
-        wait = flat.wait_step
-        w_ptr, w = csr(np.concatenate([wait * G + src, wait * G + dst]), np.concatenate([ids, ids]), N * G)
+        need, sp_ptr, sp, ep_ptr, ep, w_ptr, w = _program_lists(flat, knobs)
+        self._need = bytearray(need.tobytes())
+        self._done = bytearray(M)
+        src, dst, wait = flat.src, flat.dst, flat.wait_step
         as_q = lambda a: array("q", np.ascontiguousarray(a, dtype=np.int64).tobytes())
         self._sp_ptr, self._sp, self._ep_ptr, self._ep = as_q(sp_ptr), as_q(sp), as_q(ep_ptr), as_q(ep)
         self._w_ptr, self._w = as_q(w_ptr), as_q(w)
