@@ -70,6 +70,23 @@ def rows_of(result):
             for r in df.itertuples()]
 
 
+def strategy_rows(res):
+    """Every timeline row of a strategy's hand-worked run as (rank, phase, step, kind, start µs,
+    end µs, peer, bytes), sorted (times rounded to 1e-9 µs)."""
+    return sorted((int(r.rank), r.phase, int(r.step), r.kind, round(r.start_s / US, 9), round(r.end_s / US, 9),
+                   int(r.peer), float(r.bytes)) for r in res.timeline.df.itertuples())
+
+
+def run_strategy(spec, wl, G, fwd, bwd=None, engine="des"):
+    """A strategy's program on ``wl`` over G GPUs behind one switch, compute times by hand
+    (causal; fwd+bwd when ``bwd`` is given)."""
+    from ringsim.engines import simulate_program
+    from ringsim.strategies import parse_strategy
+
+    prog = parse_strategy(spec).build(wl, G, "causal", "fwd" if bwd is None else "fwd+bwd")
+    return simulate_program(prog, wl, switch_topology(G), HandCost(fwd, bwd), engine=engine)
+
+
 def assert_rows(got, expected):
     assert len(got) == len(expected), f"{len(got)} rows, expected {len(expected)}:\n{got}"
     for g, e in zip(got, expected):

@@ -17,7 +17,7 @@ from ringsim.engines import Knobs, simulate_program
 from ringsim.strategies import AllGather, NotApplicable, parse_strategy
 from ringsim.units import InputError
 from ringsim.workload import Workload, get_model
-from test_engine_golden import MODEL, HandCost, switch_topology
+from test_engine_golden import MODEL, run_strategy, strategy_rows, switch_topology
 from test_engines import _nodes, assert_same_result
 
 US = 1e-6
@@ -28,14 +28,11 @@ def toy(G):
     return Workload(MODEL, seq_len=N * G, dtype="fp32")
 
 
-def rows(res):
-    return sorted((int(r.rank), r.phase, int(r.step), r.kind, round(r.start_s / US, 9), round(r.end_s / US, 9),
-                   int(r.peer), float(r.bytes)) for r in res.timeline.df.itertuples())
+rows = strategy_rows
 
 
 def run(spec, G, fwd, bwd=None, engine="des"):
-    prog = parse_strategy(spec).build(toy(G), G, "causal", "fwd" if bwd is None else "fwd+bwd")
-    return simulate_program(prog, toy(G), switch_topology(G), HandCost(fwd, bwd), engine=engine)
+    return run_strategy(spec, toy(G), G, fwd, bwd, engine)
 
 
 @pytest.mark.parametrize("engine", ["fast", "des", "reference"])
