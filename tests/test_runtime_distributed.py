@@ -180,31 +180,39 @@ def test_run_command_check_and_trace(tmp_path):
     assert any(e.get("ph") == "X" and e["pid"] == 1 for e in raw["traceEvents"])
 
 
+def _bytes_per_step(path, iters=1) -> dict:
+    """Bytes sent per (phase, step) of one iteration of a trace."""
+    df = read_timeline(path).df
+    s = df[df["kind"] == "send"].groupby(["phase", "step"], observed=True)["bytes"].sum() / iters
+    return {(str(p), int(st)): float(b) for (p, st), b in s.items()}
+
+
+def run_and_simulate_bytes(tmp_path, G: int, dims: list, label: str, run_extra=()) -> tuple:
+    """`ringsim run --trace` (2 iterations) and `ringsim simulate --trace` on the same workload
+    (``dims``: the shared flags): their bytes per (phase, step) and the run's trace path."""
+    from ringsim.cli import main
+
+    run = tmp_path / f"run-{label}.json"
+    p, _ = _ringsim(["run", "--world-size", str(G), *dims, *run_extra, "--repeat", "2", "--warmup", "0",
+                     "--trace", str(run), "--timeout-s", "60"])
+    assert p.returncode == 0, p.stderr
+    sim = tmp_path / f"sim-{label}.json"
+    with pytest.raises(SystemExit) as e:
+        main(["simulate", "--topology", "localhost-cpu", "--world-size", str(G), "--layers", "1",
+              "--kv-heads", "2", "--dtype", "fp32", *dims, "--trace", str(sim), "--format", "json"])
+    assert e.value.code == 0
+    return _bytes_per_step(run, iters=2), _bytes_per_step(sim), run
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("G", [2, 3])
 def test_run_and_simulate_traces_send_the_same_bytes_per_step(G, tmp_path):
     """For every layout, fwd+bwd: the bytes per (phase, step) of one iteration of `ringsim run
     --trace` equal those of `ringsim simulate --trace` on the same workload (one program)."""
-    from ringsim.cli import main
-
-    def per_step(path, iters=1):
-        df = read_timeline(path).df
-        s = df[df["kind"] == "send"].groupby(["phase", "step"], observed=True)["bytes"].sum() / iters
-        return {(str(p), int(st)): float(b) for (p, st), b in s.items()}
-
     for layout in SCHEDULES:
-        T = 96 * G
-        dims = ["--heads", "2", "--head-dim", "16", "--seq-len", str(T), "--schedule", layout, "--phase", "fwd+bwd"]
-        run = tmp_path / f"run-{layout}.json"
-        p, _ = _ringsim(["run", "--world-size", str(G), *dims, "--repeat", "2", "--warmup", "0",
-                         "--trace", str(run), "--timeout-s", "60"])
-        assert p.returncode == 0, p.stderr
-        sim = tmp_path / f"sim-{layout}.json"
-        with pytest.raises(SystemExit) as e:
-            main(["simulate", "--topology", "localhost-cpu", "--world-size", str(G), "--layers", "1",
-                  "--kv-heads", "2", "--dtype", "fp32", *dims, "--trace", str(sim), "--format", "json"])
-        assert e.value.code == 0
-        measured, simulated = per_step(run, iters=2), per_step(sim)
+        dims = ["--heads", "2", "--head-dim", "16", "--seq-len", str(96 * G), "--schedule", layout,
+                "--phase", "fwd+bwd"]
+        measured, simulated, _ = run_and_simulate_bytes(tmp_path, G, dims, layout)
         assert measured == simulated, (layout, measured, simulated)
         assert ("bwd", G) in simulated  # the dK/dV return is a step of both
 

@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 from ringsim.runtime.conformance import conformance_worker  # noqa: E402
 from ringsim.runtime.launch import run_world  # noqa: E402
 from ringsim.runtime.runner import RunConfig, program_of, workload_of  # noqa: E402
-from test_runtime_distributed import _close, _reference, _ringsim  # noqa: E402
+from test_runtime_distributed import _close, _reference, _ringsim, run_and_simulate_bytes  # noqa: E402
 
 pytestmark = pytest.mark.distributed
 
@@ -89,25 +89,11 @@ def test_strategies_equal_single_process_attention_and_send_the_simulated_bytes(
 def test_run_and_simulate_traces_send_the_same_bytes_per_step(tmp_path):
     """`ringsim run --strategy … --trace` and `ringsim simulate --strategy … --trace` on one
     workload: the bytes of every (phase, step) agree (one program)."""
-    from ringsim.cli import main
     from ringsim.timeline import read_timeline
-
-    def per_step(path, iters=1):
-        df = read_timeline(path).df
-        s = df[df["kind"] == "send"].groupby(["phase", "step"], observed=True)["bytes"].sum() / iters
-        return {(str(p), int(st)): float(b) for (p, st), b in s.items()}
 
     G = 4
     for spec in ("allgather", "ulysses", "usp:2x2"):
         dims = ["--heads", "4", "--head-dim", "8", "--seq-len", "64", "--strategy", spec, "--phase", "fwd+bwd"]
-        run = tmp_path / f"run-{spec}.json"
-        p, _ = _ringsim(["run", "--world-size", str(G), *dims, "--kv-heads", "2", "--repeat", "2", "--warmup", "0",
-                         "--trace", str(run), "--timeout-s", "60"])
-        assert p.returncode == 0, p.stderr
-        sim = tmp_path / f"sim-{spec}.json"
-        with pytest.raises(SystemExit) as e:
-            main(["simulate", "--topology", "localhost-cpu", "--world-size", str(G), "--layers", "1",
-                  "--kv-heads", "2", "--dtype", "fp32", *dims, "--trace", str(sim), "--format", "json"])
-        assert e.value.code == 0
-        assert per_step(run, iters=2) == per_step(sim), spec
+        measured, simulated, run = run_and_simulate_bytes(tmp_path, G, dims, spec, run_extra=["--kv-heads", "2"])
+        assert measured == simulated, spec
         assert read_timeline(run).meta["strategy"] == spec
