@@ -109,6 +109,7 @@ def profile_work_s(profile, program, workload) -> np.ndarray:
     from ..validate import localhost_cpu
 
     topo = localhost_cpu(program.world_size)
+    overhead_s = topo.device.kernel_overhead_s  # added by the cost model per live call; not kernel time
     ctx = CostContext(program, workload, topo)
     cost = ProfileCost(profile)
     out = np.zeros((program.n_steps, program.world_size))
@@ -116,21 +117,8 @@ def profile_work_s(profile, program, workload) -> np.ndarray:
     for st in program.stages:
         for op in st.ops:
             if isinstance(op, KernelOp):
-                out[n0:n0 + st.n_steps] += cost.kernel_seconds(op, ctx)
-        n0 += st.n_steps
-    return out - np.where(out > 0, topo.device.kernel_overhead_s * _kernel_count(program), 0.0)
-
-
-def _kernel_count(program) -> np.ndarray:
-    """Kernel slots with a live call per (global step, rank)."""
-    from ..program import KernelOp
-
-    out = np.zeros((program.n_steps, program.world_size))
-    n0 = 0
-    for st in program.stages:
-        for op in st.ops:
-            if isinstance(op, KernelOp):
-                out[n0:n0 + st.n_steps] += op.pairs > 0
+                t = cost.kernel_seconds(op, ctx)
+                out[n0:n0 + st.n_steps] += np.where(t > 0, t - overhead_s, 0.0)
         n0 += st.n_steps
     return out
 
@@ -379,8 +367,7 @@ def _fit_memory(M: pd.DataFrame) -> dict:
     parts, …) as ``latency_s + bytes × seconds_per_byte``, fitted (non-negative, relative error)
     on the median time per distinct byte count; ``work`` holds the step's bytes."""
     xb, t = M["work"].to_numpy(float), M["time_s"].to_numpy(float)
-    xs = np.unique(xb)
-    ts = np.array([np.median(t[xb == v]) for v in xs])
+    xs, ts = medians(xb, t)
     if len(xs) == 1:  # one size: a constant (no slope to tell latency from bandwidth)
         lat, spb = float(ts[0]), 0.0
     else:

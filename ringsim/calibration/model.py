@@ -43,7 +43,7 @@ class CalibratedCost(CostModel):
 
     name = "calibrated"
 
-    def __init__(self, doc: dict, path: str | None = None, sample_seed: int | None = None):
+    def __init__(self, doc: dict, path: str | None = None, sample_seed: int | None = None, profile=None):
         self.sample_seed = sample_seed  # when set: every block × a factor drawn from the dispersion
         self.doc = doc
         self.path = path
@@ -53,8 +53,8 @@ class CalibratedCost(CostModel):
         self.links = doc.get("links", {})
         self.contention = doc.get("contention", {})
         basis = doc.get("work_basis") or {}
-        self.profile = None
-        if basis.get("kind") == "profile-seconds":  # started from a kernel profile (calibrate --profile)
+        self.profile = profile
+        if profile is None and basis.get("kind") == "profile-seconds":  # calibrate --profile
             from ..kernelprofile import profile_from_doc
 
             self.profile = profile_from_doc(basis["profile"], label=f"{path or 'calibration'}: work_basis.profile")
@@ -64,7 +64,7 @@ class CalibratedCost(CostModel):
         (seeded, per phase) from the measured block-to-block dispersion. One draw is one plausible
         iteration; the median makespan over draws predicts the median over measured iterations,
         which is a maximum over ranks and so lies above the makespan of median blocks."""
-        return CalibratedCost(self.doc, self.path, seed)
+        return CalibratedCost(self.doc, self.path, seed, self.profile)
 
     def has_dispersion(self) -> bool:
         return any(p in (self.doc.get("dispersion") or {}) for p in ("fwd", "bwd"))
