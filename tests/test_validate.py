@@ -268,18 +268,25 @@ def test_a_step_with_several_calls_is_one_block():
     assert (b["start_s"].to_numpy() <= first.to_numpy() + 1e-12).all()
 
 
+def _strategy_bench():
+    """benchmarks/bench_strategy_validation.py as a module (its ``check`` is what the tests assert on)."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                        "bench_strategy_validation.py")
+    spec = importlib.util.spec_from_file_location("bench_strategy_validation", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def test_strategy_runs_validate_at_a_held_out_length():
     """Issue 13: calibrated on the committed strategy runs (ulysses and allgather at G = 2 and 4,
     usp:2x2 at G = 4; fwd and fwd+bwd) at T = 1024, 2048 and 4096, every T = 3072 run is predicted
     within 15 % (benchmarks/bench_strategy_validation.py; held out at T = 2048 instead, the G = 2
     runs miss — see the README)."""
-    import importlib.util
-    import os
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location("bsv", os.path.join(root, "benchmarks", "bench_strategy_validation.py"))
-    bsv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bsv)
+    bsv = _strategy_bench()
     rows = bsv.check(3072)
     assert len(rows) == 10 and {(r["strategy"], r["world_size"]) for r in rows} == {
         ("ulysses", 2), ("ulysses", 4), ("allgather", 2), ("allgather", 4), ("usp:2x2", 4)}
@@ -293,16 +300,13 @@ def test_strategy_runs_validate_at_a_held_out_length_from_a_measured_profile(tmp
     committed strategy runs: a block's work is the profile's time for its calls, so the call-shape
     dependence comes from the profile. Calibrated at T = 1024, 2048, 4096, every T = 3072 run is
     within 15 % (10 %, against 13.3 % from pairs)."""
-    import importlib.util
     import os
 
     from ringsim.kernelprofile import load_profile
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     d = os.path.join(root, "traces", "cpu-gloo-strategies")
-    spec = importlib.util.spec_from_file_location("bsv", os.path.join(root, "benchmarks", "bench_strategy_validation.py"))
-    bsv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bsv)
+    bsv = _strategy_bench()
     rows = bsv.check(3072, profile=load_profile(os.path.join(d, "cpu-sdpa-1thread.yaml")))
     assert len(rows) == 10
     for r in rows:
@@ -369,16 +373,13 @@ def test_strategy_runs_at_the_issue_length_validate_held_out_from_a_measured_pro
     strategies, one sitting) calibrated from the host's CPU kernel profile at T = 3072, 6144 and
     8192 predict every T = 4096 run within 15 % (benchmarks/bench_strategy_validation.py --dir
     traces/cpu-gloo-strategies-long --held-out 4096 --profile …)."""
-    import importlib.util
     import os
 
     from ringsim.kernelprofile import load_profile
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     d = os.path.join(root, "traces", "cpu-gloo-strategies-long")
-    spec = importlib.util.spec_from_file_location("bsv", os.path.join(root, "benchmarks", "bench_strategy_validation.py"))
-    bsv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bsv)
+    bsv = _strategy_bench()
     rows = bsv.check(4096, d, profile=load_profile(os.path.join(d, "cpu-sdpa-1thread.yaml")))
     assert len(rows) == 10
     for r in rows:
