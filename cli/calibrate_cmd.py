@@ -69,8 +69,9 @@ def summary_rows(doc: dict) -> list[dict]:
                 rows.append({"component": f"compute {phase} {kind}", "model": "constant",
                              "fit": f"{e['seconds'] * 1e6:.4g} us", "mape": e.get("mape"), "n": e["n_samples"]})
                 continue
-            if kind == "memory":  # steps of memory ops only, by their bytes
-                rows.append({"component": f"memory steps {phase}", "model": "latency + bytes",
+            if kind in ("memory", "memory_ops"):  # steps of memory ops only / a block's memory ops, by bytes
+                rows.append({"component": f"memory {'steps' if kind == 'memory' else 'ops in blocks'} {phase}",
+                             "model": "latency + bytes",
                              "fit": f"{e['latency_s'] * 1e6:.4g} us + {e['seconds_per_byte'] * 1e12:.4g} ps/B",
                              "mape": e.get("mape"), "n": e["n_samples"]})
                 continue
@@ -92,7 +93,7 @@ def summary_rows(doc: dict) -> list[dict]:
     for load, level in (c.get("by_load") or {}).items():  # processor sharing at a measured load level
         for phase in ("fwd", "bwd"):
             for kind, e in (level.get(phase) or {}).items():
-                if kind in ("empty", "*", "memory") or "chosen" not in e:
+                if kind in ("empty", "*", "memory", "memory_ops") or "chosen" not in e:
                     continue
                 rows.append({"component": f"load {load} {phase} {kind} (core-s)", "model": e["chosen"],
                              "fit": f"{_describe(e)}, x {float(e.get('level_scale', 1.0)):.3g}",

@@ -33,6 +33,17 @@ the lowest wins (ties, as with exactly two sizes, go to rows, then power, table,
 ``MODELS``) and all scores are recorded. Kinds without data fall back to the phase's pooled
 fit (``"*"``); a phase without data falls back to forward × 2.5 (the roofline constant).
 
+*Memory ops inside a block* (the forward merge, the backward accumulation, all-gather's
+``gather`` copy and ``scatter``): when the runs record them (``merge`` rows, as ``ringsim run``
+does), the kind fits above are fitted on the block's time *less* its measured memory ops, and the
+memory ops get their own per-phase fit, ``memory_ops``: ``t = latency_s + bytes ×
+seconds_per_byte`` over the bytes the program says the step's memory ops move (median per
+distinct byte count, the same non-negative relative least squares). A block is then priced as
+its kind's fit of the work plus the memory fit of its bytes, so strategies whose steps move very
+different bytes for the same work (all-gather copies the whole K/V before its calls; Ulysses only
+merges) share one kernel fit. Runs without ``merge`` rows (simulated timelines, profiler traces
+whose merges are not mapped) keep the memory work inside the kind fits.
+
 **(b) Latency and bandwidth per link class.** Each transfer's duration is taken from the later of
 the two posts (the send on the sender, the receive on the receiver) to the later completion — the
 interval the simulator's rendezvous protocol models. Per distinct message size the median duration
@@ -90,7 +101,8 @@ from .measured import (block_samples, hardware, slots as _slots, trace_link_clas
                        workload_from_meta)
 from .sharing import block_gaps_s, core_time_s, transfer_core_time_s
 
-__all__ = ["calibrate", "FORMAT", "SHARE_MAX_WORLD_SIZE", "DISPERSION_Q", "predict_entry", "predict_blocks"]
+__all__ = ["calibrate", "FORMAT", "SHARE_MAX_WORLD_SIZE", "DISPERSION_Q", "predict_entry", "predict_blocks",
+           "predict_memory_ops"]
 
 FORMAT = "ringsim-calibration/1"
 SHARE_MAX_WORLD_SIZE = 64  # the processor-sharing replay is O(G³); larger rings use load^gamma
@@ -177,6 +189,9 @@ def calibrate(runs: list[tuple[str, Timeline]], profile=None) -> dict:
         tr = transfer_samples(tl)
         shared = b["load"].iloc[0] > 1.0 + 1e-9
         b["core_time_s"] = core_time_s(b, slots, tr) if shared else b["time_s"]
+        # the memory ops' share of the block, in core-seconds as the block is counted
+        b["memory_core_s"] = b["memory_time_s"] * np.divide(b["core_time_s"], b["time_s"],
+                                                            out=np.ones(len(b)), where=b["time_s"] > 0)
         b["gap_s"] = block_gaps_s(b, tr) if shared else 0.0
         tr["core_time_s"] = transfer_core_time_s(tr, b, slots) if shared else tr["time_s"]
         b["trace"] = label
@@ -237,8 +252,12 @@ def calibrate(runs: list[tuple[str, Timeline]], profile=None) -> dict:
     by_load = {}
     for L in sorted(set(B["load"]) - set(B[base_mask]["load"])):
         D = B[B["load"] == L]
-        pool = pd.concat([B[base_mask].assign(core_time_s=B.loc[base_mask, "time_s"]), D], ignore_index=True)
-        fit = _fit_compute(pool.assign(time_s=_group_mean(pool, "core_time_s", ["phase", "kind", "work"])))
+        pool = pd.concat([B[base_mask].assign(core_time_s=B.loc[base_mask, "time_s"],
+                                              memory_core_s=B.loc[base_mask, "memory_time_s"]), D],
+                         ignore_index=True)
+        by = ["phase", "kind", "work", "memory_bytes"]
+        fit = _fit_compute(pool.assign(time_s=_group_mean(pool, "core_time_s", by),
+                                       memory_time_s=_group_mean(pool, "memory_core_s", by)))
         if fit:
             _scale_to_level(fit, D)
             fit["statistic"] = "mean core-seconds per (phase, kind, size); runs with a core per rank pooled in"
@@ -340,14 +359,21 @@ def _fit_compute(B: pd.DataFrame) -> dict:
         P = full[full["phase"] == phase]
         if not len(P):
             continue
-        pooled = ModelChoice.fit(P["work"].to_numpy(), P["time_s"].to_numpy())
+        ops = _fit_memory_ops(P)
+        t = P["time_s"].to_numpy(float)
+        if ops is not None:  # the kernels' share: the block less its measured memory ops
+            t = np.maximum(t - P["memory_time_s"].to_numpy(float), 0.0)
+        pooled = ModelChoice.fit(P["work"].to_numpy(), t)
         compute[phase] = {"*": pooled.to_dict()}
+        if ops is not None:
+            compute[phase]["memory_ops"] = ops
+        kinds = P["kind"].to_numpy()
         for kind in BLOCK_KINDS:
-            K = P[P["kind"] == kind]
-            if len(K):
+            m = kinds == kind
+            if m.any():
                 # each kind its own fit: an intercept is never taken from another kind (a kind seen
                 # at one size goes through the origin, its per-pair cost from its own blocks)
-                compute[phase][kind] = ModelChoice.fit(K["work"].to_numpy(), K["time_s"].to_numpy()).to_dict()
+                compute[phase][kind] = ModelChoice.fit(P["work"].to_numpy()[m], t[m]).to_dict()
     is_mem = B["kind"] == "memory"
     E = B[(B["pairs"] <= 0) & ~is_mem]
     for phase in ("fwd", "bwd"):
@@ -378,6 +404,34 @@ def _fit_memory(M: pd.DataFrame) -> dict:
             "n_samples": int(len(M)), "n_sizes": int(len(xs)), "mape": mape(pred, t)}
 
 
+def _fit_memory_ops(P: pd.DataFrame) -> dict | None:
+    """The memory ops of one phase's kernel blocks (``memory_ops``): ``latency_s + bytes ×
+    seconds_per_byte`` fitted on the measured ``merge`` time against the program's memory bytes
+    (median per distinct byte count). None when the runs do not record their memory ops (fewer
+    than half the blocks that have some show a ``merge`` row): the kind fits then keep them."""
+    if "memory_time_s" not in P:
+        return None
+    M = P[P["memory_bytes"] > 0]
+    if not len(M) or (M["memory_time_s"] > 0).mean() < 0.5:
+        return None
+    xb, t = M["memory_bytes"].to_numpy(float), M["memory_time_s"].to_numpy(float)
+    xs, ts = medians(xb, t)
+    lat, spb = fit_line_nonneg(xs, ts)
+    return {"model": "latency_s + bytes × seconds_per_byte (the step's memory ops, measured merge rows)",
+            "latency_s": float(lat), "seconds_per_byte": float(spb), "n_samples": int(len(M)),
+            "n_sizes": int(len(xs)), "mape": mape(lat + spb * xb, t)}
+
+
+def predict_memory_ops(compute: dict, phase: str, memory_bytes) -> np.ndarray:
+    """Seconds of the memory ops inside kernel blocks of ``phase`` moving ``memory_bytes`` (0 where
+    the calibration keeps them inside its kind fits, or a block moves none)."""
+    b = np.asarray(memory_bytes, float)
+    e = (compute.get(phase) or {}).get("memory_ops")
+    if not e:
+        return np.zeros(b.shape)
+    return np.where(b > 0, float(e["latency_s"]) + b * float(e["seconds_per_byte"]), 0.0)
+
+
 def _scale_to_level(fit: dict, D: pd.DataFrame) -> None:
     """Scale each (phase, kind) fit so that, over the level's own block sizes, it matches the
     level's mean core-seconds on average (geometric mean of the per-size ratios)."""
@@ -390,6 +444,8 @@ def _scale_to_level(fit: dict, D: pd.DataFrame) -> None:
             K = P[(P["phase"] == phase) & ((P["kind"] == kind) if kind != "*" else True)]
             if not len(K):
                 continue
+            if "memory_ops" in table:  # the kernels' share, as the fit was made
+                K = K.assign(core_time_s=np.maximum(K["core_time_s"] - K["memory_core_s"], 0.0))
             m = K.groupby("work")["core_time_s"].mean()
             ratio = m.to_numpy() / ModelChoice.from_dict(entry).predict_shape(m.index.to_numpy(float))
             ratio = ratio[np.isfinite(ratio) & (ratio > 0)]
@@ -433,10 +489,14 @@ def predict_entry(compute: dict, phase: str, kind: str, x) -> np.ndarray:
 
 
 def predict_blocks(compute: dict, D: pd.DataFrame) -> np.ndarray:
-    """Predicted seconds of every sample block (rows with phase, kind, work)."""
+    """Predicted seconds of every sample block (rows with phase, kind, work, memory_bytes): its
+    kind's fit, plus its memory ops where the calibration prices them apart."""
     out = np.zeros(len(D))
     ph, kd, x = D["phase"].to_numpy(), D["kind"].to_numpy(), D["work"].to_numpy(float)
+    mb = D["memory_bytes"].to_numpy(float) if "memory_bytes" in D else np.zeros(len(D))
     for key in set(zip(ph, kd)):
         m = (ph == key[0]) & (kd == key[1])
         out[m] = predict_entry(compute, key[0], key[1], x[m])
+        if key[1] not in ("empty", "memory"):
+            out[m] += predict_memory_ops(compute, key[0], mb[m])
     return out

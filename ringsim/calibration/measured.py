@@ -4,8 +4,9 @@ A measured run is a :class:`~ringsim.timeline.Timeline` (ringsim's own traces fr
 or Kineto traces imported by :mod:`ringsim.kineto`). This module turns one into samples:
 
 - :func:`block_samples`: one row per measured block (a rank's compute at one step), from its step
-  start (the rank's first post of the step, but not before its previous block ended) to the end
-  of its compute plus the merge that follows — the interval the simulator calls "compute";
+  start (the rank's first post or memory op of the step, but not before its previous block ended)
+  to the end of its compute plus the memory ops that follow — the interval the simulator calls
+  "compute" — and how much of it the step's memory ops (``merge`` rows) took;
 - :func:`transfer_samples`: one row per message, from the later of its two posts to the later
   completion (what a rendezvous transfer takes);
 - :func:`assign_iterations`: which timed iteration each row belongs to.
@@ -167,9 +168,12 @@ def step_ops(program) -> tuple[np.ndarray, np.ndarray]:
 
 def block_samples(tl: Timeline) -> pd.DataFrame:
     """One row per measured block: rank, phase, step, iter, pairs, head_share (the share of the
-    model's heads the block's calls covered: Ulysses and USP calls run on H/U heads), kind, start_s (step start),
-    end_s (end of compute + merge), time_s, compute_start_s, overlap (fraction of the block
-    overlapped by the rank's own transfers)."""
+    model's heads the block's calls covered: Ulysses and USP calls run on H/U heads), kind,
+    memory_bytes (the bytes the step's memory ops move, from the program), start_s (step start: the
+    first post, call or memory op — all-gather's ``gather`` copy runs before its calls), end_s (end
+    of compute + merge), time_s, memory_time_s (the step's ``merge`` rows: its memory ops as
+    measured), compute_start_s, overlap (fraction of the block overlapped by the rank's own
+    transfers)."""
     df = tl.df.copy()
     if not len(df):
         return pd.DataFrame()
@@ -192,8 +196,10 @@ def block_samples(tl: Timeline) -> pd.DataFrame:
         share = np.divide(f.work_pairs, f.pairs, out=np.ones(f.pairs.shape), where=f.pairs > 0)
         shares = {(ph, int(st)): share[n] for n, (ph, st) in enumerate(zip(f.step_phase, f.step_label))}
     key = ["rank", "phase", "step", "iter"]
-    ring = df[df["kind"].isin(["compute", "send", "recv"])].groupby(key)["start_s"].min()
+    ring = df[df["kind"].isin(["compute", "merge", "send", "recv"])].groupby(key)["start_s"].min()
     ends = df[df["kind"].isin(["compute", "merge"])].groupby(key)["end_s"].max()
+    merges = df[df["kind"] == "merge"]
+    mem_time = (merges["end_s"] - merges["start_s"]).groupby([merges[k] for k in key]).sum()
     xfer = df[df["kind"].isin(["send", "recv"])]
     xfer_by_rank = {int(r): (d["start_s"].to_numpy(), d["end_s"].to_numpy()) for r, d in xfer.groupby("rank")}
     # one block per (rank, phase, step, iteration): a step that makes several calls (all-gather's
@@ -226,7 +232,8 @@ def block_samples(tl: Timeline) -> pd.DataFrame:
         rows.append({"rank": int(r.rank), "phase": r.phase, "step": int(r.step), "iter": int(r.iter),
                      "pairs": float(r.pairs), "head_share": head_share, "kind": kind, "memory_bytes": memory_bytes,
                      "start_s": start, "end_s": end,
-                     "time_s": end - start, "compute_start_s": float(r.start_s), "overlap": ov})
+                     "time_s": end - start, "memory_time_s": float(mem_time.get(k, 0.0)),
+                     "compute_start_s": float(r.start_s), "overlap": ov})
     out = pd.DataFrame(rows)
     # a step's posts may come before the previous block ended (e.g. a gradient sent one step behind):
     # a block never starts before the rank's previous block ended

@@ -31,7 +31,7 @@ from ..costs import CostContext, CostModel, classify_blocks, speed_factors
 from ..program import KernelOp
 from ..topology import Topology
 from ..units import InputError, jsonable, read_json, write_atomic
-from .fit import DISPERSION_Q, FORMAT, SHARE_MAX_WORLD_SIZE, predict_entry
+from .fit import DISPERSION_Q, FORMAT, SHARE_MAX_WORLD_SIZE, predict_entry, predict_memory_ops
 from .measured import step_ops
 from .sharing import share_cores
 
@@ -122,6 +122,8 @@ class CalibratedCost(CostModel):
                 for kind in np.unique(k):
                     m = k == kind
                     sub[m] = predict_entry(fits, ph, str(kind), w[m])
+                # the memory ops of the blocks that make calls, where the fits price them apart
+                sub += np.where(w > 0, predict_memory_ops(fits, ph, mem[rows]), 0.0)
                 out[rows] = sub
             # steps of memory ops only (no kernel slot): the fitted memory-step time by their bytes
             mrows = ~has_kernel & (phases == ph)
