@@ -9,11 +9,11 @@ Kineto traces imported by :mod:`ringsim.kineto`) and fits three things; ``load_c
 the resulting JSON into a :class:`CalibratedCost` that the engine uses instead of the roofline.
 
 **(a) Compute time per block kind and phase.** A measured block's time runs from its step start
-(the rank's first post of the step, i.e. the earliest of its compute/send/recv rows, but not before
-the rank's previous block ended) to the end of
-its compute plus the merge that follows it — exactly the interval the simulator's protocol calls
-"compute" (it starts compute at step start; posting the transfers and merging the partial result
-are part of the rank's busy time). Work is measured as ``pairs`` scaled to the reference workload:
+(the rank's first post, call or memory op of the step, i.e. the earliest of its
+compute/merge/send/recv rows, but not before the rank's previous block ended) to the end of its
+calls plus the memory ops around them — exactly the interval the simulator's protocol calls
+"compute" (it starts compute at step start; posting the transfers, all-gather's copy of the
+gathered K/V and merging the partial result are part of the rank's busy time). Work is measured as ``pairs`` scaled to the reference workload:
 ``work = pairs × head_share × flops_per_pair / flops_per_pair_ref`` (flops per pair = 2·B·H·(d_qk + d_v);
 ``head_share`` the share of the heads a call ran: H/U of H for Ulysses and USP), so a
 fit transfers to other head counts, head sizes and batches, and — since it is per pair — to other
@@ -207,7 +207,7 @@ def calibrate(runs: list[tuple[str, Timeline]], profile=None) -> dict:
     B = pd.concat(blocks, ignore_index=True)
     T = pd.concat(transfers, ignore_index=True)
     doc = {"format": FORMAT, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "block_time": "step start (first post) to end of compute + merge",
+           "block_time": "step start (first post, call or memory op) to the end of its calls and memory ops",
            "reference_workload": ref, "traces": traces, "hardware": traces[0]["hardware"]}
     if profile is not None:
         doc["work_basis"] = {"kind": "profile-seconds", "profile": profile.to_doc(),
