@@ -165,6 +165,11 @@ def test_run_command_check_and_trace(tmp_path):
     iters = m["iterations"]
     assert [i["iter"] for i in iters] == [1, 2]  # warm-up 0 excluded
     df = tl.df
+    for it in iters:  # each rank's barrier exit: the window starts at the first, every row after its own
+        assert len(it["rank_start_s"]) == 2 and min(it["rank_start_s"]) == it["start_s"]
+        for r, t0 in enumerate(it["rank_start_s"]):
+            mine = df[(df["rank"] == r) & (df["start_s"] >= it["start_s"] - 1e-9) & (df["start_s"] <= it["end_s"])]
+            assert mine["start_s"].min() >= t0 - 1e-9
     for it in iters:
         rows = df[(df["start_s"] >= it["start_s"] - 1e-9) & (df["start_s"] <= it["end_s"] + 1e-9)]
         for r in (0, 1):
