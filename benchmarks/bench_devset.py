@@ -12,7 +12,8 @@ forward+backward, on 8×A100 and 8×H800. This script simulates each case as
 and prints predicted against published iterations per second and the speedups over ring. Nothing in
 the model is fitted to these numbers: kernel costs come from the shipped FA2 profiles (built from
 the kernel tables of §2), memory work from the implementation's traffic at the datasheet's HBM
-bandwidth, transfers from NVLink's figures (see ``ringsim.costs.kernels``).
+bandwidth, transfers from NVLink's figures, and the SMs NCCL's send/recv kernels hold while they
+fly from NCCL's channel rule and the GPUs' SM counts (see ``ringsim.costs.kernels``).
 
 Targets (issue 12): every speedup within ±0.1 of the published one, every iter/s within 15 %.
 

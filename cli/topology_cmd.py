@@ -62,6 +62,9 @@ def show(name, world_size, fmt, output):
     out.append(f"device: {dev['name']}: peak {dev['peak_flops'] / 1e12:.4g} TFLOP/s x efficiency "
                f"{dev['efficiency']:g}, memory {format_bytes(dev['memory_bytes'])}, tile {tile}, "
                f"kernel overhead {_lat(dev['kernel_overhead_s'])}")
+    if dev.get("sms"):
+        held = ", ".join(f"{c} {n}" for c, n in (dev.get("p2p_sms") or {}).items()) or "none"
+        out.append(f"  {dev['sms']} SMs; an NCCL send/recv in flight holds (SMs, by link class): {held}")
     out.append(f"vertices: {doc['gpus']} ranked GPUs; " + ", ".join(f"{n} {k}" for k, n in doc["vertices"].items()))
     if doc["dimensions"]:
         out.append("dimensions (innermost first): " + "; ".join(

@@ -25,6 +25,7 @@ import math
 import numpy as np
 
 from .costs import CostModel
+from .intervals import merged_per_rank as _merged
 from .program import Program
 from .schedules import Plan
 from .timeline import Timeline
@@ -32,28 +33,6 @@ from .topology import Topology
 from .workload import Workload
 
 __all__ = ["ring_metrics", "program_metrics", "hide_block_tokens", "ring_memory_bytes", "critical_path"]
-
-
-def _merged(rank: np.ndarray, start: np.ndarray, end: np.ndarray, G: int, span: float):
-    """Per-rank union of intervals, vectorised: returns (rank, start, end) of disjoint intervals.
-
-    Times are shifted by ``rank × span`` (span > any time) so one global running maximum of the
-    end times never carries over from one rank to the next.
-    """
-    if len(start) == 0:
-        return rank[:0], start[:0], end[:0]
-    off = rank * span
-    s_, e_ = start + off, end + off
-    order = np.argsort(s_, kind="stable")  # the rank offset makes one key enough
-    s_, e_, r_ = s_[order], e_[order], rank[order]
-    reach = np.maximum.accumulate(e_)
-    new = np.ones(len(s_), dtype=bool)
-    new[1:] = s_[1:] > reach[:-1]
-    idx = np.flatnonzero(new)
-    m_start = s_[idx]
-    m_end = np.maximum.reduceat(e_, idx)
-    m_rank = r_[idx]
-    return m_rank, m_start - m_rank * span, m_end - m_rank * span
 
 
 def _per_rank_intersection(a, b, G: int, span: float) -> np.ndarray:

@@ -162,6 +162,9 @@ def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
         "exposed_comm_mean_s": float(waits.mean()) * layers if len(waits) else 0.0,
         "sent_bytes_per_rank": max((p["bytes_sent"] for p in m["per_rank"]), default=0.0),
         "max_compute_s": max(p["compute_s"] for p in m["per_rank"]) * layers,
+        # the most any rank's compute grew beside NCCL's send/recv kernels (their SMs), all layers
+        "nccl_compute_slowdown_s": float(res.timeline.meta.get("nccl_compute_slowdown_s", 0.0)) * layers,
+        "nccl_sm_share": res.timeline.meta.get("nccl_sm_share"),
         "tokens_per_rank": plan.tokens_per_rank,
         **({"documents": plan.layout.describe()} if spec.documents is not None else {}),
         "shard_bytes": wl.shard_bytes(plan.tokens_per_rank),

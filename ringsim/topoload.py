@@ -76,7 +76,7 @@ _TOP_HIER = _TOP_COMMON + ("dimensions",)
 _TOP_EXPL = _TOP_COMMON + ("nodes", "links")
 _DIM_KEYS = ("topology", "size", "bandwidth", "latency", "link_class", "leaf_size", "oversubscription")
 _DEV_KEYS = ("name", "peak_flops", "efficiency", "memory", "tile", "kernel_overhead", "memory_bandwidth",
-             "launch_overhead", "kernels", "p2p_efficiency")
+             "launch_overhead", "kernels", "p2p_efficiency", "sms", "p2p_sms")
 _NODE_KEYS = ("name", "kind")
 _LINK_KEYS = ("a", "b", "bandwidth", "latency", "link_class")
 _COORD_PREFIX = ("g", "n", "p")
@@ -210,9 +210,19 @@ def _build_device(doc: dict, label: str) -> Device:
     if not isinstance(p2p, dict) or any(isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1
                                         for v in p2p.values()):
         raise _err(label, "device.p2p_efficiency", "must map link classes to fractions in (0, 1], e.g. {nvlink: 0.88}")
+    sms = d.get("sms")
+    if sms is not None and (isinstance(sms, bool) or not isinstance(sms, int) or sms < 1):
+        raise _err(label, "device.sms", f"must be a positive integer (the GPU's SMs, e.g. 132 on H100), got {sms!r}")
+    p2p_sms = d.get("p2p_sms") or {}
+    if p2p_sms and sms is None:
+        raise _err(label, "device.p2p_sms", "needs device.sms (the SMs they are a share of), e.g. sms: 132")
+    if not isinstance(p2p_sms, dict) or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= sms
+                                            for v in p2p_sms.values()):
+        raise _err(label, "device.p2p_sms", f"must map link classes to SM counts in [0, {sms}], e.g. {{nvlink: 32, ib: 2}}")
     return Device(name, peak, float(eff), mem, tile, overhead, memory_bandwidth_Bps=hbm, launch_s=launch,
                   kernel_profiles=profiles, default_kernels=default,
-                  p2p_efficiency=tuple((str(c), float(v)) for c, v in p2p.items()))
+                  p2p_efficiency=tuple((str(c), float(v)) for c, v in p2p.items()),
+                  sms=sms, p2p_sms=tuple((str(c), int(v)) for c, v in p2p_sms.items()))
 
 
 def _full_duplex(links: list[Link], a: str, b: str, bw: float, lat: float, cls: str) -> None:
@@ -488,7 +498,8 @@ def describe_topology(topology: Topology, world_size: int | None = None) -> dict
                    "memory_bytes": dev.memory_bytes, "tile": list(dev.tile) if dev.tile else None,
                    "kernel_overhead_s": dev.kernel_overhead_s, "memory_bandwidth_Bps": dev.memory_bandwidth_Bps,
                    "launch_s": dev.launch_s, "kernels": dict(dev.kernel_profiles),
-                   "default_kernels": dev.default_kernels, "p2p_efficiency": dict(dev.p2p_efficiency)},
+                   "default_kernels": dev.default_kernels, "p2p_efficiency": dict(dev.p2p_efficiency),
+                   "sms": dev.sms, "p2p_sms": dict(dev.p2p_sms)},
         "vertices": kinds,
         "dimensions": t.meta.get("dimensions"),
         "link_classes": link_rows,

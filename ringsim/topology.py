@@ -36,8 +36,11 @@ class Device:
     GPU-faithful model (:class:`ringsim.costs.kernels.ProfileCost`) uses a kernel profile per family
     (``kernel_profiles``: family → profile name or file; ``default_kernels``: the family a preset
     uses by default), ``memory_bandwidth_Bps`` for the memory-bound ops between kernels,
-    ``launch_s`` per kernel launch of those ops, and ``p2p_efficiency`` (link class → the fraction
-    of a link's bandwidth NCCL point-to-point transfers achieve)."""
+    ``launch_s`` per kernel launch of those ops, ``p2p_efficiency`` (link class → the fraction
+    of a link's bandwidth NCCL point-to-point transfers achieve), and ``sms`` with ``p2p_sms``
+    (link class → the SMs an NCCL send/recv over that class holds while in flight: one thread
+    block per channel), which slow the compute that runs beside a transfer
+    (:func:`ringsim.engines.nccl_compute_slowdown`)."""
 
     name: str
     peak_flops: float  # FLOP/s, dense, in the workload's dtype
@@ -51,6 +54,14 @@ class Device:
     kernel_profiles: tuple = ()  # ((family, profile name or path), ...)
     default_kernels: str | None = None  # the family used by default ("roofline" when None)
     p2p_efficiency: tuple = ()  # ((link class, achieved fraction of the link's bandwidth), ...)
+    sms: int | None = None  # streaming multiprocessors (compute units) of the GPU
+    p2p_sms: tuple = ()  # ((link class, SMs an NCCL send/recv over it holds while in flight), ...)
+
+    def p2p_sm_share(self) -> dict[str, float]:
+        """Link class → the share of the device's SMs an NCCL transfer over it takes from compute."""
+        if not self.sms:
+            return {}
+        return {c: min(1.0, float(n) / self.sms) for c, n in self.p2p_sms if n > 0}
 
     def profile_for(self, family: str) -> str | None:
         return dict(self.kernel_profiles).get(family)

@@ -165,3 +165,26 @@ def test_every_gpu_preset_prices_kernels_with_a_profile():
             assert cost.name == "roofline"
         else:
             assert cost.name != "roofline" and topo.device.memory_bandwidth_Bps, name
+
+
+def test_development_set_iterations_and_speedups():
+    """Issue 12's development set (benchmarks/bench_devset.py: ring-flash-attention's README
+    benchmark on 8×A100 and 8×H800): every schedule's iter/s within 15 % of the published one, and
+    every speedup over the contiguous ring within 0.1 — except A100 forward stripe, which the model
+    puts at 1.50 against 1.35 (the README says why it is open)."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "bench_devset.py")
+    spec = importlib.util.spec_from_file_location("bench_devset", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for topology, phase in bench.PUBLISHED:
+        row = bench.run_case(topology, phase)
+        for s in bench.SCHEDULES:
+            assert abs(row[f"{s}_error"]) <= 0.15, (topology, phase, s, row[f"{s}_error"])
+        for s in ("zigzag", "striped"):
+            if (topology, phase, s) == ("dgx-a100-8", "fwd", "striped"):
+                assert 0.1 < row[f"{s}_speedup_diff"] < 0.2
+                continue
+            assert abs(row[f"{s}_speedup_diff"]) <= 0.1, (topology, phase, s, row[f"{s}_speedup_diff"])

@@ -105,6 +105,13 @@ class CostModel:
     def apply_to_topology(self, topology: Topology, program: Program | None = None) -> Topology:
         return topology
 
+    def transfer_sm_share(self, topology: Topology) -> dict[str, float]:
+        """Link class → the share of a rank's compute units a transfer over that class holds while
+        it is in flight (NCCL's send/recv kernels), which the engines take out of the compute it
+        overlaps (:func:`ringsim.engines.nccl_compute_slowdown`). None here: the roofline and the
+        calibrated model leave compute as they price it."""
+        return {}
+
     def describe(self) -> dict:
         return {"name": self.name}
 

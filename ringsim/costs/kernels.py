@@ -11,10 +11,10 @@
   the bytes it moves) takes ``bytes / memory_bandwidth + launches × launch_overhead``;
 - **transfers** go through NCCL: each link's bandwidth is scaled by the device's
   ``p2p_efficiency`` for its class (the fraction of a link NCCL send/recv achieves), in
-  :meth:`ProfileCost.apply_to_topology`.
-
-Not modelled: the SMs NCCL's send/recv kernels take from concurrent compute (no figure for it in
-the reference; the engines fix compute times before they know which transfers overlap them).
+  :meth:`ProfileCost.apply_to_topology`; and while a rank's send/recv is in flight, NCCL's kernel
+  holds ``p2p_sms`` of the device's ``sms`` (one thread block per channel), so the compute beside
+  it runs on the rest (:meth:`ProfileCost.transfer_sm_share`, applied by the engines'
+  second pass, :func:`ringsim.engines.nccl_compute_slowdown`).
 """
 from __future__ import annotations
 
@@ -72,6 +72,9 @@ class ProfileCost(CostModel):
         links = [replace(l, bandwidth_Bps=l.bandwidth_Bps * eff[l.link_class]) if l.link_class in eff else l
                  for l in topology.links]
         return topology.with_links(links, "")
+
+    def transfer_sm_share(self, topology: Topology) -> dict[str, float]:
+        return topology.device.p2p_sm_share()
 
     def describe(self) -> dict:
         return {"name": self.name, "profile": self.profile.name, "family": self.profile.family,

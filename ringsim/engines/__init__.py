@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..costs import CostContext, CostModel, RooflineCost
+from ..intervals import coverage
 from ..program import Program
 from ..timeline import COLUMNS, Timeline
 from ..topology import Topology
@@ -38,7 +39,7 @@ from .des import EngineArrays, ProgramDES, ProtocolStuck, run_des
 from .fast import hop_routes, inexact_reason, run_fast
 
 __all__ = ["Knobs", "SimResult", "simulate_program", "simulate_ring", "apply_knobs", "build_timeline", "LazyTimeline",
-           "EngineArrays", "ProtocolStuck", "ENGINES", "PHASES"]
+           "EngineArrays", "ProtocolStuck", "ENGINES", "PHASES", "nccl_compute_slowdown"]
 
 ENGINES = ("auto", "des", "fast", "reference")
 PHASES = ("fwd", "fwd+bwd")
@@ -77,7 +78,8 @@ class SimResult:
     link_busy_s: dict
     program: Program
     arrays: EngineArrays
-    compute_s: np.ndarray       # [N, G] compute seconds the cost model gave
+    compute_s: np.ndarray       # [N, G] compute seconds as run (with the NCCL slowdown, if any)
+    priced_compute_s: np.ndarray | None = None  # [N, G] as the cost model priced them (None: the same)
 
 
 def simulate_program(program: Program, workload: Workload, topology: Topology, cost_model: CostModel | None = None,
@@ -97,6 +99,7 @@ def simulate_program(program: Program, workload: Workload, topology: Topology, c
     compute = _check_compute(cost_model.step_seconds(CostContext(prog, workload, topo)), flat.N, G,
                              getattr(cost_model, "name", "?"))
     chosen = engine
+    routes = None
     if engine in ("auto", "fast"):
         routes = hop_routes(flat, topo)
         why = inexact_reason(flat, topo, knobs, routes)
@@ -104,23 +107,86 @@ def simulate_program(program: Program, workload: Workload, topology: Topology, c
             raise InputError(f"topology {topo.name}: the fast path is exact only when no two messages share a link "
                              f"at once, and here {why}; use --engine des")
         chosen = "fast" if why is None else "des"
-    if chosen == "fast":
-        arrays = run_fast(flat, compute, topo, knobs, routes)
-    elif chosen == "des":
-        arrays = run_des(flat, compute, topo, knobs)
-    else:
+
+    def run(c):
+        if chosen == "fast":
+            return run_fast(flat, c, topo, knobs, routes)
+        if chosen == "des":
+            return run_des(flat, c, topo, knobs)
         from .reference import run_reference
 
-        arrays = run_reference(prog, compute, topo, knobs)
+        return run_reference(prog, c, topo, knobs)
+
+    arrays = run(compute)
+    priced = compute
+    extra_m = {}
+    share = cost_model.transfer_sm_share(topo)
+    if share and flat.M:
+        # NCCL's send/recv kernels hold SMs while in flight: the compute beside them takes longer,
+        # which can move the transfers in turn; one more pass with the slowed compute
+        extra = nccl_compute_slowdown(flat, compute, arrays, topo, share,
+                                      routes if routes is not None else hop_routes(flat, topo))
+        if extra.any():
+            compute = compute + extra
+            arrays = run(compute)
+        extra_m = {"nccl_sm_share": dict(share), "nccl_compute_slowdown_s": float(extra.sum(axis=0).max())}
     m = {"source": "simulated", "engine": chosen, "strategy": program.strategy,
          "schedule": program.meta.get("layout", program.strategy), "world_size": G,
          "seq_len": program.meta.get("seq_len", workload.seq_len), "mask": program.meta.get("mask"),
          "phase": program.meta.get("phase"), "workload": workload.describe(), "topology": topo.name,
-         "cost_model": cost_model.describe(), "knobs": asdict(knobs), **(meta or {})}
+         "cost_model": cost_model.describe(), "knobs": asdict(knobs), **extra_m, **(meta or {})}
     timeline = LazyTimeline(prog, workload, arrays, m)
     makespan = float(arrays.step_start_s[-1].max()) if G else 0.0
     return SimResult(timeline, chosen, makespan, dict(arrays.link_bytes), dict(arrays.link_busy_s), prog, arrays,
-                     compute)
+                     compute, priced)
+
+
+def nccl_compute_slowdown(flat, compute_s: np.ndarray, arrays: EngineArrays, topology: Topology,
+                          share: dict[str, float], routes: list) -> np.ndarray:
+    """Extra compute seconds per (step, rank), ``[N, G]``, from the SMs NCCL's point-to-point
+    kernels hold while the rank's transfers are in flight.
+
+    The model: a rank's transfer occupies ``share[c]`` of its compute units from the moment the
+    rank posts it (NCCL launches its kernel then, and it stays resident, spinning, until the data
+    has moved) to the message's end, where ``c`` is the class of the route's slowest link; several
+    transfers in flight at once hold the largest of their shares (they run in one kernel, on its
+    channels). A compute interval of ``W`` seconds (as ``arrays`` ran it, from the step's start)
+    that such transfers overlap for ``o`` seconds at share ``f`` runs at ``1 − f`` during them, so it
+    lasts ``W + f·o``: the extra is ∫ f(t) dt over the interval — computed as a layer cake over the
+    distinct shares, each layer the union of the rank's intervals at or above it. One pass: the
+    slowed compute may shift the transfers a little, which the caller's re-run takes as given."""
+    N, G = compute_s.shape
+    extra = np.zeros((N, G))
+    if not flat.M:
+        return extra
+    links = topology.links
+    cls = np.array(["" if not rt else links[min(rt, key=lambda i: links[i].bandwidth_Bps)].link_class
+                    for rt in routes], dtype=object)
+    f_m = np.array([share.get(c, 0.0) for c in cls[flat.hop]], dtype=np.float64)
+    live = (f_m > 0) & (flat.bytes > 0)
+    if not live.any():
+        return extra
+    ss, ce = arrays.step_start_s, arrays.compute_end_s
+    post = flat.post_step
+    # each end of a message: the rank, when it posted (step start, or its compute's end), the end
+    ranks = np.concatenate([flat.src, flat.dst])
+    a = np.concatenate([np.where(flat.send_end, ce[post, flat.src], ss[post, flat.src]),
+                        np.where(flat.recv_end, ce[post, flat.dst], ss[post, flat.dst])])
+    b = np.concatenate([arrays.msg_end_s, arrays.msg_end_s])
+    f = np.concatenate([f_m, f_m])
+    keep = np.concatenate([live, live]) & (b > a)
+    ranks, a, b, f = ranks[keep], a[keep], b[keep], f[keep]
+    if not len(a):
+        return extra
+    span = float(max(np.max(b), np.max(ss), np.max(ce))) + 1.0
+    r_nr = np.broadcast_to(np.arange(G)[None, :], (N, G))
+    below = 0.0
+    for lv in np.unique(f):
+        sel = f >= lv
+        covered = coverage(ranks[sel], a[sel], b[sel], G, span)
+        extra += (lv - below) * covered(r_nr, ss[:N], ss[:N] + compute_s)
+        below = lv
+    return np.where(compute_s > 0, extra, 0.0)
 
 
 def simulate_ring(plan, workload: Workload, topology: Topology, cost_model: CostModel | None = None,
