@@ -175,9 +175,10 @@ def validate_timeline(tl: Timeline, cost_model: CostModel | None = None, topolog
     meas_ms, spans = measured_makespan_s(tl)
     pred_ms = nominal_ms = float(res.layer_makespan_s)
     draws = []
-    if samples and hasattr(cost, "with_dispersion") and cost.has_dispersion():
+    if samples and hasattr(cost, "with_dispersion") and cost.has_dispersion(G):
         for k in range(samples):
-            r = simulate_program(program, cfg["workload"], topology, cost.with_dispersion(k), engine=engine)
+            c = cost.with_dispersion(k, G)
+            r = simulate_program(program, cfg["workload"], topology, c, engine=engine, release_s=c.release_s)
             draws.append(float(r.layer_makespan_s))
         pred_ms = float(np.median(draws))
     m, p = _side(tl), _side(pred_tl)

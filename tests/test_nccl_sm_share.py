@@ -133,3 +133,4 @@ def test_bad_sm_figures_are_refused(tmp_path, device, why):
     p.write_text(yaml.safe_dump(doc))
     with pytest.raises(InputError, match=why):
         load_topology(str(p))
+

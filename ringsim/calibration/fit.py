@@ -70,8 +70,7 @@ done), and each (phase, kind) fit is then scaled so that over the level's own bl
 matches the level's runs on average (``level_scale``: the level sets the level, the pooled sizes
 the shape). A transfer's core-seconds are fitted as latency + bytes / bandwidth (``transfer``), and
 the mean off-core time before a block that the ring's transfers do not explain
-(:func:`block_gaps_s`: a descheduled rank, the ranks' staggered start) is added as time that uses
-no core. The links the engine sends over are fitted on the runs that are not oversubscribed too,
+(:func:`block_gaps_s`: a descheduled rank) is added as time that uses no core. The links the engine sends over are fitted on the runs that are not oversubscribed too,
 and the oversubscribed runs give them their own ``load^gamma`` slowdown, applied when the ring size is known
 (:meth:`CalibratedCost.for_world_size`, which ``ringsim validate`` uses). *Transfer
 overlap*: the slope of the compute residual against the fraction of the block overlapped by the
@@ -83,6 +82,14 @@ block time per phase (``dispersion``). A makespan is a maximum over ranks, so th
 iterations of measured makespans lies above the makespan of median blocks whenever the ranks are
 balanced; :meth:`CalibratedCost.with_dispersion` draws every block's factor from these quantiles
 (seeded), and ``ringsim validate`` predicts the median makespan over such draws.
+
+*Start skew*: the ranks leave each iteration's barrier together but start their first step apart
+(the iteration's prologue: allocations, a rank off its core) — 0.2–1 ms at G = 2 and 2–6 ms at
+G = 4 on the 2-core host, most of what the oversubscribed ring's first off-core gap used to hold.
+:func:`start_skew_s` records every iteration's vector of offsets (``start_skew``, by world size);
+``ringsim validate`` releases each rank's first step by such a vector in every draw
+(:meth:`CalibratedCost.with_dispersion`), so a collective first step (Ulysses' all-to-all,
+all-gather) waits for its last rank as measured runs do.
 
 Every component records its fit error (MAPE), and the JSON names the traces and their hardware.
 """
@@ -99,7 +106,7 @@ from ..units import InputError
 from .fits import ConstantFit, ModelChoice, RooflineFit, fit_line_nonneg, mape, medians
 from .measured import (block_samples, hardware, slots as _slots, trace_link_class, trace_load, transfer_samples,
                        workload_from_meta)
-from .sharing import block_gaps_s, core_time_s, transfer_core_time_s
+from .sharing import block_gaps_s, core_time_s, start_skew_s, transfer_core_time_s
 
 __all__ = ["calibrate", "FORMAT", "SHARE_MAX_WORLD_SIZE", "DISPERSION_Q", "predict_entry", "predict_blocks",
            "predict_memory_ops"]
@@ -164,6 +171,7 @@ def calibrate(runs: list[tuple[str, Timeline]], profile=None) -> dict:
         raise InputError("no traces given; pass one or more measured traces")
     ref = None
     blocks, transfers, traces = [], [], []
+    skews: dict[int, list] = {}
     for label, tl in runs:
         meta = tl.meta  # simulated timelines are accepted too (tests, what-ifs); "source" is recorded
         G = int(meta.get("world_size") or (tl.df["rank"].max() + 1 if len(tl.df) else 0))
@@ -192,7 +200,9 @@ def calibrate(runs: list[tuple[str, Timeline]], profile=None) -> dict:
         # the memory ops' share of the block, in core-seconds as the block is counted
         b["memory_core_s"] = b["memory_time_s"] * np.divide(b["core_time_s"], b["time_s"],
                                                             out=np.ones(len(b)), where=b["time_s"] > 0)
-        b["gap_s"] = block_gaps_s(b, tr) if shared else 0.0
+        vectors, first_rows = start_skew_s(tl)
+        skews.setdefault(G, []).extend(vectors)
+        b["gap_s"] = block_gaps_s(b, tr, first_rows) if shared else 0.0
         tr["core_time_s"] = transfer_core_time_s(tr, b, slots) if shared else tr["time_s"]
         b["trace"] = label
         blocks.append(b)
@@ -328,6 +338,11 @@ def calibrate(runs: list[tuple[str, Timeline]], profile=None) -> dict:
         links[cls] = entry
     doc["links"] = links
     doc["trace_link_class"] = traces[0]["link_class"]
+    doc["start_skew"] = {"model": "per timed iteration, each rank's first row less the earliest rank's (s), by "
+                                  "world size; a validation draw releases each rank's first step by one such "
+                                  "vector, its ranks shuffled",
+                         "by_world_size": {str(G): [[float(x) for x in v] for v in vs]
+                                           for G, vs in sorted(skews.items()) if vs}}
     return doc
 
 

@@ -45,6 +45,7 @@ class CalibratedCost(CostModel):
 
     def __init__(self, doc: dict, path: str | None = None, sample_seed: int | None = None, profile=None):
         self.sample_seed = sample_seed  # when set: every block × a factor drawn from the dispersion
+        self.release_s = None  # a drawn start skew ([G] s) the shared-core replay starts ranks by
         self.doc = doc
         self.path = path
         self.compute = doc["compute"]
@@ -59,15 +60,25 @@ class CalibratedCost(CostModel):
 
             self.profile = profile_from_doc(basis["profile"], label=f"{path or 'calibration'}: work_basis.profile")
 
-    def with_dispersion(self, seed: int) -> "CalibratedCost":
+    def with_dispersion(self, seed: int, world_size: int | None = None) -> "CalibratedCost":
         """The same model drawing every block's time from its fitted value × a factor sampled
-        (seeded, per phase) from the measured block-to-block dispersion. One draw is one plausible
-        iteration; the median makespan over draws predicts the median over measured iterations,
-        which is a maximum over ranks and so lies above the makespan of median blocks."""
-        return CalibratedCost(self.doc, self.path, seed, self.profile)
+        (seeded, per phase) from the measured block-to-block dispersion, and — given the world
+        size, when the calibration measured runs of that size — the ranks' start skew: one
+        measured iteration's vector of first-step offsets, its ranks shuffled (``release_s``; the
+        caller gives the engine the same). One draw is one plausible iteration; the median makespan
+        over draws predicts the median over measured iterations, which is a maximum over ranks and
+        so lies above the makespan of median blocks."""
+        out = CalibratedCost(self.doc, self.path, seed, self.profile)
+        vectors = ((self.doc.get("start_skew") or {}).get("by_world_size") or {}).get(str(world_size))
+        if world_size and vectors:
+            rng = np.random.default_rng([int(seed), 2])
+            out.release_s = rng.permutation(np.asarray(vectors[int(rng.integers(len(vectors)))], float))
+        return out
 
-    def has_dispersion(self) -> bool:
-        return any(p in (self.doc.get("dispersion") or {}) for p in ("fwd", "bwd"))
+    def has_dispersion(self, world_size: int | None = None) -> bool:
+        """Whether draws differ: block dispersion, or (given the world size) a measured start skew."""
+        skew = ((self.doc.get("start_skew") or {}).get("by_world_size") or {}).get(str(world_size))
+        return any(p in (self.doc.get("dispersion") or {}) for p in ("fwd", "bwd")) or bool(world_size and skew)
 
     def _draw(self, phase: str, shape) -> np.ndarray:
         q = (self.doc.get("dispersion") or {}).get(phase)
@@ -186,7 +197,8 @@ class CalibratedCost(CostModel):
         if tf:
             inv_bw = 1.0 / float(tf["bandwidth_Bps"]) if math.isfinite(float(tf["bandwidth_Bps"])) else 0.0
             xfer = float(tf["latency_s"]) + flat.bytes * inv_bw
-        return share_cores(flat, work, slots, delay, xfer)
+        release = self.release_s if self.release_s is not None and len(self.release_s) == flat.world_size else None
+        return share_cores(flat, work, slots, delay, xfer, release)
 
     def apply_to_topology(self, topology: Topology, program=None) -> Topology:
         if not self.links:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..program import FlatProgram
 
-__all__ = ["core_time_s", "transfer_core_time_s", "block_gaps_s", "share_cores", "fluid_program"]
+__all__ = ["core_time_s", "transfer_core_time_s", "block_gaps_s", "share_cores", "fluid_program", "start_skew_s"]
 
 
 def _sharing_integral(s: np.ndarray, e: np.ndarray, slots: float):
@@ -69,9 +69,12 @@ def _runnable(blocks: pd.DataFrame, transfers: pd.DataFrame | None) -> tuple[np.
             np.concatenate([f["end_s"].to_numpy(float) for f in frames]))
 
 
-def block_gaps_s(blocks: pd.DataFrame, transfers: pd.DataFrame | None = None) -> np.ndarray:
+def block_gaps_s(blocks: pd.DataFrame, transfers: pd.DataFrame | None = None,
+                 first_rows: dict | None = None) -> np.ndarray:
     """Per block, the time its rank spent outside blocks just before it: from the rank's previous
-    block end (for its first block of an iteration: from the iteration's earliest block start) to
+    block end (for its first block of an iteration: from the rank's first row of the iteration,
+    ``first_rows[(rank, iter)]`` — the start skew before it is the release's, see
+    :func:`start_skew_s` — or without them from the iteration's earliest block start) to
     this block's start — waits on a peer and being off the core, the time-sharing costs a
     processor-sharing ring does not see. With ``transfers`` (:func:`transfer_samples`), only what
     the transfers do not explain: the gap counts from the latest of the previous block's end, the
@@ -112,21 +115,58 @@ def block_gaps_s(blocks: pd.DataFrame, transfers: pd.DataFrame | None = None) ->
                 if j:
                     ref = max(ref, float(e[j - 1]))
             gap[i] = max(st[i] - ref, 0.0)
+        elif first_rows is not None and (int(rk[i]), int(it[i])) in first_rows:
+            ref = first_rows[(int(rk[i]), int(it[i]))]
+            e = ends.get((int(rk[i]), int(it[i])))
+            if e is not None:  # the collective of a first step without a kernel
+                j = np.searchsorted(e, st[i], side="right")
+                if j:
+                    ref = max(ref, float(e[j - 1]))
+            gap[i] = max(st[i] - ref, 0.0)
         else:
             gap[i] = max(st[i] - it0[i], 0.0)
         prev = i
     return gap
 
 
-def fluid_program(flat: FlatProgram, W: np.ndarray, D: np.ndarray, X: np.ndarray, slots: float):
+def start_skew_s(tl) -> tuple[list[np.ndarray], dict]:
+    """The ranks' start skew in a measured run: per timed iteration, each rank's first row (its
+    first post, call or memory op) less the earliest rank's — ``[G]`` seconds, one array per
+    iteration — and the first rows themselves, ``{(rank, iter): time}``. The ranks leave the
+    iteration's barrier together (``rank_start_s`` in the trace's iterations); the skew is the
+    iteration's prologue (allocations, a descheduled rank), before the program's first step, so a
+    replay releases each rank's first step that much later (``release_s``)."""
+    from .measured import assign_iterations
+
+    df = tl.df
+    if not len(df):
+        return [], {}
+    kinds = df["kind"].astype(str)
+    rows = df[kinds.isin(["compute", "merge", "send", "recv"])]
+    it = assign_iterations(df).loc[rows.index]
+    G = int(tl.meta.get("world_size") or df["rank"].max() + 1)
+    first = rows.groupby([rows["rank"], it])["start_s"].min()
+    vectors = []
+    for i, d in first.groupby(level=1):
+        v = np.full(G, np.nan)
+        v[d.index.get_level_values(0).to_numpy(int)] = d.to_numpy(float)
+        if not np.isnan(v).any():
+            vectors.append(v - v.min())
+    return vectors, {(int(r), int(i)): float(t) for (r, i), t in first.items()}
+
+
+def fluid_program(flat: FlatProgram, W: np.ndarray, D: np.ndarray, X: np.ndarray, slots: float,
+                  release: np.ndarray | None = None):
     """The processor-sharing replay of a program: returns the blocks' ``[step, rank]`` start and
     end times and the messages' start and end times.
 
-    Rank r runs its steps in order; its step n starts once step n−1 is done: its block (``W[n, r]``
-    core-seconds after an off-core delay ``D[n, r]``) and every message it waits for at step n−1.
-    A message starts when both its ends have started the step that posts it (a rendezvous at the
-    step's start) and takes ``X[m]`` core-seconds. Everything runnable shares the cores equally."""
+    Rank r starts its first step at ``release[r]`` (default 0) and runs its steps in order; its
+    step n starts once step n−1 is done: its block (``W[n, r]`` core-seconds after an off-core delay
+    ``D[n, r]``) and every message it waits for at step n−1. A message starts when both its ends
+    have started the step that posts it (a rendezvous at the step's start) and takes ``X[m]``
+    core-seconds. Everything runnable shares the cores equally."""
     G, N, M = flat.world_size, flat.N, flat.M
+    rel = np.zeros(G) if release is None else np.asarray(release, float)
     from ..engines.des import csr
 
     ids = np.arange(M, dtype=np.int64)
@@ -152,7 +192,7 @@ def fluid_program(flat: FlatProgram, W: np.ndarray, D: np.ndarray, X: np.ndarray
 
     def try_start(r):
         k = nxt[r]
-        if k >= N or busy[r]:
+        if k >= N or busy[r] or (k == 0 and rel[r] > t + tol):
             return False
         if k:
             i = (k - 1) * G + r
@@ -183,14 +223,15 @@ def fluid_program(flat: FlatProgram, W: np.ndarray, D: np.ndarray, X: np.ndarray
                 changed |= try_start(r)
 
     start_all()
-    while busy.any() or (xstate == 1).any():
+    while busy.any() or (xstate == 1).any() or ((nxt == 0) & (rel > t + tol)).any():
         idx = np.flatnonzero(active)
         xi = np.flatnonzero(xstate == 1)
         n = len(idx) + len(xi)
         rate = min(1.0, slots / n) if n else 0.0
         rems = np.concatenate([rem[idx], xrem[xi]])
         t_done = t + float(rems.min()) / rate if n else np.inf
-        t_wake = float(wake.min())
+        waiting = (nxt == 0) & (rel > t + tol)  # ranks not yet released
+        t_wake = min(float(wake.min()), float(rel[waiting].min()) if waiting.any() else np.inf)
         t_next = min(t_done, t_wake)
         if n:
             j = int(np.argmin(rems))
@@ -218,17 +259,18 @@ def fluid_program(flat: FlatProgram, W: np.ndarray, D: np.ndarray, X: np.ndarray
 
 
 def share_cores(flat: FlatProgram, work: np.ndarray, slots: float, delay: np.ndarray | None = None,
-                xfer: np.ndarray | None = None) -> np.ndarray:
+                xfer: np.ndarray | None = None, release: np.ndarray | None = None) -> np.ndarray:
     """Block durations ``[step, rank]`` when the program's single-thread ranks time-share ``slots``
     cores (the inverse of :func:`core_time_s`): :func:`fluid_program` with ``work`` core-seconds per
     block, optional off-core ``delay`` seconds at each block's start (part of its duration, using
     no core) and ``xfer`` core-seconds per message (0 or absent: a message completes as soon as
     both ends have posted). A block's duration runs from its start (its delay included) to its
-    end; the wait for the step's messages is the engine's to model (its own transfers on links)."""
+    end; the wait for the step's messages is the engine's to model (its own transfers on links).
+    ``release`` (``[G]``): when each rank starts its first step (give the engine the same)."""
     W = np.asarray(work, float)
     D = np.zeros_like(W) if delay is None else np.asarray(delay, float)
     X = np.zeros(flat.M) if xfer is None else np.asarray(xfer, float)
-    start, end, _, _ = fluid_program(flat, W, D, X, slots)
+    start, end, _, _ = fluid_program(flat, W, D, X, slots, release)
     if np.isnan(end).any():  # cannot happen for a valid program; keep the engine safe anyway
         return W * max(1.0, flat.world_size / slots)
     return end - start

@@ -83,11 +83,14 @@ class SimResult:
 
 
 def simulate_program(program: Program, workload: Workload, topology: Topology, cost_model: CostModel | None = None,
-                     knobs: Knobs = Knobs(), engine: str = "auto", meta: dict | None = None) -> SimResult:
+                     knobs: Knobs = Knobs(), engine: str = "auto", meta: dict | None = None,
+                     release_s=None) -> SimResult:
     """Run ``program`` (one attention layer) on ``topology`` with compute times from ``cost_model``
     (default :class:`~ringsim.costs.RooflineCost`; the topology used is the model's
     ``apply_to_topology``). ``engine``: ``auto`` (fast when exact, else des), ``des``, ``fast``
-    (refused where inexact) or ``reference``."""
+    (refused where inexact) or ``reference``. ``release_s`` (``[G]``, optional): when each rank
+    starts its first step (a measured run's ranks leave the iteration's barrier together but
+    start their first step apart: the start skew validation replays); default all at 0."""
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; use {', '.join(ENGINES)}")
     cost_model = cost_model if cost_model is not None else RooflineCost()
@@ -108,14 +111,25 @@ def simulate_program(program: Program, workload: Workload, topology: Topology, c
                              f"at once, and here {why}; use --engine des")
         chosen = "fast" if why is None else "des"
 
-    def run(c):
-        if chosen == "fast":
-            return run_fast(flat, c, topo, knobs, routes)
-        if chosen == "des":
-            return run_des(flat, c, topo, knobs)
-        from .reference import run_reference
+    released = _released(prog, release_s)  # a first step of compute only, lasting each rank's release
 
-        return run_reference(prog, c, topo, knobs)
+    def run(c):
+        p, f = (released, released.flat) if released is not None else (prog, flat)
+        if released is not None:
+            c = np.vstack([np.asarray(release_s, dtype=np.float64)[None, :], c])
+        if chosen == "fast":
+            a = run_fast(f, c, topo, knobs, routes)
+        elif chosen == "des":
+            a = run_des(f, c, topo, knobs)
+        else:
+            from .reference import run_reference
+
+            a = run_reference(p, c, topo, knobs)
+        if released is None:
+            return a
+        # the release step carries no message: message arrays are the program's as they are
+        return EngineArrays(a.step_start_s[1:], a.compute_end_s[1:], a.msg_start_s, a.msg_end_s, a.link_bytes,
+                            a.link_busy_s)
 
     arrays = run(compute)
     priced = compute
@@ -139,6 +153,23 @@ def simulate_program(program: Program, workload: Workload, topology: Topology, c
     makespan = float(arrays.step_start_s[-1].max()) if G else 0.0
     return SimResult(timeline, chosen, makespan, dict(arrays.link_bytes), dict(arrays.link_busy_s), prog, arrays,
                      compute, priced)
+
+
+def _released(program: Program, release_s):
+    """``program`` with a first step whose only op is a rank's wait for its release (no messages),
+    or None without ``release_s``."""
+    if release_s is None:
+        return None
+    from ..program import MemoryOp, Stage
+
+    G = program.world_size
+    rel = np.asarray(release_s, dtype=np.float64)
+    if rel.shape != (G,) or not np.isfinite(rel).all() or (rel < 0).any():
+        raise InputError(f"release_s must be {G} non-negative times, got {rel.shape}")
+    first = program.stages[0]
+    stage = Stage(first.phase, first.first_step - 1, 1, (MemoryOp("release", np.zeros((1, G)), 0),), (), "release")
+    return Program(G, [stage, *program.stages], program.strategy, dict(program.meta), program.plan,
+                   program.head_groups)
 
 
 def nccl_compute_slowdown(flat, compute_s: np.ndarray, arrays: EngineArrays, topology: Topology,
