@@ -14,6 +14,8 @@ another directory of such runs.
     python benchmarks/bench_strategy_validation.py --held-out 2048
     python benchmarks/bench_strategy_validation.py --fit 1024,4096 --held-out 3072   # the ring's split
     python benchmarks/bench_strategy_validation.py --measure 4   # re-take the runs (about 7 minutes), then check
+    python benchmarks/bench_strategy_validation.py --dir traces/cpu-gloo-strategies-2 --held-out 2048 \
+        --profile traces/cpu-gloo-strategies-2/cpu-sdpa-1thread.yaml         # the second sitting
 
 ``--measure`` runs ``traces/make_traces.py --schedules ulysses,allgather,usp:2x2``; run it on a
 quiet machine, in one sitting.
