@@ -107,6 +107,12 @@ def _render(results: list[dict], fmt: str, output, speedups: bool) -> None:
         lines = [head, render_table(rows, tcols) if rows else "(no strategy could run)\n",
                  "exposed = communication not hidden by compute: time ranks wait for messages, max / mean over ranks"]
         lines += [f"{r['schedule']}: not applicable: {r['reason']}" for r in refused]
+        share = next((r["nccl_sm_share"] for r in ran if r.get("nccl_sm_share")), None)
+        if share:
+            grew = ", ".join(f"{r['schedule']} +{format_seconds(r['nccl_compute_slowdown_s'])}" for r in ran)
+            lines.append("NCCL send/recv kernels hold " + ", ".join(f"{v:.0%} of the SMs over {c}" for c, v in
+                                                                  share.items())
+                         + f" while in flight; the compute beside them grew (most on one rank): {grew}")
         for r in ran:
             if not r.get("hops"):
                 continue

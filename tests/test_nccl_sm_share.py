@@ -134,3 +134,15 @@ def test_bad_sm_figures_are_refused(tmp_path, device, why):
     with pytest.raises(InputError, match=why):
         load_topology(str(p))
 
+
+
+def test_the_table_says_what_the_nccl_kernels_took(capsys):
+    """`ringsim compare` on a GPU preset names the SM share and how much each strategy's compute grew."""
+    from ringsim.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["compare", "--topology", "dgx-h100-8", "--seq-len", "128K", "--strategies", "zigzag,ulysses"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "NCCL send/recv kernels hold 24% of the SMs over nvlink while in flight" in text
+    assert "zigzag +" in text and "ulysses +0 ns" in text  # Ulysses' all-to-alls overlap no compute
