@@ -25,7 +25,6 @@ import math
 import numpy as np
 
 from .costs import CostModel
-from .intervals import merged_per_rank as _merged
 from .program import Program
 from .schedules import Plan
 from .timeline import Timeline
@@ -33,6 +32,27 @@ from .topology import Topology
 from .workload import Workload
 
 __all__ = ["ring_metrics", "program_metrics", "hide_block_tokens", "ring_memory_bytes", "critical_path"]
+
+
+def _merged(rank: np.ndarray, start: np.ndarray, end: np.ndarray, G: int, span: float):
+    """Per-rank union of intervals, vectorised: returns (rank, start, end) of disjoint intervals,
+    sorted by rank, then time.
+
+    Times are shifted by ``rank × span`` (span > any time) to sort and merge, so one global running
+    maximum of the end times never carries over from one rank to the next; the returned times are
+    the given ones, not shifted and back (which would round them by the rank's offset).
+    """
+    if len(start) == 0:
+        return rank[:0], start[:0], end[:0]
+    off = rank * span
+    order = np.argsort(start + off, kind="stable")  # the rank offset makes one key enough
+    r_, s0, e0 = rank[order], start[order], end[order]
+    s_, e_ = s0 + off[order], e0 + off[order]
+    reach = np.maximum.accumulate(e_)
+    new = np.ones(len(s_), dtype=bool)
+    new[1:] = s_[1:] > reach[:-1]
+    idx = np.flatnonzero(new)
+    return r_[idx], s0[idx], np.maximum.reduceat(e0, idx)
 
 
 def _per_rank_intersection(a, b, G: int, span: float) -> np.ndarray:

@@ -29,7 +29,6 @@ import numpy as np
 import pandas as pd
 
 from ..costs import CostContext, CostModel, RooflineCost
-from ..intervals import coverage
 from ..program import Program
 from ..timeline import COLUMNS, Timeline
 from ..topology import Topology
@@ -183,39 +182,52 @@ def nccl_compute_slowdown(flat, compute_s: np.ndarray, arrays: EngineArrays, top
     transfers in flight at once hold the largest of their shares (they run in one kernel, on its
     channels). A compute interval of ``W`` seconds (as ``arrays`` ran it, from the step's start)
     that such transfers overlap for ``o`` seconds at share ``f`` runs at ``1 − f`` during them, so it
-    lasts ``W + f·o``: the extra is ∫ f(t) dt over the interval — computed as a layer cake over the
-    distinct shares, each layer the union of the rank's intervals at or above it. One pass: the
-    slowed compute may shift the transfers a little, which the caller's re-run takes as given."""
+    lasts ``W + f·o``: the extra is ∫ f(t) dt over the interval. One pass: the slowed compute may
+    shift the transfers a little, which the caller's re-run takes as given.
+
+    How it is computed: a transfer a rank takes part in can overlap the rank's compute only at the
+    steps from the one it posts at (the next one when its end is posted at the compute's end) to
+    the one that waits for it, and it was posted by the time each of those computes starts — so
+    inside a compute interval every such transfer runs from the interval's start to its own end.
+    The union of the transfers at or above a share is then the interval's start to the latest of
+    their ends, and ∫ f(t) dt is a layer cake over the distinct shares of those latest ends."""
     N, G = compute_s.shape
     extra = np.zeros((N, G))
     if not flat.M:
         return extra
     links = topology.links
-    cls = np.array(["" if not rt else links[min(rt, key=lambda i: links[i].bandwidth_Bps)].link_class
-                    for rt in routes], dtype=object)
-    f_m = np.array([share.get(c, 0.0) for c in cls[flat.hop]], dtype=np.float64)
+    f_hop = np.array([0.0 if not rt else share.get(links[min(rt, key=lambda i: links[i].bandwidth_Bps)].link_class, 0.0)
+                      for rt in routes], dtype=np.float64)
+    levels = np.unique(f_hop[f_hop > 0])
+    if not len(levels):
+        return extra
+    f_m = f_hop[flat.hop]
     live = (f_m > 0) & (flat.bytes > 0)
     if not live.any():
         return extra
-    ss, ce = arrays.step_start_s, arrays.compute_end_s
-    post = flat.post_step
-    # each end of a message: the rank, when it posted (step start, or its compute's end), the end
-    ranks = np.concatenate([flat.src, flat.dst])
-    a = np.concatenate([np.where(flat.send_end, ce[post, flat.src], ss[post, flat.src]),
-                        np.where(flat.recv_end, ce[post, flat.dst], ss[post, flat.dst])])
-    b = np.concatenate([arrays.msg_end_s, arrays.msg_end_s])
-    f = np.concatenate([f_m, f_m])
-    keep = np.concatenate([live, live]) & (b > a)
-    ranks, a, b, f = ranks[keep], a[keep], b[keep], f[keep]
-    if not len(a):
-        return extra
-    span = float(max(np.max(b), np.max(ss), np.max(ce))) + 1.0
-    r_nr = np.broadcast_to(np.arange(G)[None, :], (N, G))
+    c0 = arrays.step_start_s[:N]
+    c1 = c0 + compute_s
+    lvl = np.searchsorted(levels, f_m[live])
+    b = arrays.msg_end_s[live]
+    last = flat.wait_step[live]
+    latest = np.full((len(levels), N, G), -np.inf)  # per share level: the latest end at or above it
+    # each end of a live message: its rank, and the steps whose compute it can overlap (from the
+    # step it posts at, the next one when posted at the compute's end, to the one that waits for it)
+    for rank_m, at_end in ((flat.src, flat.send_end), (flat.dst, flat.recv_end)):
+        ranks = rank_m[live]
+        first = flat.post_step[live] + at_end[live]
+        for d in range(int((last - first).max()) + 1):
+            k = first + d
+            ok = k <= last
+            if ok.all():
+                np.maximum.at(latest, (lvl, k, ranks), b)
+            elif ok.any():
+                np.maximum.at(latest, (lvl[ok], k[ok], ranks[ok]), b[ok])
+    # "at or above": the latest end over this level and every higher one
+    latest = np.maximum.accumulate(latest[::-1], axis=0)[::-1]
     below = 0.0
-    for lv in np.unique(f):
-        sel = f >= lv
-        covered = coverage(ranks[sel], a[sel], b[sel], G, span)
-        extra += (lv - below) * covered(r_nr, ss[:N], ss[:N] + compute_s)
+    for i, lv in enumerate(levels):
+        extra += (lv - below) * np.clip(np.minimum(latest[i], c1) - c0, 0.0, None)
         below = lv
     return np.where(compute_s > 0, extra, 0.0)
 
