@@ -117,6 +117,12 @@ def why_not(best: dict, other: dict) -> str:
         return (f"{name}: {ratio:.2f}× slower — exposed communication: its ranks wait "
                 f"{format_seconds(other['exposed_comm_s'])} for messages (max; mean "
                 f"{format_seconds(other['exposed_comm_mean_s'])}) against {format_seconds(best['exposed_comm_s'])}")
+    nccl = other.get("nccl_compute_slowdown_s", 0.0) - best.get("nccl_compute_slowdown_s", 0.0)
+    if nccl > 0 and nccl >= 0.5 * max(extra_compute, 0.0) and extra_compute > 0:
+        return (f"{name}: {ratio:.2f}× slower — more compute on its busiest rank "
+                f"({format_seconds(other['max_compute_s'])} against {format_seconds(best['max_compute_s'])}): "
+                f"up to {format_seconds(other['nccl_compute_slowdown_s'])} of a rank's compute lost to the SMs "
+                "its NCCL send/recv kernels hold while transfers are in flight")
     return (f"{name}: {ratio:.2f}× slower — more compute on its busiest rank "
             f"({format_seconds(other['max_compute_s'])} against {format_seconds(best['max_compute_s'])}: "
             "its calls cover more partly masked tiles, or it does more memory work)")
@@ -135,7 +141,7 @@ def _best_reason(best: dict, ranked: list[dict]) -> str:
 
 _KEEP = ("schedule", "strategy", "makespan_s", "layer_makespan_s", "exposed_comm_s", "exposed_comm_mean_s",
          "imbalance", "work_imbalance", "efficiency", "max_compute_s", "peak_memory_bytes", "sent_bytes_per_rank",
-         "engine")
+         "nccl_compute_slowdown_s", "engine")
 
 
 def advise(spec: SimSpec, strategies: list[str] | None = None) -> dict:

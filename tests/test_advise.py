@@ -72,3 +72,18 @@ def test_advise_memory_limit_and_table():
                          "--phase", "fwd+bwd", "--device-memory", "70GB", "--strategies", "zigzag,allgather,ulysses")
     assert code == 0, err
     assert "best: zigzag is fastest" in out and "not applicable: allgather: needs" in out
+
+
+def test_why_not_names_the_sms_nccl_takes():
+    """When most of a loser's extra compute is what NCCL's send/recv kernels took, the reason says
+    so; otherwise it names the calls' tiles and memory work."""
+    from ringsim.advise import why_not
+
+    best = {"schedule": "usp:8x2", "makespan_s": 100.0, "exposed_comm_s": 1.0, "exposed_comm_mean_s": 1.0,
+            "max_compute_s": 90.0, "work_imbalance": 1.0, "peak_memory_bytes": 1e9, "nccl_compute_slowdown_s": 0.5}
+    other = dict(best, schedule="double-ring:4x32", makespan_s=110.0, max_compute_s=100.0,
+                 nccl_compute_slowdown_s=8.0)
+    line = why_not(best, other)
+    assert line.startswith("double-ring:4x32: 1.10× slower") and "up to 8 s of a rank's compute lost to the SMs" in line
+    other["nccl_compute_slowdown_s"] = 1.0
+    assert "partly masked tiles" in why_not(best, other)
