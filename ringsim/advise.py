@@ -22,7 +22,9 @@ memory exceeds the limit, or that cannot run the configuration, is listed with t
 **Ranking**: by makespan, then exposed communication, then memory per GPU. **Why** (one line per
 other candidate, :func:`why_not`): the factor that costs it the most against the winner — exposed
 communication (time its ranks wait for messages: an un-overlapped collective, a slow link), work
-imbalance (its busiest rank computes more than the mean), or, at equal time, more memory.
+imbalance (its busiest rank computes more than the mean), more compute on its busiest rank (its
+calls' shapes and memory work, or the SMs NCCL's send/recv kernels hold beside it), or, at equal
+time, more memory.
 """
 from __future__ import annotations
 
