@@ -86,8 +86,10 @@ balanced; :meth:`CalibratedCost.with_dispersion` draws every block's factor from
 *Start skew*: the ranks leave each iteration's barrier together but start their first step apart
 (the iteration's prologue: allocations, a rank off its core) — 0.2–1 ms at G = 2 and 2–6 ms at
 G = 4 on the 2-core host, most of what the oversubscribed ring's first off-core gap used to hold.
-:func:`start_skew_s` records every iteration's vector of offsets (``start_skew``, by world size);
-``ringsim validate`` releases each rank's first step by such a vector in every draw
+:func:`start_skew_s` measures every iteration's vector of offsets; the calibration keeps, per run,
+each rank's median over its iterations (``start_skew``, by world size: one iteration's outlier —
+a profiler's first-op overhead — does not move it); ``ringsim validate`` releases each rank's first
+step by such a vector in every draw
 (:meth:`CalibratedCost.with_dispersion`), so a collective first step (Ulysses' all-to-all,
 all-gather) waits for its last rank as measured runs do.
 
@@ -201,7 +203,8 @@ def calibrate(runs: list[tuple[str, Timeline]], profile=None) -> dict:
         b["memory_core_s"] = b["memory_time_s"] * np.divide(b["core_time_s"], b["time_s"],
                                                             out=np.ones(len(b)), where=b["time_s"] > 0)
         vectors, first_rows = start_skew_s(tl)
-        skews.setdefault(G, []).extend(vectors)
+        if vectors:  # the run's typical skew: per rank, the median over its iterations
+            skews.setdefault(G, []).append(np.median(np.array(vectors), axis=0))
         b["gap_s"] = block_gaps_s(b, tr, first_rows) if shared else 0.0
         tr["core_time_s"] = transfer_core_time_s(tr, b, slots) if shared else tr["time_s"]
         b["trace"] = label
@@ -338,9 +341,9 @@ def calibrate(runs: list[tuple[str, Timeline]], profile=None) -> dict:
         links[cls] = entry
     doc["links"] = links
     doc["trace_link_class"] = traces[0]["link_class"]
-    doc["start_skew"] = {"model": "per timed iteration, each rank's first row less the earliest rank's (s), by "
-                                  "world size; a validation draw releases each rank's first step by one such "
-                                  "vector, its ranks shuffled",
+    doc["start_skew"] = {"model": "per run, each rank's median over the timed iterations of its first row less the "
+                                  "earliest rank's (s), by world size; a validation draw releases each rank's "
+                                  "first step by one such vector, its ranks shuffled",
                          "by_world_size": {str(G): [[float(x) for x in v] for v in vs]
                                            for G, vs in sorted(skews.items()) if vs}}
     return doc

@@ -64,7 +64,7 @@ class CalibratedCost(CostModel):
         """The same model drawing every block's time from its fitted value × a factor sampled
         (seeded, per phase) from the measured block-to-block dispersion, and — given the world
         size, when the calibration measured runs of that size — the ranks' start skew: one
-        measured iteration's vector of first-step offsets, its ranks shuffled (``release_s``; the
+        measured run's vector of first-step offsets (per rank, its median iteration), ranks shuffled (``release_s``; the
         caller gives the engine the same). One draw is one plausible iteration; the median makespan
         over draws predicts the median over measured iterations, which is a maximum over ranks and
         so lies above the makespan of median blocks."""
