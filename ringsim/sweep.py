@@ -258,6 +258,7 @@ def _worker_init(launcher_pid: int) -> None:
 def _stop_pool(pool) -> None:
     """Cancel what has not started and end the workers now (a point can take minutes)."""
     procs = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)  # shutdown() forgets it
     pool.shutdown(wait=False, cancel_futures=True)
     for p in procs:
         if p.is_alive():
@@ -270,7 +271,6 @@ def _stop_pool(pool) -> None:
     # let the pool's manager thread see its workers gone and close its wake-up pipe now: at
     # interpreter exit concurrent.futures wakes every manager thread, and one still closing its
     # pipe then makes that write fail (EBADF, printed as a traceback)
-    manager = getattr(pool, "_executor_manager_thread", None)
     if manager is not None:
         manager.join(2.0)
 
