@@ -406,20 +406,31 @@ def _fit_compute(B: pd.DataFrame) -> dict:
     return compute
 
 
+def _line_over_bytes(xb: np.ndarray, t: np.ndarray, one_size_constant: bool) -> dict:
+    """``t ≈ latency_s + bytes × seconds_per_byte`` (non-negative, relative error) on the median
+    time per distinct byte count; with one byte count, a constant (``one_size_constant``) or
+    :func:`fit_line_nonneg`'s line through the origin."""
+    xs, ts = medians(xb, t)
+    if len(xs) == 1 and one_size_constant:  # no slope to tell latency from bandwidth
+        lat, spb = float(ts[0]), 0.0
+    else:
+        lat, spb = fit_line_nonneg(xs, ts)
+    return {"latency_s": float(lat), "seconds_per_byte": float(spb), "n_sizes": int(len(xs)),
+            "mape": mape(lat + spb * xb, t)}
+
+
+def _bytes_line_seconds(e: dict, b: np.ndarray) -> np.ndarray:
+    return float(e["latency_s"]) + b * float(e["seconds_per_byte"])
+
+
 def _fit_memory(M: pd.DataFrame) -> dict:
     """A memory step's time (a step of memory ops only: all-gather's reduce of the received dK/dV
     parts, …) as ``latency_s + bytes × seconds_per_byte``, fitted (non-negative, relative error)
     on the median time per distinct byte count; ``work`` holds the step's bytes."""
-    xb, t = M["work"].to_numpy(float), M["time_s"].to_numpy(float)
-    xs, ts = medians(xb, t)
-    if len(xs) == 1:  # one size: a constant (no slope to tell latency from bandwidth)
-        lat, spb = float(ts[0]), 0.0
-    else:
-        lat, spb = fit_line_nonneg(xs, ts)
-    pred = lat + spb * xb
-    return {"chosen": "constant" if spb == 0.0 else "memory", "model": "latency_s + bytes × seconds_per_byte",
-            "latency_s": float(lat), "seconds_per_byte": float(spb), "seconds": float(lat),
-            "n_samples": int(len(M)), "n_sizes": int(len(xs)), "mape": mape(pred, t)}
+    line = _line_over_bytes(M["work"].to_numpy(float), M["time_s"].to_numpy(float), one_size_constant=True)
+    return {"chosen": "constant" if line["seconds_per_byte"] == 0.0 else "memory",
+            "model": "latency_s + bytes × seconds_per_byte", **line, "seconds": line["latency_s"],
+            "n_samples": int(len(M))}
 
 
 def _fit_memory_ops(P: pd.DataFrame) -> dict | None:
@@ -432,12 +443,10 @@ def _fit_memory_ops(P: pd.DataFrame) -> dict | None:
     M = P[P["memory_bytes"] > 0]
     if not len(M) or (M["memory_time_s"] > 0).mean() < 0.5:
         return None
-    xb, t = M["memory_bytes"].to_numpy(float), M["memory_time_s"].to_numpy(float)
-    xs, ts = medians(xb, t)
-    lat, spb = fit_line_nonneg(xs, ts)
-    return {"model": "latency_s + bytes × seconds_per_byte (the step's memory ops, measured merge rows)",
-            "latency_s": float(lat), "seconds_per_byte": float(spb), "n_samples": int(len(M)),
-            "n_sizes": int(len(xs)), "mape": mape(lat + spb * xb, t)}
+    line = _line_over_bytes(M["memory_bytes"].to_numpy(float), M["memory_time_s"].to_numpy(float),
+                            one_size_constant=False)
+    return {"model": "latency_s + bytes × seconds_per_byte (the step's memory ops, measured merge rows)", **line,
+            "n_samples": int(len(M))}
 
 
 def predict_memory_ops(compute: dict, phase: str, memory_bytes) -> np.ndarray:
@@ -447,7 +456,7 @@ def predict_memory_ops(compute: dict, phase: str, memory_bytes) -> np.ndarray:
     e = (compute.get(phase) or {}).get("memory_ops")
     if not e:
         return np.zeros(b.shape)
-    return np.where(b > 0, float(e["latency_s"]) + b * float(e["seconds_per_byte"]), 0.0)
+    return np.where(b > 0, _bytes_line_seconds(e, b), 0.0)
 
 
 def _scale_to_level(fit: dict, D: pd.DataFrame) -> None:
@@ -502,7 +511,7 @@ def predict_entry(compute: dict, phase: str, kind: str, x) -> np.ndarray:
         e = table.get("memory")
         if not e:
             return np.zeros(len(x))
-        return float(e["latency_s"]) + x * float(e["seconds_per_byte"])
+        return _bytes_line_seconds(e, x)
     return entry_from_dict(table.get(kind) or table["*"]).predict(x) * scale
 
 

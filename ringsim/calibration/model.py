@@ -69,16 +69,21 @@ class CalibratedCost(CostModel):
         over draws predicts the median over measured iterations, which is a maximum over ranks and
         so lies above the makespan of median blocks."""
         out = CalibratedCost(self.doc, self.path, seed, self.profile)
-        vectors = ((self.doc.get("start_skew") or {}).get("by_world_size") or {}).get(str(world_size))
-        if world_size and vectors:
+        vectors = self._skew_vectors(world_size)
+        if vectors:
             rng = np.random.default_rng([int(seed), 2])
             out.release_s = rng.permutation(np.asarray(vectors[int(rng.integers(len(vectors)))], float))
         return out
 
     def has_dispersion(self, world_size: int | None = None) -> bool:
         """Whether draws differ: block dispersion, or (given the world size) a measured start skew."""
-        skew = ((self.doc.get("start_skew") or {}).get("by_world_size") or {}).get(str(world_size))
-        return any(p in (self.doc.get("dispersion") or {}) for p in ("fwd", "bwd")) or bool(world_size and skew)
+        return any(p in (self.doc.get("dispersion") or {}) for p in ("fwd", "bwd")) or bool(self._skew_vectors(world_size))
+
+    def _skew_vectors(self, world_size: int | None) -> list:
+        """The calibration's start-skew vectors for ``world_size`` ranks ([] when none or no size)."""
+        if not world_size:
+            return []
+        return ((self.doc.get("start_skew") or {}).get("by_world_size") or {}).get(str(world_size)) or []
 
     def _draw(self, phase: str, shape) -> np.ndarray:
         q = (self.doc.get("dispersion") or {}).get(phase)

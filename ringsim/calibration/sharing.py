@@ -103,26 +103,24 @@ def block_gaps_s(blocks: pd.DataFrame, transfers: pd.DataFrame | None = None,
     st, en = b["start_s"].to_numpy(), b["end_s"].to_numpy()
     rk, it = b["rank"].to_numpy(), b["iter"].to_numpy()
     ph, sp = b["phase"].to_numpy(), b["step"].to_numpy()
+
+    def last_end_before(i) -> float:
+        """The last completion of any of the rank's transfers before block i starts (the
+        all-to-alls and all-gathers of steps without a kernel in between)."""
+        e = ends.get((int(rk[i]), int(it[i])))
+        j = np.searchsorted(e, st[i], side="right") if e is not None else 0
+        return float(e[j - 1]) if j else -np.inf
+
     prev = None
     for i in order:
+        key = (int(rk[i]), int(it[i]))
         if prev is not None and rk[prev] == rk[i] and it[prev] == it[i]:
             ref = en[prev]
             if ph[prev] == ph[i]:  # the transfers of the previous block's step (a ring's K/V)
                 ref = max(ref, done.get((int(rk[i]), str(ph[i]), int(sp[prev]), int(it[i])), -np.inf))
-            e = ends.get((int(rk[i]), int(it[i])))
-            if e is not None:
-                j = np.searchsorted(e, st[i], side="right")
-                if j:
-                    ref = max(ref, float(e[j - 1]))
-            gap[i] = max(st[i] - ref, 0.0)
-        elif first_rows is not None and (int(rk[i]), int(it[i])) in first_rows:
-            ref = first_rows[(int(rk[i]), int(it[i]))]
-            e = ends.get((int(rk[i]), int(it[i])))
-            if e is not None:  # the collective of a first step without a kernel
-                j = np.searchsorted(e, st[i], side="right")
-                if j:
-                    ref = max(ref, float(e[j - 1]))
-            gap[i] = max(st[i] - ref, 0.0)
+            gap[i] = max(st[i] - max(ref, last_end_before(i)), 0.0)
+        elif first_rows is not None and key in first_rows:
+            gap[i] = max(st[i] - max(first_rows[key], last_end_before(i)), 0.0)
         else:
             gap[i] = max(st[i] - it0[i], 0.0)
         prev = i
