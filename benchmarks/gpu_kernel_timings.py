@@ -16,6 +16,16 @@ windows) are timed with the efficient kernel and a boolean bias. Output: one JSO
 the device, torch/CUDA versions and one row per (kernel, block): ``rows, cols, kind, pairs,
 fwd_s, bwd_s, fwd_tflops, bwd_tflops`` — the shapes a calibrated cost model needs.
 
+``--slice-steps`` times instead what ringsim's ring-flash-attn model charges a ``slice_overhead``
+for (``ringsim.strategies.ring.SLICE_OVERHEAD``, fitted to the development set without a GPU): for
+each distinct forward call on a row slice of a rank's queries (stripe: rows 1…N−1 against keys
+0…N−2, causal; zigzag: the second half of the queries against all keys), a ring-flash-attn step —
+the call on the slice views plus the fp32 merge into the slice and its write-back, as
+gpu-attention-kernels.md §3 describes them — against the same call on fresh tensors of the slice's
+shape with a plain merge. ``slice_overhead = (sliced − plain) / call``; the rows go to the same JSON
+(``"what": "slice steps"``). The call is flash-attn's when the package is installed, else torch's
+flash SDPA.
+
 Without CUDA the script refuses (exit 2) and records nothing: CPU numbers are not GPU numbers.
 """
 from __future__ import annotations
@@ -91,6 +101,90 @@ def time_block(torch, kernel, rows, cols, kind, mask, heads, kv_heads, head_dim,
                 do, q, k, v, bias, res[0], res[1], res[2], res[3], 0.0, [True, True, True, False], causal,
                 scale=scale)
 
+    timed = _cuda_timer(torch, warmup, iters)
+    return timed(fwd), timed(bwd)
+
+
+def rfa_merge(out, lse, block_out, block_lse):
+    """ring-flash-attn's merge as the project reference (§3) states it: fp32 output and LSE, the
+    block's output cast to fp32, ``out − sigmoid(blse − lse)·(out − bout)``, ``lse − logsigmoid(lse −
+    blse)``; ``out`` is (batch, rows, heads, d), ``lse`` (batch, rows, heads, 1), ``block_lse``
+    (batch, heads, rows)."""
+    import torch.nn.functional as F
+
+    block_out = block_out.float()
+    block_lse = block_lse.transpose(-2, -1).unsqueeze(-1)
+    return out - F.sigmoid(block_lse - lse) * (out - block_out), lse - F.logsigmoid(lse - block_lse)
+
+
+def attention_call(torch, q, k, v, causal: bool):
+    """(out, lse) of one forward call on (batch, rows, heads, d) views: flash-attn's own forward when
+    installed (it reads strided views as ring-flash-attn hands them), else SDPA on transposed views
+    (flash on CUDA, the math kernel elsewhere); K/V heads are expanded to the query heads."""
+    try:
+        from flash_attn.flash_attn_interface import _flash_attn_forward
+    except ImportError:
+        _flash_attn_forward = None
+    scale = q.shape[-1] ** -0.5
+    if _flash_attn_forward is not None and q.is_cuda:
+        try:  # flash-attn >= 2.7 splits the window; older releases take a pair
+            res = _flash_attn_forward(q, k, v, 0.0, scale, causal=causal, window_size_left=-1, window_size_right=-1,
+                                      softcap=0.0, alibi_slopes=None, return_softmax=False)
+        except TypeError:
+            res = _flash_attn_forward(q, k, v, 0.0, scale, causal=causal, window_size=(-1, -1), softcap=0.0,
+                                      alibi_slopes=None, return_softmax=False)
+        return res[0], (res[5] if len(res) == 8 else res[1])
+    g = q.shape[2] // k.shape[2]
+    qt, kt, vt = (x.transpose(1, 2) for x in (q, k.repeat_interleave(g, dim=2), v.repeat_interleave(g, dim=2)))
+    if q.is_cuda:
+        o, lse = torch.ops.aten._scaled_dot_product_flash_attention(qt, kt, vt, 0.0, causal, False, scale=scale)[:2]
+        return o.transpose(1, 2), lse
+    s_ = (qt.float() @ kt.float().transpose(-2, -1)) * scale
+    if causal:
+        n, m = s_.shape[-2:]
+        s_ = s_.masked_fill(torch.ones(n, m, dtype=torch.bool).triu(m - n + 1), float("-inf"))
+    lse = torch.logsumexp(s_, dim=-1)
+    return (torch.softmax(s_, dim=-1) @ vt.float()).to(q.dtype).transpose(1, 2), lse
+
+
+def slice_steps(N: int):
+    """The forward calls on a row slice of a rank's N queries in ring-flash-attn: (schedule,
+    q_start, rows, k_start, k_rows, causal)."""
+    return [("striped", 1, N - 1, 0, N - 1, True), ("zigzag", N // 2, N - N // 2, 0, N, False)]
+
+
+def time_slice_step(torch, timer, N, heads, kv_heads, head_dim, dtype, device, q_start, rows, k_start, k_rows,
+                    causal):
+    """Seconds of (plain call, plain step, sliced step) for one sliced call shape, by ``timer(fn)``:
+    the call on fresh tensors of the slice's shape, that call plus a plain merge, and the call on
+    the slice views of an N-row shard plus the merge into ``out[:, q_start:]`` with its write-back."""
+    q = torch.randn(1, N, heads, head_dim, device=device, dtype=dtype)
+    kv = torch.randn(1, N, 2, kv_heads, head_dim, device=device, dtype=dtype)
+    k, v = kv[:, :, 0].contiguous(), kv[:, :, 1].contiguous()
+    out = torch.randn(1, N, heads, head_dim, device=device, dtype=torch.float32)
+    lse = torch.randn(1, heads, N, device=device, dtype=torch.float32).transpose(1, 2).unsqueeze(-1)
+    qs, ks, vs = (x.clone() for x in (q[:, q_start:q_start + rows], k[:, k_start:k_start + k_rows],
+                                      v[:, k_start:k_start + k_rows]))
+    out_s, lse_s = out[:, q_start:q_start + rows].clone(), lse[:, q_start:q_start + rows].clone()
+
+    def call():
+        return attention_call(torch, qs, ks, vs, causal)
+
+    def plain():
+        bo, bl = attention_call(torch, qs, ks, vs, causal)
+        return rfa_merge(out_s, lse_s, bo, bl)
+
+    def sliced():
+        bo, bl = attention_call(torch, q[:, q_start:q_start + rows], k[:, k_start:k_start + k_rows],
+                                v[:, k_start:k_start + k_rows], causal)
+        sl = (slice(None), slice(q_start, q_start + rows))
+        o, l_ = rfa_merge(out[sl], lse[sl], bo, bl)
+        out[sl], lse[sl] = o, l_
+
+    return timer(call), timer(plain), timer(sliced)
+
+
+def _cuda_timer(torch, warmup, iters):
     def timed(fn):
         for _ in range(warmup):
             fn()
@@ -103,8 +197,7 @@ def time_block(torch, kernel, rows, cols, kind, mask, heads, kv_heads, head_dim,
             b.synchronize()
             ts.append(a.elapsed_time(b) * 1e-3)
         return statistics.median(ts)
-
-    return timed(fwd), timed(bwd)
+    return timed
 
 
 def main(argv=None):
@@ -120,6 +213,8 @@ def main(argv=None):
     ap.add_argument("--kernels", default="flash,efficient")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--slice-steps", action="store_true",
+                    help="time ring-flash-attn's sliced steps against plain ones (the slice_overhead)")
     ap.add_argument("--output", default=None, help="JSON path [traces/gpu-kernels_<gpu>.json]")
     a = ap.parse_args(argv)
     try:
@@ -137,7 +232,25 @@ def main(argv=None):
         kernels.remove("flash")  # flash needs fp16/bf16
     gpu = torch.cuda.get_device_name(0)
     rows = []
-    for G in _parse_list(a.world_sizes, "world sizes"):
+    if a.slice_steps:
+        timer = _cuda_timer(torch, a.warmup, a.iters)
+        for G in _parse_list(a.world_sizes, "world sizes"):
+            for T in _parse_list(a.seq_lens, "sequence lengths"):
+                N = T // G
+                for sched, q0, nq, k0, nk, causal in slice_steps(N):
+                    if sched not in a.schedules:
+                        continue
+                    t_call, t_plain, t_sliced = time_slice_step(torch, timer, N, a.heads, a.kv_heads, a.head_dim,
+                                                                dtype, "cuda", q0, nq, k0, nk, causal)
+                    rows.append({"schedule": sched, "world_size": G, "seq_len": T, "q_start": q0, "rows": nq,
+                                 "k_start": k0, "cols": nk, "causal": causal, "call_s": t_call,
+                                 "plain_step_s": t_plain, "sliced_step_s": t_sliced,
+                                 "slice_overhead": (t_sliced - t_plain) / t_call})
+                    print(f"{sched:8s} G={G} T={T} {nq}x{nk}: call {t_call * 1e3:.3f} ms, plain step "
+                          f"{t_plain * 1e3:.3f} ms, sliced step {t_sliced * 1e3:.3f} ms: slice_overhead "
+                          f"{rows[-1]['slice_overhead']:.3f}", file=sys.stderr)
+        kernels = []
+    for G in _parse_list(a.world_sizes, "world sizes") if kernels else []:
         for T in _parse_list(a.seq_lens, "sequence lengths"):
             for sched in [s.strip() for s in a.schedules.split(",") if s.strip()]:
                 for (nr, nc, kind, pairs), count, bp in distinct_blocks(sched, G, T, a.mask):
@@ -158,7 +271,8 @@ def main(argv=None):
                                      "fwd_tflops": flops / t[0] / 1e12, "bwd_tflops": 2.5 * flops / t[1] / 1e12})
                         print(f"{kernel:9s} G={G} T={T} {sched:10s} {nr}x{nc} {kind:7s} "
                               f"fwd {t[0] * 1e3:.3f} ms bwd {t[1] * 1e3:.3f} ms", file=sys.stderr)
-    doc = {"source": "measured", "what": "single-GPU SDPA kernel timings per ring block shape",
+    what = "slice steps" if a.slice_steps else "single-GPU SDPA kernel timings per ring block shape"
+    doc = {"source": "measured", "what": what,
            "gpu_model": gpu, "host": socket.gethostname(), "torch_version": torch.__version__,
            "cuda_version": torch.version.cuda, "dtype": a.dtype, "mask": a.mask,
            "heads": a.heads, "kv_heads": a.kv_heads, "head_dim": a.head_dim,

@@ -83,7 +83,14 @@ class KernelOp:
 
     ``shape[s, r]`` indexes ``shapes``; ``kv_owner[s, r]`` is the rank whose tokens the held K/V
     rows are (−1: not a ring shard); ``kv`` names the payload buffer the call reads keys and values
-    from; ``heads`` the query heads the call covers (``None``: all of the model's)."""
+    from; ``heads`` the query heads the call covers (``None``: all of the model's).
+
+    ``slice_overhead`` is what the implementation spends, beyond the kernel time of the call's
+    shape, on a call whose queries are a row slice of the rank's (``q_start > 0``: a zigzag or
+    stripe step after the rank's own shard) and on folding its output back into that slice, as a
+    fraction of the call's kernel time (0: none). Only the GPU kernel-profile cost model charges it
+    (:class:`ringsim.costs.kernels.ProfileCost`); it is a property of the implementation
+    (:data:`ringsim.strategies.ring.SLICE_OVERHEAD`), not of the kernel."""
 
     phase: str
     shapes: CallShapes
@@ -91,6 +98,7 @@ class KernelOp:
     kv_owner: np.ndarray | None = None   # [S, G] int64
     kv: str = "kv"
     heads: int | None = None
+    slice_overhead: float = 0.0
 
     def field(self, name: str) -> np.ndarray:
         """``q_start``, ``q_rows``, ``k_start``, ``k_rows``, ``kind`` or ``pairs`` per (step, rank)."""
@@ -489,7 +497,8 @@ def compose_programs(units: list, rank_maps: list, world_size: int, strategy: st
     ref = units[0]
     sig = lambda p: [(st.phase, st.first_step, st.n_steps,
                       tuple((type(op).__name__, getattr(op, "phase", None), getattr(op, "kv", None),
-                             getattr(op, "name", None), getattr(op, "heads", None)) for op in st.ops))
+                             getattr(op, "name", None), getattr(op, "heads", None),
+                             getattr(op, "slice_overhead", None)) for op in st.ops))
                      for st in p.stages]
     want = sig(ref)
     for u, p in enumerate(units[1:], 1):
@@ -584,7 +593,7 @@ def _compose_kernel(slot: list, maps: list, S: int, G: int) -> KernelOp:
             ko = np.asarray(o.kv_owner, dtype=np.int64)
             owner[:, m] = np.where(ko >= 0, m[np.clip(ko, 0, None)], -1)
     o0 = slot[0]
-    return KernelOp(o0.phase, shapes, shape, owner, o0.kv, o0.heads)
+    return KernelOp(o0.phase, shapes, shape, owner, o0.kv, o0.heads, o0.slice_overhead)
 
 
 def unit_messages(flat: "FlatProgram", rank_map) -> np.ndarray:

@@ -9,6 +9,10 @@
   of their exact pairs;
 - a **memory op** (merge, accumulation, copy: what the implementation does between kernels, with
   the bytes it moves) takes ``bytes / memory_bandwidth + launches × launch_overhead``;
+- a call on a **row slice** of the rank's queries (zigzag and stripe steps after the rank's own
+  shard) also pays the implementation's ``slice_overhead`` (a fraction of the call's time; for
+  ring-flash-attn fitted to the development set's H800 half, see
+  :data:`ringsim.strategies.ring.SLICE_OVERHEAD`);
 - **transfers** go through NCCL: each link's bandwidth is scaled by the device's
   ``p2p_efficiency`` for its class (the fraction of a link NCCL send/recv achieves), in
   :meth:`ProfileCost.apply_to_topology`; and while a rank's send/recv is in flight, NCCL's kernel
@@ -64,6 +68,16 @@ class ProfileCost(CostModel):
                 out[sel] = self.profile.seconds(np.maximum(qs[sel], 1), np.maximum(ks[sel], 1), heads=h, head_dim=d,
                                                 causal=c, phase=phase, batch=workload.batch, pairs=ps[sel])
         return np.where(live, out + topology.device.kernel_overhead_s, 0.0)
+
+    def kernel_seconds(self, op, ctx) -> np.ndarray:
+        """The call's seconds from the profile, and on a call whose queries are a row slice of the
+        rank's (``q_start > 0``) the implementation's ``op.slice_overhead`` on top (see
+        :data:`ringsim.strategies.ring.SLICE_OVERHEAD`)."""
+        t = super().kernel_seconds(op, ctx)
+        u = float(getattr(op, "slice_overhead", 0.0) or 0.0)
+        if u:
+            t = t * np.where(op.field("q_start") > 0, 1.0 + u, 1.0)
+        return t
 
     def apply_to_topology(self, topology: Topology, program=None) -> Topology:
         eff = dict(topology.device.p2p_efficiency)

@@ -31,10 +31,25 @@ from ..schedules import Plan
 from ..workload import GRAD_BYTES_PER_VALUE, Workload
 from .base import Strategy
 
-__all__ = ["Ring", "build_ring", "ring_stages", "IMPLEMENTATIONS"]
+__all__ = ["Ring", "build_ring", "ring_stages", "IMPLEMENTATIONS", "SLICE_OVERHEAD"]
 
 LAYOUTS = ("contiguous", "striped", "zigzag")
 IMPLEMENTATIONS = ("ringsim", "ring-flash-attn")
+
+#: Per implementation, the time a call on a row slice of the rank's queries (zigzag and stripe steps
+#: after the rank's own shard) and the write-back of its merge into that slice take beyond what the
+#: kernel profile prices for the call's shape and the merge's bytes at HBM bandwidth, as a fraction
+#: of the call's kernel time (:attr:`ringsim.program.KernelOp.slice_overhead`).
+#:
+#: ``ring-flash-attn``: **fitted to the development set**, and only to its H800 half — the four
+#: zigzag/ring and stripe/ring speedups of 8×H800 fwd and fwd+bwd (gpu-attention-kernels.md §4),
+#: least squares over 0 … 0.3 in steps of 0.005 (``python benchmarks/bench_devset.py --fit``);
+#: the 8×A100 half is held out and checks it. Its cause is not measured: FA2's uneven-length
+#: kernel variant (stripe's 8191-row calls), the slice views and the copy-back are candidates, and
+#: each alone prices below it. On a GPU, ``python benchmarks/gpu_kernel_timings.py --slice-steps``
+#: measures it directly; a measured figure should replace this one.
+#: ``ringsim``: this runtime's calls on a slice run as calls of that shape (no overhead modelled).
+SLICE_OVERHEAD = {"ringsim": 0.0, "ring-flash-attn": 0.075}
 
 
 class _Traffic:
@@ -179,7 +194,7 @@ def ring_stages(ph: str, plan: Plan, workload: Workload, first_step: int = 0, me
             mem_bytes, mem_launch = traffic.accumulate(q_rows, k_rows, first, n)
 
     def ops(sl: slice):
-        k = KernelOp(ph, shapes, sid[sl], owner[sl], heads=share)
+        k = KernelOp(ph, shapes, sid[sl], owner[sl], heads=share, slice_overhead=SLICE_OVERHEAD[implementation])
         return (k, MemoryOp("merge" if ph == "fwd" else "accumulate", mem_bytes[sl], mem_launch[sl]))
 
     f = first_step
