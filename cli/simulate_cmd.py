@@ -113,6 +113,12 @@ def _render(results: list[dict], fmt: str, output, speedups: bool) -> None:
             lines.append("NCCL send/recv kernels hold " + ", ".join(f"{v:.0%} of the SMs over {c}" for c, v in
                                                                   share.items())
                          + f" while in flight; the compute beside them grew (most on one rank): {grew}")
+        sliced = [r for r in ran if r.get("slice_overhead")]
+        if sliced:
+            lines.append(f"{r0['implementation']}: calls on a row slice of the queries take "
+                         + ", ".join(f"{r['schedule']} +{r['slice_overhead']:.1%}" for r in sliced)
+                         + " of their kernel time beyond the profile (fitted to the development set's H800 half: "
+                           "benchmarks/bench_devset.py --fit)")
         for r in ran:
             if not r.get("hops"):
                 continue

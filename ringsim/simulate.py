@@ -165,6 +165,8 @@ def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
         # the most any rank's compute grew beside NCCL's send/recv kernels (their SMs), all layers
         "nccl_compute_slowdown_s": float(res.timeline.meta.get("nccl_compute_slowdown_s", 0.0)) * layers,
         "nccl_sm_share": res.timeline.meta.get("nccl_sm_share"),
+        # the implementation's overhead on calls on a row slice of the queries, where it was charged
+        "slice_overhead": _charged_slice_overhead(program, cost),
         "tokens_per_rank": plan.tokens_per_rank,
         **({"documents": plan.layout.describe()} if spec.documents is not None else {}),
         "shard_bytes": wl.shard_bytes(plan.tokens_per_rank),
@@ -184,6 +186,23 @@ def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
     if keep_timeline:
         out["_timeline"] = res.timeline
     return out
+
+
+def _charged_slice_overhead(program, cost) -> float:
+    """The largest ``slice_overhead`` (:data:`ringsim.strategies.ring.SLICE_OVERHEAD`) the cost
+    model charged a call of ``program`` (0 when none was: no sliced call, an implementation without
+    one, or a model other than the kernel profile's)."""
+    from .costs.kernels import ProfileCost
+    from .program import KernelOp
+
+    if not isinstance(cost, ProfileCost):
+        return 0.0
+    u = 0.0
+    for st in program.stages:
+        for op in st.ops:
+            if isinstance(op, KernelOp) and op.slice_overhead and (op.field("q_start")[op.active] > 0).any():
+                u = max(u, float(op.slice_overhead))
+    return u
 
 
 def not_applicable_row(spec: SimSpec, schedule: str, reason: str) -> dict:

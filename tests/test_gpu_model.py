@@ -231,6 +231,24 @@ def test_cli_kernels_and_implementation(capsys):
     assert {r["implementation"] for r in res.values()} == {"ring-flash-attn"}
     # every published ratio is below the ideal 1.875: kernel shapes and merges cost something
     assert 1.45 < res["zigzag"]["speedup_vs_contiguous"] < 1.8
+    # the fitted slice overhead is named where it was charged: the sliced schedules, not the contiguous ring
+    from ringsim.strategies.ring import SLICE_OVERHEAD
+
+    u = SLICE_OVERHEAD["ring-flash-attn"]
+    assert (res["zigzag"]["slice_overhead"], res["striped"]["slice_overhead"], res["contiguous"]["slice_overhead"]) \
+        == (u, u, 0.0)
+    args = ["compare", "--topology", "dgx-a100-8", "--layers", "1", "--seq-len", "64K", "--kernels", "fa2",
+            "--schedules", "zigzag,contiguous"]
+    for impl, kernels, named in (("ring-flash-attn", "fa2", True), ("ringsim", "fa2", False),
+                                 ("ring-flash-attn", "roofline", False)):
+        with pytest.raises(SystemExit) as e:
+            main(args[:-4] + ["--kernels", kernels] + args[-2:] + ["--implementation", impl])
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        line = [x for x in out.splitlines() if "row slice" in x]
+        assert bool(line) == named, out
+        if named:
+            assert f"zigzag +{u:.1%}" in line[0] and "contiguous" not in line[0] and "bench_devset.py --fit" in line[0]
     with pytest.raises(SystemExit) as e:
         main(["simulate", "--topology", "dgx-a100-8", "--kernels", "fa3"])
     assert e.value.code == 2
