@@ -294,3 +294,18 @@ def test_development_set_iterations_and_speedups():
             assert abs(row[f"{s}_error"]) <= 0.15, (topology, phase, s, row[f"{s}_error"])
         for s in ("zigzag", "striped"):
             assert abs(row[f"{s}_speedup_diff"]) <= 0.1, (topology, phase, s, row[f"{s}_speedup_diff"])
+
+
+def test_committed_gpu_devset_report_is_current(capsys):
+    """reports/gpu-devset.md (written by reports/regenerate.sh) shows what the model predicts now."""
+    import os
+
+    bench = _bench_devset()
+    rows = [bench.run_case(t, p) for (t, p) in bench.PUBLISHED]
+    capsys.readouterr()
+    bench.print_table(rows)
+    table = capsys.readouterr().out
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reports", "gpu-devset.md")
+    with open(path, encoding="utf-8") as f:
+        committed = f.read()
+    assert table.strip() in committed, "reports/gpu-devset.md is stale: run bash reports/regenerate.sh"
