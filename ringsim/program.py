@@ -113,6 +113,12 @@ class KernelOp:
         """Where a call runs (its kind is not ``empty``)."""
         return self.field("kind") != KIND_CODES["empty"]
 
+    @property
+    def sliced(self) -> np.ndarray:
+        """Where the call's queries are a row slice of the rank's, not starting at its first row (the
+        calls ``slice_overhead`` is charged on)."""
+        return self.field("q_start") > 0
+
     def tiles(self, tile_q: int, tile_k: int) -> np.ndarray | None:
         t = self.shapes.tiles(tile_q, tile_k)
         return None if t is None else t[self.shape]

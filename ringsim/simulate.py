@@ -200,7 +200,7 @@ def _charged_slice_overhead(program, cost) -> float:
     u = 0.0
     for st in program.stages:
         for op in st.ops:
-            if isinstance(op, KernelOp) and op.slice_overhead and (op.field("q_start")[op.active] > 0).any():
+            if isinstance(op, KernelOp) and op.slice_overhead and (op.sliced & op.active).any():
                 u = max(u, float(op.slice_overhead))
     return u
 

@@ -76,7 +76,7 @@ class ProfileCost(CostModel):
         t = super().kernel_seconds(op, ctx)
         u = float(getattr(op, "slice_overhead", 0.0) or 0.0)
         if u:
-            t = t * np.where(op.field("q_start") > 0, 1.0 + u, 1.0)
+            t = t * np.where(op.sliced, 1.0 + u, 1.0)
         return t
 
     def apply_to_topology(self, topology: Topology, program=None) -> Topology:
