@@ -22,9 +22,9 @@ memory exceeds the limit, or that cannot run the configuration, is listed with t
 **Ranking**: by makespan, then exposed communication, then memory per GPU. **Why** (one line per
 other candidate, :func:`why_not`): the factor that costs it the most against the winner — exposed
 communication (time its ranks wait for messages: an un-overlapped collective, a slow link), work
-imbalance (its busiest rank computes more than the mean), more compute on its busiest rank (its
-calls' shapes and memory work, or the SMs NCCL's send/recv kernels hold beside it), or, at equal
-time, more memory.
+imbalance (its busiest rank computes more than the mean), more compute on its busiest rank (the SMs
+NCCL's send/recv kernels hold beside it, or, split as the cost model priced it, its kernel calls or
+its memory work between them: merges, accumulations, copies), or, at equal time, more memory.
 """
 from __future__ import annotations
 
@@ -125,9 +125,23 @@ def why_not(best: dict, other: dict) -> str:
                 f"({format_seconds(other['max_compute_s'])} against {format_seconds(best['max_compute_s'])}): "
                 f"up to {format_seconds(other['nccl_compute_slowdown_s'])} of a rank's compute lost to the SMs "
                 "its NCCL send/recv kernels hold while transfers are in flight")
-    return (f"{name}: {ratio:.2f}× slower — more compute on its busiest rank "
-            f"({format_seconds(other['max_compute_s'])} against {format_seconds(best['max_compute_s'])}: "
-            "its calls cover more partly masked tiles, or it does more memory work)")
+    head = (f"{name}: {ratio:.2f}× slower — more compute on its busiest rank "
+            f"({format_seconds(other['max_compute_s'])} against {format_seconds(best['max_compute_s'])})")
+    split = ("busiest_kernel_s", "busiest_memory_s")
+    if all(best.get(k) is not None and other.get(k) is not None for k in split):
+        d_kernel = other["busiest_kernel_s"] - best["busiest_kernel_s"]
+        d_memory = other["busiest_memory_s"] - best["busiest_memory_s"]
+        if d_memory > d_kernel and d_memory > 0:
+            return (f"{head}: mostly memory work between kernels (merges, accumulations, copies): "
+                    f"{format_seconds(other['busiest_memory_s'])} against {format_seconds(best['busiest_memory_s'])}, "
+                    f"kernel calls {format_seconds(other['busiest_kernel_s'])} against "
+                    f"{format_seconds(best['busiest_kernel_s'])}")
+        if d_kernel > 0:
+            return (f"{head}: mostly kernel calls (their shapes run less efficiently, or cover more partly "
+                    f"masked tiles): {format_seconds(other['busiest_kernel_s'])} against "
+                    f"{format_seconds(best['busiest_kernel_s'])}, memory work "
+                    f"{format_seconds(other['busiest_memory_s'])} against {format_seconds(best['busiest_memory_s'])}")
+    return f"{head}: its calls cover more partly masked tiles, or it does more memory work"
 
 
 def _best_reason(best: dict, ranked: list[dict]) -> str:
@@ -143,7 +157,7 @@ def _best_reason(best: dict, ranked: list[dict]) -> str:
 
 _KEEP = ("schedule", "strategy", "makespan_s", "layer_makespan_s", "exposed_comm_s", "exposed_comm_mean_s",
          "imbalance", "work_imbalance", "efficiency", "max_compute_s", "peak_memory_bytes", "sent_bytes_per_rank",
-         "nccl_compute_slowdown_s", "engine")
+         "nccl_compute_slowdown_s", "busiest_kernel_s", "busiest_memory_s", "engine")
 
 
 def advise(spec: SimSpec, strategies: list[str] | None = None) -> dict:

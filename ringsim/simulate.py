@@ -167,6 +167,9 @@ def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
         "nccl_sm_share": res.timeline.meta.get("nccl_sm_share"),
         # the implementation's overhead on calls on a row slice of the queries, where it was charged
         "slice_overhead": _charged_slice_overhead(program, cost),
+        # the busiest rank's compute as priced, split into kernel calls and memory work (all layers;
+        # None where the cost model prices whole steps, as a calibration does)
+        **_busiest_split(program, wl, topo, cost, [p["compute_s"] for p in m["per_rank"]], layers),
         "tokens_per_rank": plan.tokens_per_rank,
         **({"documents": plan.layout.describe()} if spec.documents is not None else {}),
         "shard_bytes": wl.shard_bytes(plan.tokens_per_rank),
@@ -186,6 +189,39 @@ def simulate_point(spec: SimSpec, keep_timeline: bool = False) -> dict:
     if keep_timeline:
         out["_timeline"] = res.timeline
     return out
+
+
+def compute_split(program, workload: Workload, topology: Topology, cost: CostModel):
+    """Per rank, the seconds of one layer's kernel calls and of its memory ops (merges,
+    accumulations, copies) as ``cost`` prices them on ``topology`` (after ``apply_to_topology``),
+    each ``[G]``; their sum is the rank's priced compute. None for a cost model that prices whole
+    steps (a calibration), which has no such split."""
+    from .costs import CostContext, speed_factors
+    from .program import KernelOp
+
+    if type(cost).step_seconds is not CostModel.step_seconds:
+        return None
+    ctx = CostContext(program, workload, topology)
+    G = program.world_size
+    kern, mem = np.zeros(G), np.zeros(G)
+    for st in program.stages:
+        for op in st.ops:
+            if isinstance(op, KernelOp):
+                kern += cost.kernel_seconds(op, ctx).sum(axis=0)
+            else:
+                mem += cost.memory_seconds(op, ctx).sum(axis=0)
+    sf = speed_factors(topology, G)
+    return kern / sf, mem / sf
+
+
+def _busiest_split(program, workload, topology, cost, compute_s, layers: int) -> dict:
+    """The busiest rank (most compute, as run) and its kernel and memory-op seconds (all layers)."""
+    r = int(np.argmax(compute_s)) if len(compute_s) else 0
+    split = compute_split(program, workload, topology, cost)
+    if split is None:
+        return {"busiest_rank": r, "busiest_kernel_s": None, "busiest_memory_s": None}
+    return {"busiest_rank": r, "busiest_kernel_s": float(split[0][r]) * layers,
+            "busiest_memory_s": float(split[1][r]) * layers}
 
 
 def _charged_slice_overhead(program, cost) -> float:

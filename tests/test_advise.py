@@ -87,3 +87,60 @@ def test_why_not_names_the_sms_nccl_takes():
     assert line.startswith("double-ring:4x32: 1.10× slower") and "up to 8 s of a rank's compute lost to the SMs" in line
     other["nccl_compute_slowdown_s"] = 1.0
     assert "partly masked tiles" in why_not(best, other)
+
+
+def test_why_not_splits_extra_compute_into_kernels_and_memory_work():
+    """With the cost model's split of the busiest rank's compute, the reason names the larger
+    difference (memory work between kernels, or the kernel calls) with both figures."""
+    best = {"schedule": "allgather", "makespan_s": 10.0, "exposed_comm_s": 0.1, "exposed_comm_mean_s": 0.1,
+            "max_compute_s": 9.9, "work_imbalance": 1.0, "peak_memory_bytes": 1e9, "nccl_compute_slowdown_s": 0.0,
+            "busiest_kernel_s": 9.7, "busiest_memory_s": 0.2}
+    mem = dict(best, schedule="zigzag", makespan_s=11.0, max_compute_s=10.9, busiest_kernel_s=9.9,
+               busiest_memory_s=1.0)
+    kern = dict(best, schedule="ulysses", makespan_s=11.0, max_compute_s=10.9, busiest_kernel_s=10.6,
+                busiest_memory_s=0.3)
+    line = why_not(best, mem)
+    assert "mostly memory work between kernels" in line and "1 s against 200 ms" in line and "9.9 s against 9.7 s" in line
+    line = why_not(best, kern)
+    assert "mostly kernel calls" in line and "10.6 s against 9.7 s" in line and "300 ms against 200 ms" in line
+    # a calibration has no split: the general reason
+    assert "partly masked tiles, or it does more memory work" in why_not(best, dict(kern, busiest_kernel_s=None))
+
+
+def test_busiest_rank_split_is_the_priced_compute():
+    """simulate's kernel/memory split of a rank's compute sums to what the engines ran as priced
+    compute (every rank), and its busiest-rank fields come from it; a calibration has none."""
+    import numpy as np
+
+    from ringsim.costs import resolve_kernels
+    from ringsim.engines import simulate_program
+    from ringsim.simulate import SimSpec, compute_split, simulate_point
+    from ringsim.strategies import parse_strategy
+
+    topo = load_topology("dgx-h100-8")
+    wl = Workload(get_model("llama3-8b"), 64 * 1024, 1, "bf16")
+    cost = resolve_kernels("fa2", topo)
+    for spec_s, impl, phase in (("zigzag", "ring-flash-attn", "fwd+bwd"), ("ulysses", "ringsim", "fwd"),
+                                ("allgather", "ringsim", "fwd+bwd")):
+        prog = parse_strategy(spec_s, impl, None).build(wl, 8, "causal", phase)
+        res = simulate_program(prog, wl, topo, cost)
+        kern, mem = compute_split(prog, wl, cost.apply_to_topology(topo, prog), cost)
+        priced = res.priced_compute_s if res.priced_compute_s is not None else res.compute_s
+        np.testing.assert_allclose(kern + mem, priced.sum(axis=0), rtol=1e-9)
+        assert (mem > 0).all() and (kern > 0).all()
+        row = simulate_point(SimSpec(wl, topo, spec_s, 8, "causal", phase, cost_model=cost, implementation=impl))
+        r = row["busiest_rank"]
+        assert row["per_rank"][r]["compute_s"] == max(p["compute_s"] for p in row["per_rank"])
+        assert row["busiest_kernel_s"] == pytest.approx(kern[r] * wl.model.layers, rel=1e-9)
+        assert row["busiest_memory_s"] == pytest.approx(mem[r] * wl.model.layers, rel=1e-9)
+    # a calibration prices whole steps: no split, and the fields say so
+    import os
+
+    from ringsim.calibration import load_calibration
+    from ringsim.validate import localhost_cpu
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cal = load_calibration(os.path.join(here, "reports", "calib-cpu-gloo.json"))
+    small = Workload(get_model("llama3-8b"), 4096, 1, "fp32")
+    prog = parse_strategy("zigzag", "ringsim", None).build(small, 2, "causal", "fwd")
+    assert compute_split(prog, small, localhost_cpu(2), cal) is None
