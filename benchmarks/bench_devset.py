@@ -112,22 +112,27 @@ def main(argv=None) -> None:
                     help="refit ring-flash-attn's slice overhead on the H800 half and check the A100 half with it")
     args = ap.parse_args(argv)
     shipped = ring_strategy.SLICE_OVERHEAD["ring-flash-attn"]
+    fit = None
     if args.fit:
         best, curve = fit_slice_overhead()
-        print(f"slice overhead fitted on {', '.join(FIT_ON)} (4 speedups): {best:g} "
-              f"(sum of squares {dict(curve)[best]:.5f}; without it, 0: {dict(curve)[0.0]:.5f}); shipped: {shipped:g}")
+        fit = {"fitted_on": list(FIT_ON), "slice_overhead": best, "shipped": shipped,
+               "sum_of_squares": dict(curve)[best], "sum_of_squares_without": dict(curve)[0.0],
+               "curve": [{"slice_overhead": u, "sum_of_squares": e} for u, e in curve]}
         ring_strategy.SLICE_OVERHEAD["ring-flash-attn"] = best
-        held = [run_case(t, p) for (t, p) in PUBLISHED if t not in FIT_ON]
+    rows = [run_case(t, p) for (t, p) in PUBLISHED]
+    if args.format == "json":
+        print(json.dumps({"fit": fit, "rows": rows} if fit else rows, indent=2))
+        return
+    if fit:
+        held = [r for r in rows if r["topology"] not in FIT_ON]
+        print(f"slice overhead fitted on {', '.join(FIT_ON)} (4 speedups): {fit['slice_overhead']:g} "
+              f"(sum of squares {fit['sum_of_squares']:.5f}; without it, 0: {fit['sum_of_squares_without']:.5f}); "
+              f"shipped: {shipped:g}")
         print(f"\nheld out: {len(held)} of the {len(PUBLISHED)} cases, {2 * len(held)} speedups and "
               f"{3 * len(held)} iter/s the fit never saw:\n")
         print_table(held)
         print("\nall cases:\n")
-    rows = [run_case(t, p) for (t, p) in PUBLISHED]
-    if args.format == "json":
-        print(json.dumps(rows, indent=2))
-        return
     print_table(rows)
-
 
 if __name__ == "__main__":
     main()
