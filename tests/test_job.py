@@ -55,6 +55,34 @@ def test_composed_rings_equal_each_ring_alone_where_they_share_no_link():
         assert set(job.flat.kv_owner[:, m].ravel()) == set(m.tolist())
 
 
+def test_composed_ring_flash_attn_rings_keep_the_slice_overhead():
+    """A job of ring-flash-attn zigzag groups prices each group's calls as the group alone does,
+    slice overhead included (the kernel-profile model); groups of the two implementations do not
+    compose (their calls are priced differently)."""
+    from ringsim.costs import resolve_kernels
+    from ringsim.strategies.ring import SLICE_OVERHEAD
+
+    topo = load_topology("dgx-h100-8")
+    wl = Workload(ModelSpec("bench", 1, 32, 8, 128), 4 * 8192, 1, "bf16")
+    cost = resolve_kernels("fa2", topo)
+    rfa = parse_strategy("zigzag", "ring-flash-attn").build(wl, 4, "causal", "fwd+bwd")
+    maps = [np.array([0, 2, 4, 6]), np.array([1, 3, 5, 7])]
+    job = compose_programs([rfa, rfa], maps, 8)
+    for st in job.stages:
+        for op in st.ops:
+            if hasattr(op, "slice_overhead"):
+                assert op.slice_overhead == SLICE_OVERHEAD["ring-flash-attn"] > 0
+    steps_job = cost.step_seconds(CostContext(job, wl, topo))
+    steps_one = cost.step_seconds(CostContext(rfa, wl, topo))
+    for m in maps:
+        np.testing.assert_allclose(steps_job[:, m], steps_one, rtol=1e-12)
+    # forward programs of the two implementations have the same stages; only the overhead tells them apart
+    fwd = [parse_strategy("zigzag", impl).build(wl, 4, "causal", "fwd") for impl in ("ring-flash-attn", "ringsim")]
+    compose_programs([fwd[0], fwd[0]], maps, 8)
+    with pytest.raises(ValueError, match="different stage structure"):
+        compose_programs(fwd, maps, 8)
+
+
 def test_compose_refuses_shared_ranks_and_different_structures():
     wl = Workload(TOY, 8, dtype="fp32")
     ring = parse_strategy("contiguous").build(wl, 2, "full", "fwd")
