@@ -200,6 +200,52 @@ def _cuda_timer(torch, warmup, iters):
     return timed
 
 
+def _slice_rows(torch, a, dtype, points, schedules) -> list:
+    """--slice-steps: one row per (G, T, sliced call of a schedule) with its plain and sliced steps."""
+    timer = _cuda_timer(torch, a.warmup, a.iters)
+    rows = []
+    for G, T in points:
+        N = T // G
+        for sched, q0, nq, k0, nk, causal in slice_steps(N):
+            if sched not in schedules:
+                continue
+            t_call, t_plain, t_sliced = time_slice_step(torch, timer, N, a.heads, a.kv_heads, a.head_dim, dtype,
+                                                        "cuda", q0, nq, k0, nk, causal)
+            rows.append({"schedule": sched, "world_size": G, "seq_len": T, "q_start": q0, "rows": nq,
+                         "k_start": k0, "cols": nk, "causal": causal, "call_s": t_call, "plain_step_s": t_plain,
+                         "sliced_step_s": t_sliced, "slice_overhead": (t_sliced - t_plain) / t_call})
+            print(f"{sched:8s} G={G} T={T} {nq}x{nk}: call {t_call * 1e3:.3f} ms, plain step "
+                  f"{t_plain * 1e3:.3f} ms, sliced step {t_sliced * 1e3:.3f} ms: slice_overhead "
+                  f"{rows[-1]['slice_overhead']:.3f}", file=sys.stderr)
+    return rows
+
+
+def _block_rows(torch, a, dtype, points, schedules, kernels) -> list:
+    """One row per (kernel, G, T, schedule, distinct block) with its forward and backward times."""
+    rows = []
+    for G, T in points:
+        for sched in schedules:
+            for (nr, nc, kind, pairs), count, bp in distinct_blocks(sched, G, T, a.mask):
+                for kernel in kernels:
+                    try:
+                        t = time_block(torch, kernel, nr, nc, kind, bp.mask, a.heads, a.kv_heads, a.head_dim,
+                                       dtype, a.warmup, a.iters)
+                    except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
+                        print(f"skip {kernel} {nr}x{nc} {kind}: {str(e).splitlines()[0]}", file=sys.stderr)
+                        torch.cuda.empty_cache()
+                        continue
+                    if t is None:
+                        continue
+                    flops = 4.0 * a.heads * a.head_dim * pairs
+                    rows.append({"kernel": kernel, "world_size": G, "seq_len": T, "schedule": sched,
+                                 "rows": nr, "cols": nc, "kind": kind, "pairs": int(pairs),
+                                 "blocks_in_ring": count, "fwd_s": t[0], "bwd_s": t[1],
+                                 "fwd_tflops": flops / t[0] / 1e12, "bwd_tflops": 2.5 * flops / t[1] / 1e12})
+                    print(f"{kernel:9s} G={G} T={T} {sched:10s} {nr}x{nc} {kind:7s} "
+                          f"fwd {t[0] * 1e3:.3f} ms bwd {t[1] * 1e3:.3f} ms", file=sys.stderr)
+    return rows
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--world-sizes", default="2,4,8")
@@ -231,46 +277,13 @@ def main(argv=None):
     if dtype == torch.float32 and "flash" in kernels:
         kernels.remove("flash")  # flash needs fp16/bf16
     gpu = torch.cuda.get_device_name(0)
-    rows = []
+    schedules = [x.strip() for x in a.schedules.split(",") if x.strip()]
+    points = [(G, T) for G in _parse_list(a.world_sizes, "world sizes")
+              for T in _parse_list(a.seq_lens, "sequence lengths")]
     if a.slice_steps:
-        timer = _cuda_timer(torch, a.warmup, a.iters)
-        for G in _parse_list(a.world_sizes, "world sizes"):
-            for T in _parse_list(a.seq_lens, "sequence lengths"):
-                N = T // G
-                for sched, q0, nq, k0, nk, causal in slice_steps(N):
-                    if sched not in a.schedules:
-                        continue
-                    t_call, t_plain, t_sliced = time_slice_step(torch, timer, N, a.heads, a.kv_heads, a.head_dim,
-                                                                dtype, "cuda", q0, nq, k0, nk, causal)
-                    rows.append({"schedule": sched, "world_size": G, "seq_len": T, "q_start": q0, "rows": nq,
-                                 "k_start": k0, "cols": nk, "causal": causal, "call_s": t_call,
-                                 "plain_step_s": t_plain, "sliced_step_s": t_sliced,
-                                 "slice_overhead": (t_sliced - t_plain) / t_call})
-                    print(f"{sched:8s} G={G} T={T} {nq}x{nk}: call {t_call * 1e3:.3f} ms, plain step "
-                          f"{t_plain * 1e3:.3f} ms, sliced step {t_sliced * 1e3:.3f} ms: slice_overhead "
-                          f"{rows[-1]['slice_overhead']:.3f}", file=sys.stderr)
-        kernels = []
-    for G in _parse_list(a.world_sizes, "world sizes") if kernels else []:
-        for T in _parse_list(a.seq_lens, "sequence lengths"):
-            for sched in [s.strip() for s in a.schedules.split(",") if s.strip()]:
-                for (nr, nc, kind, pairs), count, bp in distinct_blocks(sched, G, T, a.mask):
-                    for kernel in kernels:
-                        try:
-                            t = time_block(torch, kernel, nr, nc, kind, bp.mask, a.heads, a.kv_heads, a.head_dim,
-                                           dtype, a.warmup, a.iters)
-                        except (RuntimeError, torch.cuda.OutOfMemoryError) as e:
-                            print(f"skip {kernel} {nr}x{nc} {kind}: {str(e).splitlines()[0]}", file=sys.stderr)
-                            torch.cuda.empty_cache()
-                            continue
-                        if t is None:
-                            continue
-                        flops = 4.0 * a.heads * a.head_dim * pairs
-                        rows.append({"kernel": kernel, "world_size": G, "seq_len": T, "schedule": sched,
-                                     "rows": nr, "cols": nc, "kind": kind, "pairs": int(pairs),
-                                     "blocks_in_ring": count, "fwd_s": t[0], "bwd_s": t[1],
-                                     "fwd_tflops": flops / t[0] / 1e12, "bwd_tflops": 2.5 * flops / t[1] / 1e12})
-                        print(f"{kernel:9s} G={G} T={T} {sched:10s} {nr}x{nc} {kind:7s} "
-                              f"fwd {t[0] * 1e3:.3f} ms bwd {t[1] * 1e3:.3f} ms", file=sys.stderr)
+        rows = _slice_rows(torch, a, dtype, points, schedules)
+    else:
+        rows = _block_rows(torch, a, dtype, points, schedules, kernels)
     what = "slice steps" if a.slice_steps else "single-GPU SDPA kernel timings per ring block shape"
     doc = {"source": "measured", "what": what,
            "gpu_model": gpu, "host": socket.gethostname(), "torch_version": torch.__version__,

@@ -74,7 +74,7 @@ class ProfileCost(CostModel):
         rank's (``q_start > 0``) the implementation's ``op.slice_overhead`` on top (see
         :data:`ringsim.strategies.ring.SLICE_OVERHEAD`)."""
         t = super().kernel_seconds(op, ctx)
-        u = float(getattr(op, "slice_overhead", 0.0) or 0.0)
+        u = op.slice_overhead
         if u:
             t = t * np.where(op.sliced, 1.0 + u, 1.0)
         return t
